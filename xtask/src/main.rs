@@ -1,0 +1,58 @@
+//! `cargo xtask <command>`: the project's automation, one binary with subcommands.
+//!
+//! Only `fetch-cards` touches the network; everything else works offline on what is checked in.
+
+mod gen_memory_specs;
+
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Automation for the model registry workspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn the facts in model-cards/**/*.toml into `[memory]` tables and MEMORY_SPECS.md.
+    GenMemorySpecs {
+        /// Write nothing; exit non-zero if any generated file is stale.
+        #[arg(long)]
+        check: bool,
+        /// The model-cards folder.
+        #[arg(long, default_value_os_t = default_cards())]
+        cards: PathBuf,
+    },
+}
+
+/// `model-cards/` at the workspace root, wherever xtask is run from (relative when run from
+/// the root, so messages show `model-cards/…`).
+fn default_cards() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."));
+    match std::env::current_dir() {
+        Ok(cwd) if cwd == root => PathBuf::from("model-cards"),
+        _ => root.join("model-cards"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::GenMemorySpecs { check, cards } => gen_memory_specs::run(&cards, check),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
