@@ -87,7 +87,7 @@ impl DType {
     /// of blocks (ggml cannot store such a tensor in this type).
     pub fn bytes_for(self, numel: u64) -> Option<u64> {
         let (per, bytes) = self.block();
-        (numel % per == 0).then(|| numel / per * bytes)
+        numel.is_multiple_of(per).then(|| numel / per * bytes)
     }
 
     /// Floating-point types a loader may convert to another float type.

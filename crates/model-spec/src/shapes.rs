@@ -431,12 +431,12 @@ fn llava(x: &mut Ctx) -> Result<(), DeriveError> {
 /// llama.cpp's `use_more_bits`: the first and last eighth of the layers and every third one
 /// in between get the larger type.
 fn use_more_bits(i: u64, n: u64) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
 /// Applies ggml's fallback for rows that are not a whole number of 256-element super-blocks.
 fn fallback(t: DType, ne0: u64) -> DType {
-    if !t.is_quantized() || ne0 % t.block().0 == 0 {
+    if !t.is_quantized() || ne0.is_multiple_of(t.block().0) {
         return t;
     }
     match t {

@@ -8,7 +8,10 @@ use model_spec::{DType, estimate::loaded_weight_bytes};
 use std::collections::BTreeMap;
 
 /// Inventory of a real safetensors file, read with the `safetensors` crate (header only).
-fn header_inventory(bytes: &[u8]) -> (Vec<InventoryRow>, BTreeMap<String, (String, Vec<usize>)>) {
+/// Tensor name → (dtype, shape).
+type Shapes = BTreeMap<String, (String, Vec<usize>)>;
+
+fn header_inventory(bytes: &[u8]) -> (Vec<InventoryRow>, Shapes) {
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(bytes).expect("valid safetensors header");
     let mut rows: BTreeMap<DType, (u64, u64, u64)> = BTreeMap::new();
@@ -71,7 +74,7 @@ fn bert_shape_derivation_reproduces_the_real_header_tensor_by_tensor() {
         .spec
         .spec
         .components[0];
-    let derived: BTreeMap<String, (String, Vec<usize>)> = derive(comp)
+    let derived: Shapes = derive(comp)
         .unwrap()
         .into_iter()
         .map(|t| {
