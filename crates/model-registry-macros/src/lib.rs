@@ -1,1 +1,28 @@
-//! Proc-macro shell over build-support: declare a model of your own, checked like the twelve.
+//! Proc-macro shell over `build-support`: declare a model of your own, checked like the twelve.
+//!
+//! Use it through `model_registry::candle_model!`, which documents the syntax. Parsing,
+//! checking and expansion live in `build_support::candle_model`; this crate only finds the
+//! directory of the invoking file.
+
+use proc_macro::{Span, TokenStream};
+use std::path::PathBuf;
+
+/// Declares `CandleModelInfo` statics from spec TOMLs, checked exactly like the registry's
+/// own models. See `model_registry::candle_model!`.
+#[proc_macro]
+pub fn candle_model(input: TokenStream) -> TokenStream {
+    let cx = build_support::candle_model::Context {
+        base_dir: base_dir(),
+    };
+    build_support::candle_model::expand(input.into(), &cx).into()
+}
+
+/// Directory of the file that invokes the macro; the crate root when rustc cannot say (for
+/// code that is itself macro-generated).
+fn base_dir() -> PathBuf {
+    Span::call_site()
+        .local_file()
+        .and_then(|f| f.parent().map(|p| p.to_path_buf()))
+        .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from))
+        .unwrap_or_default()
+}

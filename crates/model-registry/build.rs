@@ -1,0 +1,23 @@
+//! Generates `$OUT_DIR/models.rs` from `model-cards/` through build-support. A refused model
+//! becomes a `compile_error!` in that file, so `cargo build` fails with the message.
+
+use std::path::PathBuf;
+
+/// Points the registry at another model-cards folder (default: the workspace's).
+const CARDS_ENV: &str = "MODEL_REGISTRY_CARDS_DIR";
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed={CARDS_ENV}");
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let cards = std::env::var_os(CARDS_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir.join("../../model-cards"));
+    let generated = build_support::registry::generate(&cards);
+    for input in &generated.inputs {
+        println!("cargo::rerun-if-changed={}", input.display());
+    }
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("models.rs");
+    std::fs::write(&out, generated.source)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+}
