@@ -447,9 +447,10 @@ fn fallback(t: DType, ne0: u64) -> DType {
     }
 }
 
-/// Type llama.cpp's Q4_K_M recipe gives a tensor. `layer` is the block index; `n_v` and
-/// `n_down` are the counts llama.cpp's `use_more_bits` is evaluated against.
-fn q4_k_m(name: &str, shape: &[u64], layer: Option<u64>, n_v: u64, n_down: u64) -> DType {
+/// Type llama.cpp's Q4_K_M recipe gives a tensor. `layer` is the block index (read from the
+/// tensor name, as llama.cpp does for MoE models) and `n_layer` what `use_more_bits` is
+/// evaluated against for both `attn_v` and `ffn_down*`.
+fn q4_k_m(name: &str, shape: &[u64], layer: Option<u64>, n_layer: u64) -> DType {
     if shape.len() <= 1 || name.contains("ffn_gate_inp") || name.ends_with("_norm.weight") {
         return DType::F32;
     }
@@ -459,13 +460,13 @@ fn q4_k_m(name: &str, shape: &[u64], layer: Option<u64>, n_v: u64, n_down: u64) 
     } else if name.contains("attn_qkv") {
         DType::Q5K
     } else if name.contains("attn_v.weight") {
-        if layer.is_some_and(|i| use_more_bits(i, n_v)) {
+        if layer.is_some_and(|i| use_more_bits(i, n_layer)) {
             DType::Q6K
         } else {
             DType::Q4K
         }
     } else if name.contains("ffn_down") {
-        if layer.is_some_and(|i| use_more_bits(i, n_down)) {
+        if layer.is_some_and(|i| use_more_bits(i, n_layer)) {
             DType::Q6K
         } else {
             DType::Q4K
@@ -496,7 +497,6 @@ fn gguf(x: &mut Ctx) -> Result<(), DeriveError> {
     t.push(("token_embd.weight".into(), vec![h, v], None));
     t.push(("output_norm.weight".into(), vec![h], None));
     t.push(("output.weight".into(), vec![h, v], None));
-    let mut n_down = l;
     match x.c.family {
         Family::Phi3 => {
             let (kv, hd, i) = (
@@ -547,9 +547,6 @@ fn gguf(x: &mut Ctx) -> Result<(), DeriveError> {
                 x.u("qk_rope_head_dim")?,
                 x.u("v_head_dim")?,
             );
-            // llama.cpp counts every `ffn_down*` tensor (dense, routed and shared) for
-            // `use_more_bits` and reads the layer index from the tensor name.
-            n_down = dense + (l - dense) * (1 + u64::from(shared > 0));
             for n in 0..l {
                 let b = |s: &str| format!("blk.{n}.{s}");
                 t.push((b("attn_norm.weight"), vec![h], Some(n)));
@@ -588,7 +585,7 @@ fn gguf(x: &mut Ctx) -> Result<(), DeriveError> {
         _ => unreachable!("gguf() is only called for GGUF families"),
     }
     for (name, shape, layer) in t {
-        let dtype = q4_k_m(&name, &shape, layer, l, n_down);
+        let dtype = q4_k_m(&name, &shape, layer, l);
         x.typed(name, &shape, dtype);
     }
     Ok(())
