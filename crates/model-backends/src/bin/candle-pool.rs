@@ -1,0 +1,290 @@
+//! `candle-pool`: list the registry with its memory figures, embed texts or images through the
+//! pool, and report estimated vs measured memory.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use model_backends::report::{MemoryReport, ProfileRequest, ReportRow, measure_profile};
+use model_backends::{EmbeddingPool, ModelConfig, Overflow, TextMode, registry};
+use model_pool::{DeviceId, GovernorConfig};
+
+const USAGE: &str = "\
+candle-pool — Candle embedding models in a memory-aware pool
+
+USAGE:
+  candle-pool list
+      The registry's models with their memory estimates, and whether each fits the detected
+      RAM budget (MODEL_POOL_BUDGET / MODEL_POOL_OS_RESERVE override detection).
+  candle-pool embed --model KEY --weights DIR [OPTIONS] [TEXT ...]
+      Embeds each TEXT (or each non-empty stdin line when none is given) and prints
+      [{\"text\": …, \"embedding\": […]}] as JSON.
+  candle-pool embed-images --model KEY --weights DIR [OPTIONS] IMAGE ...
+      Embeds image files (CLIP) and prints [{\"image\": …, \"embedding\": […]}].
+  candle-pool report --model KEY --weights DIR [--model KEY --weights DIR ...] [OPTIONS]
+      Loads each model, serves one request of its run profile, and prints the registry
+      estimate next to the measured memory.
+
+OPTIONS:
+  --device cpu|cuda:N|metal:N   where the model runs (default cpu)
+  --dtype f32|f16|bf16          weight dtype (default: the run profile's)
+  --max-tokens N                input limit in tokens (default: the model's, capped at the profile's)
+  --refuse-long                 refuse inputs over the limit instead of truncating them
+  --query                       embed texts as search queries (adds the model's instruction)
+  --hf-cache                    --weights is a repo id in the hf-hub cache, not a directory
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Default)]
+struct Options {
+    models: Vec<(String, String)>,
+    device: Option<DeviceId>,
+    dtype: Option<candle_core::DType>,
+    max_tokens: Option<usize>,
+    refuse_long: bool,
+    query: bool,
+    hf_cache: bool,
+    rest: Vec<String>,
+}
+
+fn parse(args: Vec<String>) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut pending_model: Option<String> = None;
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--model" => {
+                if let Some(m) = pending_model.replace(value("--model")?) {
+                    return Err(format!("--model {m} has no --weights"));
+                }
+            }
+            "--weights" => {
+                let w = value("--weights")?;
+                let m = pending_model
+                    .take()
+                    .ok_or("--weights must follow a --model")?;
+                o.models.push((m, w));
+            }
+            "--device" => o.device = Some(value("--device")?.parse().map_err(|e| format!("{e}"))?),
+            "--dtype" => {
+                o.dtype = Some(
+                    model_backends::device::parse_dtype(&value("--dtype")?)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            "--max-tokens" => {
+                o.max_tokens = Some(
+                    value("--max-tokens")?
+                        .parse()
+                        .map_err(|_| "--max-tokens needs a number".to_owned())?,
+                )
+            }
+            "--refuse-long" => o.refuse_long = true,
+            "--query" => o.query = true,
+            "--hf-cache" => o.hf_cache = true,
+            "--" => o.rest.extend(it.by_ref()),
+            flag if flag.starts_with("--") => {
+                return Err(format!("unknown option {flag}\n\n{USAGE}"));
+            }
+            _ => o.rest.push(arg),
+        }
+    }
+    if let Some(m) = pending_model {
+        return Err(format!("--model {m} has no --weights"));
+    }
+    Ok(o)
+}
+
+fn run(args: Vec<String>) -> Result<(), String> {
+    let Some((command, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "list" => list(),
+        "embed" => embed(parse(rest.to_vec())?, false),
+        "embed-images" => embed(parse(rest.to_vec())?, true),
+        "report" => report(parse(rest.to_vec())?),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    }
+}
+
+fn list() -> Result<(), String> {
+    let budgets = GovernorConfig::from_env()
+        .and_then(|c| c.resolve())
+        .map_err(|e| e.to_string())?;
+    let ram = budgets.get(&DeviceId::Cpu).copied();
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    match ram {
+        Some(b) => println!(
+            "RAM budget: {:.1} GiB (detected total minus the OS reserve, or MODEL_POOL_BUDGET)",
+            gib(b)
+        ),
+        None => println!("RAM budget: none detected"),
+    }
+    println!(
+        "{:<46} {:<16} {:<10} {:>9}  {:<34} fits RAM",
+        "model", "capability", "backend", "est. MB", "run profile"
+    );
+    for m in registry::all().map_err(|e| e.to_string())? {
+        let need = m.memory.estimate_mb.unwrap_or(0) * (1 << 20);
+        let fits = match ram {
+            Some(b) if need <= b => "yes",
+            Some(_) => "no",
+            None => "?",
+        };
+        println!(
+            "{:<46} {:<16} {:<10} {:>9}  {:<34} {fits}",
+            m.key,
+            m.capability.as_str(),
+            m.family.map_or("-", |f| f.as_str()),
+            m.memory
+                .estimate_mb
+                .map_or_else(|| "-".into(), |e| e.to_string()),
+            m.profile.summary(),
+        );
+    }
+    println!(
+        "(MB = 1,048,576 bytes; backend `-`: estimated only, not served by these Candle backends)"
+    );
+    Ok(())
+}
+
+fn config_for(o: &Options, key: &str, weights: &str) -> Result<ModelConfig, String> {
+    let source = if o.hf_cache {
+        model_backends::config::ModelSource::HfCache {
+            repo: weights.to_owned(),
+            revision: None,
+        }
+    } else {
+        model_backends::config::ModelSource::Dir(PathBuf::from(weights))
+    };
+    // Registry models get their family, dtype and declared memory; any other key is served
+    // from its directory with the family detected from config.json.
+    let mut config = match ModelConfig::registry(key, source.clone()) {
+        Ok(c) => c,
+        Err(_) => ModelConfig::new(key, source),
+    };
+    if let Some(d) = o.device {
+        config = config.device(d);
+    }
+    if let Some(t) = o.dtype {
+        config = config.dtype(t);
+    }
+    if let Some(n) = o.max_tokens {
+        config = config.max_input_tokens(n);
+    }
+    if o.refuse_long {
+        config = config.overflow(Overflow::Refuse);
+    }
+    Ok(config)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn embed(o: Options, images: bool) -> Result<(), String> {
+    let [(key, weights)] = o.models.as_slice() else {
+        return Err("give exactly one --model KEY --weights DIR".into());
+    };
+    let config = config_for(&o, key, weights)?;
+    let inputs: Vec<String> = if o.rest.is_empty() && !images {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    } else {
+        o.rest.clone()
+    };
+    let rt = runtime()?;
+    let vectors = rt.block_on(async {
+        let pool = EmbeddingPool::builder()
+            .model(config)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let result = if images {
+            let decoded = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, path)| {
+                    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+                    model_backends::image::decode(&bytes, i).map_err(|e| format!("{path}: {e}"))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            pool.embed_images(key, decoded).await
+        } else {
+            let mode = if o.query {
+                TextMode::Query
+            } else {
+                TextMode::Document
+            };
+            pool.embed_with(key, inputs.clone(), mode).await
+        };
+        pool.shutdown().await;
+        result.map_err(|e| e.to_string())
+    })?;
+    let field = if images { "image" } else { "text" };
+    let out: Vec<serde_json::Value> = inputs
+        .iter()
+        .zip(vectors)
+        .map(|(input, embedding)| serde_json::json!({ field: input, "embedding": embedding }))
+        .collect();
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, &out).map_err(|e| e.to_string())?;
+    writeln!(stdout).map_err(|e| e.to_string())
+}
+
+fn report(o: Options) -> Result<(), String> {
+    if o.models.is_empty() {
+        return Err("give at least one --model KEY --weights DIR".into());
+    }
+    let mut rows = Vec::new();
+    for (key, weights) in &o.models {
+        let config = config_for(&o, key, weights)?;
+        let info = registry::lookup(key).ok();
+        let request = ProfileRequest {
+            batch: info.as_ref().map_or(1, |i| i.profile.batch as usize),
+            seq_len: info
+                .as_ref()
+                .and_then(|i| i.memory.profile_seq_len)
+                .map(|s| s as usize),
+        };
+        let (model, measured) =
+            measure_profile(&config, request).map_err(|e| format!("{key}: {e}"))?;
+        drop(model);
+        rows.push(ReportRow {
+            key: key.clone(),
+            estimate_mb: config.memory.and_then(|m| m.estimate_mb),
+            declared_resident_bytes: config.memory.map(|m| m.resident_bytes),
+            declared_per_batch_bytes: config.memory.map(|_| config.per_batch_bytes()),
+            measured: Some(measured.load),
+            peak_request_bytes: Some(measured.peak_rss_bytes),
+            estimate_exceeded: config
+                .memory
+                .is_some_and(|m| measured.load.resident_bytes > m.resident_bytes),
+        });
+    }
+    println!("{}", MemoryReport { rows });
+    Ok(())
+}
