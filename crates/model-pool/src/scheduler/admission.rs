@@ -1,0 +1,464 @@
+//! Admission: who gets memory, in which order, and what is evicted for it.
+//!
+//! Requests wait in per-model FIFO queues. After every event, [`Scheduler::pump`] walks the
+//! models that have demand in precedence order (priority, then the age of their oldest
+//! waiter) and gives each what fits. A model that does not fit *claims* what it needs on its
+//! device, so that memory freed later goes to it before anyone behind it: a stream of small
+//! requests cannot starve a large one (models on other devices are not held up). Only the
+//! first blocked model on a device may evict models that have waiters of their own; the
+//! others only evict idle models nobody is waiting for. A model that is being evicted and gets a request keeps the
+//! request queued until its unload has finished and then loads again through the same
+//! admission, so no request ever waits on an unload that waits on it (Ollama issue 17408).
+
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{
+    Candidate, Effect, Entry, LeaseId, ModelId, RequestId, Scheduler, State, UnloadReason, Waiter,
+    choose_victims,
+};
+use crate::device::DeviceId;
+use crate::error::{PoolError, QueueKind};
+use crate::size::ByteSize;
+
+/// Bytes claimed per device during one pump pass.
+#[derive(Default)]
+pub(super) struct Claims(Vec<(DeviceId, u64)>);
+
+impl Claims {
+    fn get(&self, device: DeviceId) -> Option<u64> {
+        self.0.iter().find(|(d, _)| *d == device).map(|(_, b)| *b)
+    }
+
+    fn add(&mut self, device: DeviceId, bytes: u64) {
+        match self.0.iter_mut().find(|(d, _)| *d == device) {
+            Some((_, b)) => *b = b.saturating_add(bytes),
+            None => self.0.push((device, bytes)),
+        }
+    }
+}
+
+impl Scheduler {
+    pub(super) fn on_acquire(
+        &mut self,
+        request: RequestId,
+        model: ModelId,
+        timeout: Option<Duration>,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(entry) = self.entries.get(model.index()) else {
+            fx.push(Effect::Reject {
+                request,
+                error: PoolError::UnknownModel {
+                    model: format!("#{}", model.0),
+                },
+            });
+            return;
+        };
+        let key = entry.spec.key.clone();
+        if self.shutting_down {
+            fx.push(Effect::Reject {
+                request,
+                error: PoolError::ShuttingDown { model: key },
+            });
+            return;
+        }
+        if let Some(error) = self.refusal(model, now) {
+            fx.push(Effect::Reject { request, error });
+            return;
+        }
+        let entry = &self.entries[model.index()];
+        // Fast path: loaded, nobody ahead of us anywhere, a concurrency slot and memory free.
+        if matches!(entry.state, State::Ready)
+            && self.waiters.is_empty()
+            && entry.leases.len() < entry.spec.max_concurrency
+            && let Ok(reservation) = self
+                .governor
+                .try_reserve(entry.spec.device, entry.spec.per_request_bytes)
+        {
+            self.grant(model, request, reservation, now, fx);
+            return;
+        }
+        let entry = &self.entries[model.index()];
+        if entry.queue.len() >= entry.spec.max_queue {
+            let retry_after = self.retry_hint(model);
+            let limit = entry.spec.max_queue;
+            self.entries[model.index()].counters.rejected_busy += 1;
+            fx.push(Effect::Reject {
+                request,
+                error: PoolError::Busy {
+                    model: key,
+                    queue: QueueKind::Model,
+                    limit,
+                    retry_after,
+                },
+            });
+            return;
+        }
+        if self.waiters.len() >= self.config.max_queued_total {
+            let retry_after = self.retry_hint(model);
+            self.entries[model.index()].counters.rejected_busy += 1;
+            fx.push(Effect::Reject {
+                request,
+                error: PoolError::Busy {
+                    model: key,
+                    queue: QueueKind::Global,
+                    limit: self.config.max_queued_total,
+                    retry_after,
+                },
+            });
+            return;
+        }
+        let deadline = now + timeout.unwrap_or(self.config.request_timeout);
+        if self
+            .waiters
+            .insert(
+                request,
+                Waiter {
+                    model,
+                    deadline,
+                    enqueued: now,
+                },
+            )
+            .is_some()
+        {
+            // A caller reused a request id; answer the new one and keep the old one queued.
+            tracing::error!(?request, "request id reused while still queued");
+            return;
+        }
+        self.deadlines.insert((deadline, request));
+        let entry = &mut self.entries[model.index()];
+        entry.queue.push_back(request);
+        entry.idle_deadline = None;
+    }
+
+    /// Errors that refuse a request at once, before it is queued.
+    fn refusal(&mut self, model: ModelId, now: Instant) -> Option<PoolError> {
+        let entry = &self.entries[model.index()];
+        let device = entry.spec.device;
+        let need = entry.spec.need_bytes();
+        let budget = self.governor.budget(device).unwrap_or(0);
+        let key = || entry.spec.key.clone();
+        let error = if need > budget {
+            PoolError::NeverFits {
+                model: key(),
+                need: ByteSize(need),
+                budget: ByteSize(budget),
+                device,
+            }
+        } else if let Some(pinned) = self.pinned_bytes_blocking(model, budget) {
+            PoolError::BlockedByPinned {
+                model: key(),
+                need: ByteSize(need),
+                budget: ByteSize(budget),
+                pinned: ByteSize(pinned),
+                device,
+            }
+        } else if let State::Failed { until } = entry.state
+            && until > now
+        {
+            PoolError::CoolingDown {
+                model: key(),
+                attempts: entry.consecutive_failures,
+                last_error: entry.last_error.clone().unwrap_or_default(),
+                retry_after: until - now,
+            }
+        } else {
+            return None;
+        };
+        let counters = &mut self.entries[model.index()].counters;
+        match error {
+            PoolError::NeverFits { .. } => counters.rejected_never_fits += 1,
+            PoolError::BlockedByPinned { .. } => counters.rejected_pinned += 1,
+            _ => counters.rejected_cooling_down += 1,
+        }
+        Some(error)
+    }
+
+    /// If the pinned models on `model`'s device leave too little of the budget for it, the
+    /// bytes they hold. Pinned models count whether loaded or not: they are meant to be
+    /// resident, and a failed one is retried.
+    fn pinned_bytes_blocking(&self, model: ModelId, budget: u64) -> Option<u64> {
+        let entry = &self.entries[model.index()];
+        if entry.spec.tier.is_pinned() {
+            return None;
+        }
+        let pinned: u64 = self
+            .entries
+            .iter()
+            .filter(|e| e.spec.device == entry.spec.device && e.spec.tier.is_pinned())
+            .map(|e| e.spec.resident_bytes)
+            .fold(0u64, u64::saturating_add);
+        (entry.spec.need_bytes() > budget.saturating_sub(pinned)).then_some(pinned)
+    }
+
+    pub(super) fn on_cancel(&mut self, request: RequestId, _now: Instant, fx: &mut Vec<Effect>) {
+        if let Some(waiter) = self.remove_waiter(request) {
+            self.entries[waiter.model.index()].counters.cancellations += 1;
+            self.after_waiter_left(waiter.model, fx);
+        }
+    }
+
+    /// Removes a queued request wherever it is.
+    pub(super) fn remove_waiter(&mut self, request: RequestId) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&request)?;
+        self.deadlines.remove(&(waiter.deadline, request));
+        let queue = &mut self.entries[waiter.model.index()].queue;
+        if let Some(pos) = queue.iter().position(|r| *r == request) {
+            queue.remove(pos);
+        }
+        Some(waiter)
+    }
+
+    /// A waiter left `model`'s queue (cancelled or timed out). If nobody else wants the model,
+    /// a load in progress for it is pointless: abort it and return its memory.
+    pub(super) fn after_waiter_left(&mut self, model: ModelId, fx: &mut Vec<Effect>) {
+        let entry = &mut self.entries[model.index()];
+        if !entry.queue.is_empty() || entry.preload {
+            return;
+        }
+        match &mut entry.state {
+            State::Loading { load, aborting, .. } if !*aborting => {
+                *aborting = true;
+                entry.counters.load_aborts += 1;
+                fx.push(Effect::AbortLoad { model, load: *load });
+            }
+            State::OomRecovery { .. } => {
+                entry.counters.load_aborts += 1;
+                entry.resident = None;
+                entry.first_request = None;
+                entry.state = State::Unloaded;
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn grant(
+        &mut self,
+        model: ModelId,
+        request: RequestId,
+        reservation: crate::governor::Reservation,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        let lease = LeaseId(self.next_lease);
+        self.next_lease += 1;
+        let entry = &mut self.entries[model.index()];
+        entry.leases.insert(lease, now);
+        entry.idle_deadline = None;
+        entry.last_used = now;
+        entry.counters.leases += 1;
+        fx.push(Effect::Grant {
+            request,
+            model,
+            lease,
+            reservation,
+        });
+    }
+
+    fn pop_waiter(&mut self, model: ModelId) -> Option<RequestId> {
+        let request = self.entries[model.index()].queue.pop_front()?;
+        if let Some(w) = self.waiters.remove(&request) {
+            self.deadlines.remove(&(w.deadline, request));
+        }
+        Some(request)
+    }
+
+    /// Gives every model with demand what fits now, in precedence order, and starts the
+    /// evictions that make room for the rest.
+    pub(super) fn pump(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.shutting_down || (self.waiters.is_empty() && self.preloads == 0) {
+            return;
+        }
+        let mut order: Vec<(Reverse<i32>, Instant, RequestId, ModelId)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.queue.is_empty() || e.preload)
+            .map(|(i, e)| {
+                let (arrived, first) = match e.queue.front() {
+                    Some(r) => (self.waiters.get(r).map_or(now, |w| w.enqueued), *r),
+                    None => (self.started, RequestId(0)),
+                };
+                (Reverse(e.spec.priority), arrived, first, ModelId(i as u32))
+            })
+            .collect();
+        order.sort_unstable();
+        let mut claims = Claims::default();
+        for (_, _, _, model) in order {
+            let entry = &self.entries[model.index()];
+            match entry.state {
+                State::Ready => self.serve_ready(model, now, fx, &mut claims),
+                State::Unloaded => self.try_load(model, now, fx, &mut claims),
+                State::Failed { until } if until <= now => {
+                    self.try_load(model, now, fx, &mut claims)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn serve_ready(
+        &mut self,
+        model: ModelId,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+        claims: &mut Claims,
+    ) {
+        if self.entries[model.index()].preload {
+            self.entries[model.index()].preload = false;
+            self.preloads -= 1;
+        }
+        loop {
+            let entry = &self.entries[model.index()];
+            if entry.queue.is_empty() || entry.leases.len() >= entry.spec.max_concurrency {
+                return;
+            }
+            let (device, need) = (entry.spec.device, entry.spec.per_request_bytes);
+            let claimed = claims.get(device);
+            if let Some(reservation) = self.reserve_unclaimed(device, need, claimed.unwrap_or(0)) {
+                if let Some(request) = self.pop_waiter(model) {
+                    self.grant(model, request, reservation, now, fx);
+                }
+                continue;
+            }
+            self.make_room(model, need, claimed, fx);
+            claims.add(device, need);
+            return;
+        }
+    }
+
+    fn try_load(
+        &mut self,
+        model: ModelId,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+        claims: &mut Claims,
+    ) {
+        let entry = &self.entries[model.index()];
+        let with_request = !entry.queue.is_empty();
+        let device = entry.spec.device;
+        let per_request = if with_request {
+            entry.spec.per_request_bytes
+        } else {
+            0
+        };
+        let need = entry.spec.resident_bytes.saturating_add(per_request);
+        let claimed = claims.get(device);
+        let Some(mut reservation) = self.reserve_unclaimed(device, need, claimed.unwrap_or(0))
+        else {
+            self.make_room(model, need, claimed, fx);
+            claims.add(device, need);
+            return;
+        };
+        let first_request = if with_request {
+            reservation.split(per_request)
+        } else {
+            None
+        };
+        let load = super::LoadId(self.next_load);
+        self.next_load += 1;
+        let entry = &mut self.entries[model.index()];
+        if entry.preload {
+            entry.preload = false;
+            self.preloads -= 1;
+        }
+        entry.resident = Some(reservation);
+        entry.first_request = first_request;
+        entry.state = State::Loading {
+            load,
+            since: now,
+            aborting: false,
+            oom_retried: false,
+        };
+        entry.counters.loads_started += 1;
+        tracing::debug!(model = %entry.spec.key, "loading");
+        fx.push(Effect::StartLoad { model, load });
+    }
+
+    /// Reserves `need` on `device` only if it fits next to what models ahead have claimed.
+    fn reserve_unclaimed(
+        &self,
+        device: DeviceId,
+        need: u64,
+        claimed: u64,
+    ) -> Option<crate::governor::Reservation> {
+        let free = self.governor.free(device)?;
+        if need > free.saturating_sub(claimed) {
+            return None;
+        }
+        self.governor.try_reserve(device, need).ok()
+    }
+
+    /// Starts unloading idle models on `model`'s device so that `need` bytes (after the
+    /// `claimed` bytes of models ahead of it, and counting memory already on its way back)
+    /// become free, if idle models can cover it; otherwise evicts nothing and waits for leases
+    /// to end.
+    fn make_room(&mut self, model: ModelId, need: u64, claimed: Option<u64>, fx: &mut Vec<Effect>) {
+        let device = self.entries[model.index()].spec.device;
+        let is_first_blocked = claimed.is_none();
+        let free = self.governor.free(device).unwrap_or(0);
+        let incoming: u64 = self
+            .entries
+            .iter()
+            .filter(|e| e.spec.device == device)
+            .filter(|e| {
+                matches!(
+                    e.state,
+                    State::Unloading | State::Loading { aborting: true, .. }
+                )
+            })
+            .map(Entry::held_bytes)
+            .sum();
+        let want = need.saturating_add(claimed.unwrap_or(0));
+        let Some(deficit) = want
+            .checked_sub(free.saturating_add(incoming))
+            .filter(|d| *d > 0)
+        else {
+            return;
+        };
+        let mut candidates: Vec<(bool, u8, i32, Instant, Candidate)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| {
+                *i != model.index()
+                    && e.spec.device == device
+                    && e.is_idle_ready()
+                    && !e.spec.tier.is_pinned()
+                    && (e.queue.is_empty() || is_first_blocked)
+            })
+            .map(|(i, e)| {
+                let tier_rank = u8::from(e.spec.tier.is_hot());
+                let candidate = Candidate {
+                    model: ModelId(i as u32),
+                    bytes: e.held_bytes(),
+                };
+                (
+                    !e.queue.is_empty(),
+                    tier_rank,
+                    e.spec.priority,
+                    e.last_used,
+                    candidate,
+                )
+            })
+            .collect();
+        candidates.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+        let candidates: Vec<Candidate> = candidates.into_iter().map(|c| c.4).collect();
+        if let Some(victims) = choose_victims(&candidates, deficit) {
+            for victim in victims {
+                tracing::debug!(
+                    victim = %self.entries[victim.index()].spec.key,
+                    for_model = %self.entries[model.index()].spec.key,
+                    deficit = %ByteSize(deficit),
+                    "evicting"
+                );
+                self.entries[victim.index()].counters.evictions += 1;
+                self.start_unload(victim, UnloadReason::Evicted, fx);
+            }
+        }
+    }
+}
