@@ -177,14 +177,15 @@ pub fn expand(input: TokenStream, cx: &Context) -> TokenStream {
     let k = target.krate();
     let loads: Vec<_> = input.declarations.iter().map(|d| load(d, cx)).collect();
 
-    let keyed: Vec<(usize, (&str, Origin, Option<usize>))> = loads
+    let keyed: Vec<(usize, (&str, String))> = loads
         .iter()
         .enumerate()
         .filter_map(|(i, (l, _))| l.as_ref().ok().map(|l| (i, l)))
         .map(|(i, l)| {
             let key = l.spec.spec.registry_key.get_ref().as_str();
             let line = l.spec.line(l.spec.spec.registry_key.span());
-            (i, (key, l.origin.clone(), Some(line)))
+            let ident = &input.declarations[i].ident;
+            (i, (key, format!("`{ident}` ({})", l.origin.at(Some(line)))))
         })
         .collect();
     let flat: Vec<_> = keyed.iter().map(|(_, x)| x.clone()).collect();

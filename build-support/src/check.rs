@@ -53,6 +53,10 @@ impl fmt::Display for Diagnostic {
             // Model diagnostics read like "model `k` (file:line): est_memory_allocation_mb =
             // 0 is …": the message starts with the field.
             Some(model) => write!(f, "model `{model}` ({}): {}", self.location, self.message)?,
+            // `(file)`, `(document)`: the whole file is at fault, not a field.
+            None if self.field.starts_with('(') => {
+                write!(f, "{}: {}", self.location, self.message)?
+            }
             None => write!(
                 f,
                 "{}: field `{}`: {}",
@@ -151,7 +155,7 @@ pub fn check_memory<'s>(
     let estimate = model_spec::estimate(&spec.spec, profile);
     let expected = |e: &Result<MemoryEstimate, _>| match e {
         Ok(e) => format!(
-            " (the estimate for these facts is {} MB)",
+            "; the estimate for these facts is {} MB",
             e.est_memory_allocation_mb
         ),
         Err(_) => String::new(),
@@ -189,27 +193,38 @@ pub fn check_memory<'s>(
         ));
     }
     if from_list && mem.profile != *profile {
+        let (was, now) = (mem.profile.summary(), profile.summary());
+        let change = if was == now {
+            "models.toml now gives a different one".to_owned()
+        } else {
+            format!("models.toml now says `{now}`")
+        };
         return Err(diag(
             "memory.profile",
             format!(
                 "est_memory_allocation_mb = {mb_figure} is stale: it was computed for the run \
-                 profile `{}`, but models.toml now says `{}`{}",
-                mem.profile.summary(),
-                profile.summary(),
+                 profile `{was}`, but {change}{}",
                 expected(&estimate)
             ),
         ));
     }
     let now = model_spec::fingerprint(&spec.spec, profile);
     if now != mem.fingerprint {
+        let outcome = match &estimate {
+            Ok(e) if e.est_memory_allocation_mb == mb_figure => format!(
+                "; the figure stays {mb_figure} MB for these facts, but its [memory] table must \
+                 be rewritten"
+            ),
+            other => expected(other),
+        };
         return Err(diag(
             "memory.fingerprint",
             format!(
                 "est_memory_allocation_mb = {mb_figure} is stale: the facts it was computed \
                  from (architecture, weights, serving values or run profile) changed since \
-                 `cargo xtask gen-memory-specs` ran (fingerprint {} recorded, {now} now){}",
+                 `cargo xtask gen-memory-specs` last ran (fingerprint {} recorded, {now} \
+                 now){outcome}",
                 mem.fingerprint,
-                expected(&estimate)
             ),
         ));
     }
@@ -266,22 +281,19 @@ pub fn check_memory<'s>(
     Ok(mem)
 }
 
-/// Refuses two models with the same registry key. `models` is `(key, origin, line)`; returns
-/// one diagnostic per repeated key, located at the repetition.
-pub fn check_unique_keys(models: &[(&str, Origin, Option<usize>)]) -> Vec<(usize, Diagnostic)> {
+/// Refuses two models with the same registry key. `models` is `(key, where)`, `where` naming
+/// the declaration (`file:line`); returns one diagnostic per repetition, located at it.
+pub fn check_unique_keys(models: &[(&str, String)]) -> Vec<(usize, Diagnostic)> {
     let mut out = Vec::new();
-    for (i, (key, origin, line)) in models.iter().enumerate() {
-        if let Some((_, first, first_line)) = models[..i].iter().find(|(k, ..)| k == key) {
+    for (i, (key, at)) in models.iter().enumerate() {
+        if let Some((_, first)) = models[..i].iter().find(|(k, _)| k == key) {
             out.push((
                 i,
                 Diagnostic {
                     model: None,
-                    location: origin.at(*line),
+                    location: at.clone(),
                     field: "registry_key".to_owned(),
-                    message: format!(
-                        "duplicate registry key `{key}`, already declared by {}",
-                        first.at(*first_line)
-                    ),
+                    message: format!("duplicate registry key `{key}`, already declared by {first}"),
                     fix: Some("each model appears once; remove or rename one".to_owned()),
                 },
             ));

@@ -180,20 +180,21 @@ pub fn registry_tokens(registry: &Registry, target: &Target) -> (TokenStream, Ve
         .iter()
         .map(|m| Origin::File(display_path(&registry.root, &m.spec.path)))
         .collect();
-    let keyed: Vec<(&str, Origin, Option<usize>)> = registry
+    let keys: Vec<&str> = registry
         .models
         .iter()
-        .zip(&origins)
-        .map(|(m, o)| {
-            let key = m.spec.spec.registry_key.get_ref().as_str();
-            (
-                key,
-                o.clone(),
-                Some(m.spec.line(m.spec.spec.registry_key.span())),
-            )
-        })
+        .map(|m| m.spec.spec.registry_key.get_ref().as_str())
         .collect();
-    let keys: Vec<&str> = keyed.iter().map(|(k, ..)| *k).collect();
+    let key_lines: Vec<Option<usize>> = registry
+        .models
+        .iter()
+        .map(|m| Some(m.spec.line(m.spec.spec.registry_key.span())))
+        .collect();
+    let keyed: Vec<(&str, String)> = keys
+        .iter()
+        .zip(origins.iter().zip(&key_lines))
+        .map(|(k, (o, l))| (*k, o.at(*l)))
+        .collect();
     let names = static_names(&keys);
     let duplicates = check_unique_keys(&keyed);
 
@@ -211,7 +212,7 @@ pub fn registry_tokens(registry: &Registry, target: &Target) -> (TokenStream, Ve
         if let Some(other) = seen_names.insert(names[i].clone(), keys[i]) {
             let d = Diagnostic {
                 model: Some(keys[i].to_owned()),
-                location: origins[i].at(keyed[i].2),
+                location: keyed[i].1.clone(),
                 field: "registry_key".into(),
                 message: format!(
                     "registry_key `{}` gives the static name `{}`, which `{other}` already has",
