@@ -171,16 +171,14 @@ impl ModelConfig {
             key: key.to_owned(),
             why: format!(
                 "it is a {} model; these backends serve the six embedders",
-                info.capability
+                info.model.capability
             ),
         })?;
         let mut config = ModelConfig::new(key, source);
         config.family = Some(family);
         config.dtype = info.dtype;
         config.memory = Some(info.memory);
-        if let Some(instruction) = info.query_instruction {
-            config.query_instruction = Some(instruction);
-        }
+        config.query_instruction = info.query_instruction().map(str::to_owned);
         Ok(config)
     }
 

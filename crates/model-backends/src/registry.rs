@@ -2,20 +2,23 @@
 //! run profile, and its memory estimate split the way the pool reserves it (weights + overhead
 //! resident; KV cache + activations per request).
 //!
-//! The facts are the spec TOMLs under `model-cards/` (read with `model_spec`): the directory
-//! named by `MODEL_CARDS_DIR`, else the workspace's own. [`estimate_checkpoint`] re-runs the
-//! same estimator on a checkpoint of a registry family with other sizes (a fine-tune, or the
-//! tiny random checkpoints of the tests), reading its `config.json` and safetensors headers.
+//! The facts are the compile-time checked `CandleModelInfo` statics of `model-registry`.
+//! [`estimate_checkpoint`] re-runs the same estimator on a checkpoint of a registry family with
+//! other sizes (a fine-tune, or the tiny random checkpoints of the tests), reading its
+//! `config.json` and safetensors headers; it needs the spec TOMLs under `model-cards/` (the
+//! directory named by `MODEL_CARDS_DIR`, else the workspace's own).
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use model_pool::DeviceId;
+use model_registry::CandleModelInfo;
 use model_spec::estimate::MemoryEstimate;
 use model_spec::shapes::TensorDesc;
 use model_spec::spec::{Fact, Provenance};
-use model_spec::{Capability, Registry, RegistryModel, RunProfile};
+use model_spec::{Registry, RunProfile};
 
 use crate::config::DeclaredMemory;
 use crate::error::BackendError;
@@ -32,8 +35,8 @@ pub fn cards_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../model-cards"))
 }
 
-/// The parsed registry (loaded once).
-pub fn registry() -> Result<&'static Registry, BackendError> {
+/// The parsed spec TOMLs (loaded once), for [`estimate_checkpoint`].
+pub fn specs() -> Result<&'static Registry, BackendError> {
     static REGISTRY: OnceLock<Result<Registry, String>> = OnceLock::new();
     REGISTRY
         .get_or_init(|| Registry::load(&cards_dir()).map_err(|e| e.to_string()))
@@ -47,73 +50,85 @@ pub fn registry() -> Result<&'static Registry, BackendError> {
 }
 
 /// What the backends take from a registry entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct RegistryInfo {
-    /// The registry key.
-    pub key: String,
+    /// The registry entry.
+    pub model: &'static CandleModelInfo,
     /// The backend family, if this crate serves the model.
     pub family: Option<Family>,
-    /// The capability.
-    pub capability: Capability,
-    /// Load dtype of the run profile.
+    /// Load dtype of the run profile (`None`: kept as stored).
     pub dtype: Option<candle_core::DType>,
-    /// Declared memory (from the `[memory]` table).
+    /// Declared memory, split for the pool.
     pub memory: DeclaredMemory,
-    /// The run profile the figure is for.
-    pub profile: RunProfile,
-    /// Query instruction recorded in the spec's serving facts.
-    pub query_instruction: Option<String>,
+}
+
+impl RegistryInfo {
+    /// The registry key.
+    pub fn key(&self) -> &'static str {
+        self.model.registry_key
+    }
+
+    /// The query instruction of the family (GTE-Qwen2, Stella, NV-Embed).
+    pub fn query_instruction(&self) -> Option<&'static str> {
+        match self.family? {
+            Family::GteQwen2 => Some(models::gte_qwen2::QUERY_INSTRUCTION),
+            Family::Stella => Some(models::stella::QUERY_INSTRUCTION),
+            Family::NvEmbed => Some(models::nvembed::QUERY_INSTRUCTION),
+            Family::Bert | Family::JinaBert | Family::Clip => None,
+        }
+    }
 }
 
 /// Registry facts for `key`.
 pub fn lookup(key: &str) -> Result<RegistryInfo, BackendError> {
-    let reg = registry()?;
-    let model = reg.get(key).ok_or_else(|| BackendError::UnknownFamily {
+    let model = model_registry::by_key(key).ok_or_else(|| BackendError::UnknownFamily {
         key: key.to_owned(),
-        why: format!("not in the registry at {}", reg.root.display()),
+        why: "not in the registry (model-registry's ALL)".to_owned(),
     })?;
     info(model)
 }
 
 /// Registry facts for every model, in registry order.
 pub fn all() -> Result<Vec<RegistryInfo>, BackendError> {
-    registry()?.models.iter().map(info).collect()
+    model_registry::ALL.iter().map(|m| info(m)).collect()
 }
 
-fn info(model: &RegistryModel) -> Result<RegistryInfo, BackendError> {
-    let spec = &model.spec.spec;
-    let key = spec.registry_key.get_ref().clone();
-    let section = spec.memory.as_ref().ok_or_else(|| {
-        BackendError::config(
-            &model.spec.path,
-            "no [memory] table; run `cargo xtask gen-memory-specs`",
-        )
-    })?;
-    let profile = section.profile.clone();
-    let images = spec.capability == Capability::ImageEmbedding;
+fn info(model: &'static CandleModelInfo) -> Result<RegistryInfo, BackendError> {
+    let profile = &model.default_profile;
+    let images = model.capability == model_registry::Capability::ImageEmbedding;
     let memory = DeclaredMemory {
-        resident_bytes: section.weights_bytes + section.overhead_bytes,
-        per_request_bytes: section.kv_cache_bytes + section.activations_bytes,
-        profile_batch: profile.batch.max(1),
-        profile_seq_len: if images { None } else { profile.seq_len },
-        estimate_mb: Some(section.est_memory_allocation_mb),
+        resident_bytes: model.memory.resident_bytes(),
+        per_request_bytes: model.memory.per_request_bytes(),
+        profile_batch: profile.batch.max(1) as u64,
+        profile_seq_len: if images {
+            None
+        } else {
+            profile.seq_len.map(|s| s as u64)
+        },
+        estimate_mb: Some(model.est_memory_allocation_mb as u64),
     };
-    let query_instruction = spec
-        .serving
-        .get("query_instruction")
-        .and_then(|f| f.get_ref().value.as_str().map(str::to_owned));
+    let dtype = profile
+        .load_dtype
+        .map(crate::device::parse_dtype)
+        .transpose()?;
     Ok(RegistryInfo {
-        family: Family::from_key(&key),
-        capability: spec.capability,
-        dtype: profile
-            .load_dtype
-            .map(crate::device::dtype_of)
-            .transpose()?,
-        key,
+        model,
+        family: Family::from_key(model.registry_key),
+        dtype,
         memory,
-        profile,
-        query_instruction,
     })
+}
+
+/// The pool's view of a registry model on `device`, with the registry's own split: weights +
+/// overhead resident, KV cache + activations per request. (The backends' pool declares one
+/// *batch* per request instead; see [`ModelConfig::pool_spec`](crate::ModelConfig::pool_spec).)
+pub fn pool_spec(model: &CandleModelInfo, device: DeviceId) -> model_pool::ModelSpec {
+    model_pool::ModelSpec::new(
+        model.registry_key,
+        device,
+        model.memory.resident_bytes(),
+        model.memory.per_request_bytes(),
+    )
 }
 
 /// The estimator's figure for the checkpoint in `dir`, a model of registry entry `key`'s
@@ -125,7 +140,7 @@ pub fn estimate_checkpoint(
     dir: &ModelDir,
     profile: Option<&RunProfile>,
 ) -> Result<MemoryEstimate, BackendError> {
-    let reg = registry()?;
+    let reg = specs()?;
     let entry = reg.get(key).ok_or_else(|| BackendError::UnknownFamily {
         key: key.to_owned(),
         why: "not in the registry".into(),
@@ -135,13 +150,21 @@ pub fn estimate_checkpoint(
         why: "no backend family".into(),
     })?;
     let mut spec = entry.spec.spec.clone();
-    let profile = match profile {
+    let mut profile = match profile {
         Some(p) => p.clone(),
         None => spec
             .profile()
             .cloned()
             .unwrap_or_else(|| entry.entry.profile.clone()),
     };
+    // A request of the profile, as this checkpoint can see it: no longer than its own input
+    // limit, and images at the size the model resizes every image to.
+    if let Some(s) = profile.seq_len {
+        profile.seq_len = Some(s.min(models::own_limit(dir, family)? as u64));
+    }
+    if family == Family::Clip {
+        profile.image_size = Some(models::clip::Config::read(dir)?.vision_config.image_size as u64);
+    }
     let architecture = match family {
         Family::Bert => models::bert::Config::read(dir)?.spec_architecture(),
         Family::Stella => models::stella::Config::read(dir)?.spec_architecture(),
@@ -274,32 +297,27 @@ mod tests {
             served.len(),
             6,
             "{:?}",
-            all.iter().map(|m| &m.key).collect::<Vec<_>>()
+            all.iter().map(|m| m.key()).collect::<Vec<_>>()
         );
         let minilm = lookup("sentence-transformers/all-MiniLM-L6-v2").unwrap();
         assert_eq!(minilm.family, Some(Family::Bert));
         assert_eq!(minilm.dtype, Some(candle_core::DType::F32));
         assert_eq!(minilm.memory.profile_seq_len, Some(256));
-        let section = registry()
-            .unwrap()
-            .get(&minilm.key)
-            .unwrap()
-            .spec
-            .spec
-            .memory
-            .clone()
-            .unwrap();
+        let m = minilm.model.memory;
         assert_eq!(
-            minilm.memory.resident_bytes + minilm.memory.per_request_bytes + section.margin_bytes,
-            section.total_bytes,
+            minilm.memory.resident_bytes + minilm.memory.per_request_bytes + m.margin_bytes,
+            m.total_bytes,
             "resident + per-request + margin is the estimate's total"
         );
+        let spec = pool_spec(minilm.model, DeviceId::Cpu);
+        assert_eq!(spec.need_bytes(), m.total_bytes - m.margin_bytes);
         let gte = lookup("Alibaba-NLP/gte-Qwen2-1.5B-instruct").unwrap();
-        assert!(gte.query_instruction.unwrap().starts_with("Instruct: "));
+        assert!(gte.query_instruction().unwrap().starts_with("Instruct: "));
         let clip = lookup("openai/clip-vit-base-patch32").unwrap();
         assert_eq!(
             clip.memory.profile_seq_len, None,
             "CLIP batches count images"
         );
+        assert!(lookup("microsoft/phi-4").unwrap().family.is_none());
     }
 }

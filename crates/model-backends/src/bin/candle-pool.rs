@@ -138,31 +138,50 @@ fn list() -> Result<(), String> {
         None => println!("RAM budget: none detected"),
     }
     println!(
-        "{:<46} {:<16} {:<10} {:>9}  {:<34} fits RAM",
+        "{:<46} {:<16} {:<10} {:>9}  {:<40} fits RAM",
         "model", "capability", "backend", "est. MB", "run profile"
     );
     for m in registry::all().map_err(|e| e.to_string())? {
-        let need = m.memory.estimate_mb.unwrap_or(0) * (1 << 20);
+        let need = m.model.est_memory_allocation_bytes();
         let fits = match ram {
             Some(b) if need <= b => "yes",
             Some(_) => "no",
             None => "?",
         };
         println!(
-            "{:<46} {:<16} {:<10} {:>9}  {:<34} {fits}",
-            m.key,
-            m.capability.as_str(),
+            "{:<46} {:<16} {:<10} {:>9}  {:<40} {fits}",
+            m.key(),
+            m.model.capability.as_str(),
             m.family.map_or("-", |f| f.as_str()),
-            m.memory
-                .estimate_mb
-                .map_or_else(|| "-".into(), |e| e.to_string()),
-            m.profile.summary(),
+            m.model.est_memory_allocation_mb,
+            profile_summary(&m.model.default_profile),
         );
     }
     println!(
         "(MB = 1,048,576 bytes; backend `-`: estimated only, not served by these Candle backends)"
     );
     Ok(())
+}
+
+fn profile_summary(p: &model_registry::RunProfile) -> String {
+    let mut s = p.device.to_string();
+    if let Some(d) = p.load_dtype {
+        s.push_str(&format!(" {}", d.to_ascii_lowercase()));
+    }
+    s.push_str(&format!(" batch {}", p.batch));
+    if let Some(n) = p.seq_len {
+        s.push_str(&format!(" × {n} tok"));
+    }
+    if let Some(n) = p.context_tokens {
+        s.push_str(&format!(", ctx {n}"));
+    }
+    if let Some(n) = p.image_size {
+        s.push_str(&format!(", image {n}px"));
+    }
+    if let (Some(w), Some(h)) = (p.width, p.height) {
+        s.push_str(&format!(", {w}×{h}"));
+    }
+    s
 }
 
 fn config_for(o: &Options, key: &str, weights: &str) -> Result<ModelConfig, String> {
@@ -264,7 +283,7 @@ fn report(o: Options) -> Result<(), String> {
         let config = config_for(&o, key, weights)?;
         let info = registry::lookup(key).ok();
         let request = ProfileRequest {
-            batch: info.as_ref().map_or(1, |i| i.profile.batch as usize),
+            batch: info.as_ref().map_or(1, |i| i.model.default_profile.batch),
             seq_len: info
                 .as_ref()
                 .and_then(|i| i.memory.profile_seq_len)

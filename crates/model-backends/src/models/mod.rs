@@ -375,9 +375,9 @@ impl Parts {
     }
 }
 
-/// The model's own input limit: Sentence-Transformers' `max_seq_length` if present, else
-/// what the family's config allows.
-fn own_limit(dir: &ModelDir, family: Family) -> Result<usize, BackendError> {
+/// The model's own input limit in tokens: Sentence-Transformers' `max_seq_length` if present,
+/// else the smaller of the tokenizer's `model_max_length` and what the family's config allows.
+pub fn own_limit(dir: &ModelDir, family: Family) -> Result<usize, BackendError> {
     if let Some(n) = dir.st_max_seq_length()? {
         return Ok(n);
     }

@@ -1,0 +1,619 @@
+//! Tiny random-weight checkpoints of the six families, written in the Hub layout the real
+//! ones use: `config.json` in each model's own format, safetensors with the checkpoints' tensor
+//! names (written by candle), a `tokenizer.json` built with the tokenizers crate, and the
+//! Sentence-Transformers files where the real model has them. They are loaded by the same code
+//! as real checkpoints.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use model_backends::Family;
+use model_backends::config::DeclaredMemory;
+use model_backends::model_dir::ModelDir;
+use serde_json::json;
+use tokenizers::Tokenizer;
+use tokenizers::models::wordlevel::WordLevel;
+use tokenizers::normalizers::Lowercase;
+use tokenizers::pre_tokenizers::whitespace::Whitespace;
+use tokenizers::processors::template::TemplateProcessing;
+
+/// Words the tiny tokenizers know (others become the unknown token).
+pub const WORDS: &[&str] = &[
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "hello",
+    "world",
+    "a",
+    "memory",
+    "aware",
+    "pool",
+    "keeps",
+    "models",
+    "resident",
+    "until",
+    "they",
+    "are",
+    "idle",
+    "rust",
+    "makes",
+    "systems",
+    "programming",
+    "safer",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "red",
+    "blue",
+    "green",
+    "search",
+    "engine",
+    "cooks",
+    "pasta",
+    "with",
+    "tomato",
+    "sauce",
+    "instruct",
+    "given",
+    "web",
+    "query",
+    "retrieve",
+    "relevant",
+    "passages",
+    "that",
+    "answer",
+    "question",
+    "photo",
+    "of",
+    "is",
+    "and",
+    "to",
+    "in",
+    ":",
+    ".",
+    ",",
+];
+
+/// Vocabulary size in every tiny config (specials + words, rounded up).
+pub const VOCAB: usize = 96;
+
+/// The registry key whose spec describes `family` (used for tiny estimates).
+pub fn registry_key(family: Family) -> &'static str {
+    match family {
+        Family::Bert => "sentence-transformers/all-MiniLM-L6-v2",
+        Family::Stella => "dunzhang/stella_en_1.5B_v5",
+        Family::GteQwen2 => "Alibaba-NLP/gte-Qwen2-1.5B-instruct",
+        Family::JinaBert => "jinaai/jina-embeddings-v2-base-en",
+        Family::NvEmbed => "nvidia/NV-Embed-v2",
+        Family::Clip => "openai/clip-vit-base-patch32",
+    }
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// A fresh scratch directory for this test process.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join(format!("model-backends-{}", std::process::id()))
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Writes the tiny checkpoint of `family` into a fresh directory and returns it.
+pub fn tiny(family: Family) -> PathBuf {
+    let dir = scratch(family.as_str());
+    match family {
+        Family::Bert => bert(&dir),
+        Family::Stella => stella(&dir),
+        Family::GteQwen2 => gte(&dir),
+        Family::JinaBert => jina(&dir),
+        Family::NvEmbed => nvembed(&dir),
+        Family::Clip => clip(&dir),
+    }
+    dir
+}
+
+/// The estimator's figure for a tiny checkpoint, split the way the pool declares it.
+pub fn tiny_memory(family: Family, dir: &Path) -> DeclaredMemory {
+    let md = ModelDir::local(dir).unwrap();
+    let key = registry_key(family);
+    let e = model_backends::registry::estimate_checkpoint(key, &md, None).unwrap();
+    let base = model_backends::registry::lookup(key).unwrap().memory;
+    DeclaredMemory {
+        resident_bytes: e.weights_bytes + e.overhead_bytes,
+        per_request_bytes: e.kv_cache_bytes + e.activations_bytes,
+        profile_batch: base.profile_batch,
+        profile_seq_len: base.profile_seq_len,
+        estimate_mb: Some(e.est_memory_allocation_mb),
+    }
+}
+
+fn write_json(path: &Path, value: serde_json::Value) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+}
+
+/// Random tensors with a deterministic generator.
+struct Weights {
+    map: HashMap<String, Tensor>,
+    state: u64,
+    dtype: DType,
+}
+
+impl Weights {
+    fn new(dtype: DType, seed: u64) -> Self {
+        Weights {
+            map: HashMap::new(),
+            state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            dtype,
+        }
+    }
+
+    fn next(&mut self) -> f32 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        (self.state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+
+    fn put(&mut self, name: impl Into<String>, shape: &[usize], center: f32, spread: f32) {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| center + spread * self.next()).collect();
+        let t = Tensor::from_vec(data, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(self.dtype)
+            .unwrap();
+        self.map.insert(name.into(), t);
+    }
+
+    fn rand(&mut self, name: impl Into<String>, shape: &[usize]) {
+        self.put(name, shape, 0.0, 0.2);
+    }
+
+    fn linear(&mut self, p: &str, i: usize, o: usize, bias: bool) {
+        self.rand(format!("{p}.weight"), &[o, i]);
+        if bias {
+            self.put(format!("{p}.bias"), &[o], 0.0, 0.05);
+        }
+    }
+
+    fn layer_norm(&mut self, p: &str, n: usize) {
+        self.put(format!("{p}.weight"), &[n], 1.0, 0.1);
+        self.put(format!("{p}.bias"), &[n], 0.0, 0.05);
+    }
+
+    fn rms(&mut self, p: &str, n: usize) {
+        self.put(format!("{p}.weight"), &[n], 1.0, 0.1);
+    }
+
+    fn save(self, path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        candle_core::safetensors::save(&self.map, path).unwrap();
+    }
+
+    /// Saves into `n` shards plus `model.safetensors.index.json`, like sharded Hub checkpoints.
+    fn save_sharded(self, dir: &Path, n: usize) {
+        let mut names: Vec<String> = self.map.keys().cloned().collect();
+        names.sort();
+        let mut weight_map = serde_json::Map::new();
+        let chunk = names.len().div_ceil(n);
+        for (s, group) in names.chunks(chunk).enumerate() {
+            let file = format!("model-{:05}-of-{:05}.safetensors", s + 1, n);
+            let part: HashMap<String, Tensor> = group
+                .iter()
+                .map(|k| (k.clone(), self.map[k].clone()))
+                .collect();
+            candle_core::safetensors::save(&part, dir.join(&file)).unwrap();
+            for k in group {
+                weight_map.insert(k.clone(), json!(file));
+            }
+        }
+        write_json(
+            &dir.join("model.safetensors.index.json"),
+            json!({ "metadata": {}, "weight_map": weight_map }),
+        );
+    }
+}
+
+/// A word-level tokenizer: `specials` first (ids 0…), then [`WORDS`]; `template` wraps a
+/// single input (e.g. `"[CLS] $A [SEP]"`).
+fn tokenizer(dir: &Path, specials: &[&str], template: Option<&str>) {
+    let vocab: Vec<(String, u32)> = specials
+        .iter()
+        .chain(WORDS)
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), i as u32))
+        .collect();
+    assert!(vocab.len() <= VOCAB);
+    let unk = specials
+        .iter()
+        .find(|s| s.contains("unk") || s.contains("UNK"))
+        .unwrap_or(&specials[0]);
+    let model = WordLevel::builder()
+        .vocab(vocab.iter().cloned().collect())
+        .unk_token(unk.to_string())
+        .build()
+        .unwrap();
+    let mut tok = Tokenizer::new(model);
+    tok.with_normalizer(Some(Lowercase)).unwrap();
+    tok.with_pre_tokenizer(Some(Whitespace {}));
+    if let Some(t) = template {
+        let ids: HashMap<&str, u32> = vocab.iter().map(|(w, i)| (w.as_str(), *i)).collect();
+        let specials_used: Vec<(&str, u32)> = specials
+            .iter()
+            .filter(|s| t.contains(**s))
+            .map(|s| (*s, ids[s]))
+            .collect();
+        let post = TemplateProcessing::builder()
+            .try_single(t)
+            .unwrap()
+            .special_tokens(specials_used)
+            .build()
+            .unwrap();
+        tok.with_post_processor(Some(post));
+    }
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
+}
+
+const H: usize = 32;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const INTER: usize = 64;
+const LAYERS: usize = 2;
+
+fn bert(dir: &Path) {
+    let max_pos = 64;
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["BertModel"], "model_type": "bert", "vocab_size": VOCAB, "hidden_size": H,
+            "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "intermediate_size": INTER,
+            "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+            "max_position_embeddings": max_pos, "type_vocab_size": 2, "initializer_range": 0.02,
+            "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute"
+        }),
+    );
+    // Sentence-Transformers truncates at max_seq_length: 24 here, so tests can exceed it.
+    write_json(
+        &dir.join("sentence_bert_config.json"),
+        json!({ "max_seq_length": 24, "do_lower_case": false }),
+    );
+    write_json(
+        &dir.join("modules.json"),
+        json!([
+            { "idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer" },
+            { "idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling" },
+            { "idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize" }
+        ]),
+    );
+    tokenizer(
+        dir,
+        &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        Some("[CLS] $A [SEP]"),
+    );
+    let mut w = Weights::new(DType::F32, 1);
+    w.map.insert(
+        "embeddings.position_ids".into(),
+        Tensor::arange(0i64, max_pos as i64, &Device::Cpu)
+            .unwrap()
+            .reshape((1, max_pos))
+            .unwrap(),
+    );
+    w.rand("embeddings.word_embeddings.weight", &[VOCAB, H]);
+    w.rand("embeddings.position_embeddings.weight", &[max_pos, H]);
+    w.rand("embeddings.token_type_embeddings.weight", &[2, H]);
+    w.layer_norm("embeddings.LayerNorm", H);
+    for n in 0..LAYERS {
+        let p = format!("encoder.layer.{n}");
+        for m in ["query", "key", "value"] {
+            w.linear(&format!("{p}.attention.self.{m}"), H, H, true);
+        }
+        w.linear(&format!("{p}.attention.output.dense"), H, H, true);
+        w.layer_norm(&format!("{p}.attention.output.LayerNorm"), H);
+        w.linear(&format!("{p}.intermediate.dense"), H, INTER, true);
+        w.linear(&format!("{p}.output.dense"), INTER, H, true);
+        w.layer_norm(&format!("{p}.output.LayerNorm"), H);
+    }
+    w.linear("pooler.dense", H, H, true);
+    w.save(&dir.join("model.safetensors"));
+}
+
+fn qwen2_config(dir: &Path) {
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": VOCAB, "hidden_size": H,
+            "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+            "num_key_value_heads": KV_HEADS, "max_position_embeddings": 4096, "sliding_window": 4096,
+            "max_window_layers": LAYERS, "use_sliding_window": false, "tie_word_embeddings": false,
+            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu", "torch_dtype": "float32"
+        }),
+    );
+}
+
+fn qwen2_weights(w: &mut Weights, prefix: &str) {
+    let hd = H / HEADS;
+    w.rand(format!("{prefix}embed_tokens.weight"), &[VOCAB, H]);
+    for n in 0..LAYERS {
+        let p = format!("{prefix}layers.{n}");
+        w.linear(&format!("{p}.self_attn.q_proj"), H, HEADS * hd, true);
+        w.linear(&format!("{p}.self_attn.k_proj"), H, KV_HEADS * hd, true);
+        w.linear(&format!("{p}.self_attn.v_proj"), H, KV_HEADS * hd, true);
+        w.linear(&format!("{p}.self_attn.o_proj"), HEADS * hd, H, false);
+        w.linear(&format!("{p}.mlp.gate_proj"), H, INTER, false);
+        w.linear(&format!("{p}.mlp.up_proj"), H, INTER, false);
+        w.linear(&format!("{p}.mlp.down_proj"), INTER, H, false);
+        w.rms(&format!("{p}.input_layernorm"), H);
+        w.rms(&format!("{p}.post_attention_layernorm"), H);
+    }
+    w.rms(&format!("{prefix}norm"), H);
+}
+
+/// Stella: encoder saved without the `model.` prefix, Dense head in the folder modules.json
+/// names (24 outputs here, 1024 in the real `2_Dense_1024`).
+fn stella(dir: &Path) {
+    qwen2_config(dir);
+    write_json(
+        &dir.join("sentence_bert_config.json"),
+        json!({ "max_seq_length": 32 }),
+    );
+    write_json(
+        &dir.join("modules.json"),
+        json!([
+            { "idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer" },
+            { "idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling" },
+            { "idx": 2, "name": "2", "path": "2_Dense_24", "type": "sentence_transformers.models.Dense" }
+        ]),
+    );
+    write_json(
+        &dir.join("2_Dense_24/config.json"),
+        json!({ "in_features": H, "out_features": 24, "bias": true, "activation_function": "torch.nn.modules.linear.Identity" }),
+    );
+    tokenizer(
+        dir,
+        &["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"],
+        None,
+    );
+    let mut w = Weights::new(DType::F32, 2);
+    qwen2_weights(&mut w, "");
+    w.save(&dir.join("model.safetensors"));
+    let mut head = Weights::new(DType::F32, 3);
+    head.linear("linear", H, 24, true);
+    head.save(&dir.join("2_Dense_24/model.safetensors"));
+}
+
+/// GTE-Qwen2: `model.`-prefixed encoder plus an `lm_head` the embedder never loads, in two
+/// shards; the tokenizer appends `<|endoftext|>`, the token last-token pooling reads.
+fn gte(dir: &Path) {
+    qwen2_config(dir);
+    tokenizer(
+        dir,
+        &["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"],
+        Some("$A <|endoftext|>"),
+    );
+    let mut w = Weights::new(DType::F32, 4);
+    qwen2_weights(&mut w, "model.");
+    w.rand("lm_head.weight", &[VOCAB, H]);
+    w.save_sharded(dir, 2);
+}
+
+/// JinaBERT, stored in F16 like the real checkpoint (loaded as F32).
+fn jina(dir: &Path) {
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["JinaBertForMaskedLM"], "model_type": "bert", "vocab_size": VOCAB, "hidden_size": H,
+            "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "intermediate_size": INTER,
+            "hidden_act": "gelu", "max_position_embeddings": 512, "type_vocab_size": 2,
+            "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+            "position_embedding_type": "alibi", "feed_forward_type": "geglu", "emb_pooler": "mean"
+        }),
+    );
+    tokenizer(
+        dir,
+        &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        Some("[CLS] $A [SEP]"),
+    );
+    let mut w = Weights::new(DType::F16, 5);
+    w.rand("embeddings.word_embeddings.weight", &[VOCAB, H]);
+    w.rand("embeddings.token_type_embeddings.weight", &[2, H]);
+    w.layer_norm("embeddings.LayerNorm", H);
+    for n in 0..LAYERS {
+        let p = format!("encoder.layer.{n}");
+        for m in ["query", "key", "value"] {
+            w.linear(&format!("{p}.attention.self.{m}"), H, H, true);
+        }
+        w.linear(&format!("{p}.attention.output.dense"), H, H, true);
+        w.layer_norm(&format!("{p}.attention.output.LayerNorm"), H);
+        w.linear(&format!("{p}.mlp.gated_layers"), H, 2 * INTER, false);
+        w.linear(&format!("{p}.mlp.wo"), INTER, H, true);
+        w.layer_norm(&format!("{p}.mlp.layernorm"), H);
+    }
+    w.linear("pooler.dense", H, H, true);
+    w.save(&dir.join("model.safetensors"));
+}
+
+/// NV-Embed: Mistral decoder + latent attention, F16, in two shards.
+fn nvembed(dir: &Path) {
+    let (latents, cross_heads) = (8, 2);
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["NVEmbedModel"], "model_type": "nvembed", "add_eos": true, "add_pad_token": true,
+            "is_mask_instruction": true, "padding_side": "right",
+            "latent_attention_config": {
+                "model_type": "latent_attention", "num_latents_value": latents, "num_cross_heads": cross_heads,
+                "latent_dim": H, "cross_dim_head": H, "hidden_dim": H, "output_normalize": true
+            },
+            "text_config": {
+                "model_type": "bidir_mistral", "vocab_size": VOCAB, "hidden_size": H, "intermediate_size": INTER,
+                "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+                "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
+                "sliding_window": 4096, "bos_token_id": 1, "eos_token_id": 2
+            },
+            "torch_dtype": "float16"
+        }),
+    );
+    tokenizer(dir, &["<unk>", "<s>", "</s>"], Some("<s> $A"));
+    let mut w = Weights::new(DType::F16, 6);
+    let hd = H / HEADS;
+    w.rand("embedding_model.embed_tokens.weight", &[VOCAB, H]);
+    for n in 0..LAYERS {
+        let p = format!("embedding_model.layers.{n}");
+        w.linear(&format!("{p}.self_attn.q_proj"), H, HEADS * hd, false);
+        w.linear(&format!("{p}.self_attn.k_proj"), H, KV_HEADS * hd, false);
+        w.linear(&format!("{p}.self_attn.v_proj"), H, KV_HEADS * hd, false);
+        w.linear(&format!("{p}.self_attn.o_proj"), HEADS * hd, H, false);
+        w.linear(&format!("{p}.mlp.gate_proj"), H, INTER, false);
+        w.linear(&format!("{p}.mlp.up_proj"), H, INTER, false);
+        w.linear(&format!("{p}.mlp.down_proj"), INTER, H, false);
+        w.rms(&format!("{p}.input_layernorm"), H);
+        w.rms(&format!("{p}.post_attention_layernorm"), H);
+    }
+    w.rms("embedding_model.norm", H);
+    let inner = cross_heads * H;
+    let l = "latent_attention_model";
+    w.rand(format!("{l}.latents"), &[latents, H]);
+    w.layer_norm(&format!("{l}.cross_attend_blocks.0.norm"), H);
+    w.layer_norm(&format!("{l}.cross_attend_blocks.0.norm_context"), H);
+    w.linear(
+        &format!("{l}.cross_attend_blocks.0.fn.to_q"),
+        H,
+        inner,
+        false,
+    );
+    w.linear(
+        &format!("{l}.cross_attend_blocks.0.fn.to_kv"),
+        H,
+        2 * inner,
+        false,
+    );
+    w.linear(
+        &format!("{l}.cross_attend_blocks.0.fn.to_out"),
+        inner,
+        H,
+        false,
+    );
+    w.layer_norm(&format!("{l}.cross_attend_blocks.1.norm"), H);
+    w.linear(
+        &format!("{l}.cross_attend_blocks.1.fn.net.0"),
+        H,
+        2 * 4 * H,
+        true,
+    );
+    w.linear(
+        &format!("{l}.cross_attend_blocks.1.fn.net.2"),
+        4 * H,
+        H,
+        true,
+    );
+    w.save_sharded(dir, 2);
+}
+
+/// CLIP with a 16-token text limit and 32-pixel images in 8-pixel patches.
+fn clip(dir: &Path) {
+    let (proj, text_pos, image, patch) = (16, 16, 32, 8);
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": proj,
+            "logit_scale_init_value": 2.6592,
+            "text_config": {
+                "vocab_size": VOCAB, "hidden_size": H, "intermediate_size": INTER, "num_hidden_layers": LAYERS,
+                "num_attention_heads": HEADS, "max_position_embeddings": text_pos, "hidden_act": "quick_gelu",
+                "layer_norm_eps": 1e-5, "projection_dim": proj
+            },
+            "vision_config": {
+                "hidden_size": H, "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+                "image_size": image, "patch_size": patch, "num_channels": 3, "hidden_act": "quick_gelu",
+                "layer_norm_eps": 1e-5, "projection_dim": proj
+            }
+        }),
+    );
+    write_json(
+        &dir.join("preprocessor_config.json"),
+        json!({
+            "crop_size": { "height": image, "width": image }, "do_center_crop": true, "do_normalize": true,
+            "do_resize": true, "image_processor_type": "CLIPImageProcessor", "resample": 3,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "size": { "shortest_edge": image }
+        }),
+    );
+    tokenizer(
+        dir,
+        &["<|startoftext|>", "<|endoftext|>", "<unk>"],
+        Some("<|startoftext|> $A <|endoftext|>"),
+    );
+    let mut w = Weights::new(DType::F32, 7);
+    w.rand("text_model.embeddings.token_embedding.weight", &[VOCAB, H]);
+    w.rand(
+        "text_model.embeddings.position_embedding.weight",
+        &[text_pos, H],
+    );
+    encoder(&mut w, "text_model.encoder");
+    w.layer_norm("text_model.final_layer_norm", H);
+    let positions = (image / patch) * (image / patch) + 1;
+    w.rand("vision_model.embeddings.class_embedding", &[H]);
+    w.rand(
+        "vision_model.embeddings.patch_embedding.weight",
+        &[H, 3, patch, patch],
+    );
+    w.rand(
+        "vision_model.embeddings.position_embedding.weight",
+        &[positions, H],
+    );
+    w.layer_norm("vision_model.pre_layrnorm", H);
+    encoder(&mut w, "vision_model.encoder");
+    w.layer_norm("vision_model.post_layernorm", H);
+    w.linear("visual_projection", H, proj, false);
+    w.linear("text_projection", H, proj, false);
+    w.map.insert(
+        "logit_scale".into(),
+        Tensor::new(2.6592f32, &Device::Cpu).unwrap(),
+    );
+    w.save(&dir.join("model.safetensors"));
+}
+
+fn encoder(w: &mut Weights, p: &str) {
+    for n in 0..LAYERS {
+        let q = format!("{p}.layers.{n}");
+        for m in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            w.linear(&format!("{q}.self_attn.{m}"), H, H, true);
+        }
+        w.layer_norm(&format!("{q}.layer_norm1"), H);
+        w.linear(&format!("{q}.mlp.fc1"), H, INTER, true);
+        w.linear(&format!("{q}.mlp.fc2"), INTER, H, true);
+        w.layer_norm(&format!("{q}.layer_norm2"), H);
+    }
+}
+
+/// Cosine similarity.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// L2 norm.
+pub fn norm(a: &[f32]) -> f64 {
+    a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+}
