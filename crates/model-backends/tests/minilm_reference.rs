@@ -143,3 +143,28 @@ fn estimate_of_the_real_checkpoint_is_the_registry_figure() {
         model_registry::ALL_MINILM_L6_V2.memory.weights_bytes
     );
 }
+
+#[test]
+fn cli_reports_estimate_against_measured_memory() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_candle-pool"))
+        .args(["report", "--model", KEY, "--weights"])
+        .arg(checkpoint())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(KEY))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1], "200", "the registry estimate: {row}");
+    let measured: f64 = cols[3].parse().unwrap();
+    let peak: f64 = cols[5].parse().unwrap();
+    // 86.6 MiB of F32 weights must show up in what the load leaves resident and in the peak.
+    assert!(measured > 60.0 && peak >= measured, "{row}");
+}

@@ -108,9 +108,12 @@ pub fn workspace() -> PathBuf {
 
 /// A fresh scratch directory for this test process.
 pub fn scratch(name: &str) -> PathBuf {
+    // Unique within the process: tests run in parallel and each writes its own checkpoint.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir()
         .join(format!("model-backends-{}", std::process::id()))
-        .join(name);
+        .join(format!("{name}-{n}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
