@@ -3,6 +3,7 @@
 //! Only `fetch-cards` touches the network; everything else works offline on what is checked in.
 
 mod gen_memory_specs;
+mod plan;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,15 @@ enum Command {
         #[arg(long, default_value_os_t = default_cards())]
         cards: PathBuf,
     },
+    /// Which registry models fit this machine together: hot (kept resident), warm (loaded on
+    /// demand), never (and by how much). Detected values can be overridden (`--ram 64GiB`).
+    Plan {
+        #[command(flatten)]
+        args: model_plan::cli::PlanArgs,
+        /// The model-cards folder.
+        #[arg(long, default_value_os_t = default_cards())]
+        cards: PathBuf,
+    },
 }
 
 /// `model-cards/` at the workspace root, wherever xtask is run from (relative when run from
@@ -47,6 +57,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::GenMemorySpecs { check, cards } => gen_memory_specs::run(&cards, check),
+        Command::Plan { args, cards } => plan::run(&args, &cards),
     };
     match result {
         Ok(code) => code,

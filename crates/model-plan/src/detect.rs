@@ -1,0 +1,239 @@
+//! Detection of the machine the planner runs on: RAM (sysinfo, lowered to a cgroup limit),
+//! cores, NUMA nodes (`/sys/devices/system/node` on Linux), SIMD features, free space in the
+//! Hugging Face cache, and GPUs through [`GpuProbe`] hooks. Nothing here shells out.
+
+use crate::machine::{Gpu, Machine, Simd};
+use std::path::{Path, PathBuf};
+use sysinfo::{Disks, MemoryRefreshKind, RefreshKind, System};
+
+/// A source of GPU memory figures.
+///
+/// The driver queries (CUDA's `cuMemGetInfo`, Metal's `recommendedMaxWorkingSetSize`) need
+/// the GPU libraries that only the Candle backends link, so this crate has none of its own:
+/// a backend built with `cuda` or `metal` implements this trait and passes its probe to
+/// [`detect_with`]. Until then GPUs are described with `--vram`.
+pub trait GpuProbe {
+    /// Every GPU the probe sees; empty when there is no driver or device (not an error).
+    fn gpus(&self) -> Vec<Gpu>;
+    /// One line for the machine's `sources` ("gpus: 1 found by the CUDA driver").
+    fn describe(&self) -> String;
+}
+
+/// Detects the machine with no GPU probe (see [`detect_with`]).
+pub fn detect() -> Machine {
+    detect_with(&[])
+}
+
+/// Detects the machine; `gpu_probes` report GPUs (none registered = no GPU detected, which the
+/// machine's `sources` say, naming the cargo feature and the `--vram` override).
+pub fn detect_with(gpu_probes: &[&dyn GpuProbe]) -> Machine {
+    let mut sources = Vec::new();
+    let system = System::new_with_specifics(
+        RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
+    );
+    let mut ram = system.total_memory();
+    let mut available = system.available_memory();
+    match system.cgroup_limits() {
+        // A container limit is what the OOM killer enforces, whatever the host has.
+        Some(limits) if limits.total_memory > 0 && limits.total_memory < ram => {
+            ram = limits.total_memory;
+            available = available.min(limits.free_memory);
+            sources.push(format!(
+                "ram: cgroup memory limit ({}), lower than physical RAM",
+                crate::size::gib(ram)
+            ));
+        }
+        _ => sources.push("ram: detected by sysinfo".to_owned()),
+    }
+    let cores = std::thread::available_parallelism()
+        .ok()
+        .map(|n| n.get() as u32);
+    let physical_cores = System::physical_core_count().map(|n| n as u32);
+    sources.push("cores: available parallelism of this process".to_owned());
+
+    let cache_dir = hf_hub_cache_dir();
+    let cache_free = cache_dir.as_deref().and_then(free_space_at);
+
+    let mut gpus = Vec::new();
+    for probe in gpu_probes {
+        gpus.extend(probe.gpus());
+        sources.push(probe.describe());
+    }
+    if gpu_probes.is_empty() {
+        sources.push(format!("gpus: {}", no_gpu_probe_message()));
+    }
+
+    Machine {
+        ram_bytes: ram,
+        ram_available_bytes: Some(available),
+        cores,
+        physical_cores,
+        numa_nodes: numa_nodes(),
+        simd: Some(simd()),
+        model_cache_dir: cache_dir.map(|p| p.display().to_string()),
+        model_cache_free_bytes: cache_free,
+        gpus,
+        sources,
+    }
+}
+
+/// Why no GPU was detected when no probe is registered.
+fn no_gpu_probe_message() -> &'static str {
+    if cfg!(any(feature = "cuda", feature = "metal")) {
+        "none detected: GPU memory is read by the Candle backend's probe, which was not \
+         registered; describe the GPU with --vram"
+    } else {
+        "none detected: built without the `cuda`/`metal` features; describe a GPU with --vram"
+    }
+}
+
+/// NUMA nodes from `/sys/devices/system/node/node<N>` (Linux); `None` elsewhere or when the
+/// folder is missing (kernels without NUMA support).
+pub fn numa_nodes() -> Option<u32> {
+    numa_nodes_in(Path::new("/sys/devices/system/node"))
+}
+
+/// [`numa_nodes`] for another sysfs root (tests).
+pub fn numa_nodes_in(dir: &Path) -> Option<u32> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let n = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name().to_str().is_some_and(|name| {
+                name.strip_prefix("node").is_some_and(|rest| {
+                    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
+                })
+            })
+        })
+        .count() as u32;
+    (n > 0).then_some(n)
+}
+
+/// SIMD features the CPU reports at run time and those this build was compiled for.
+pub fn simd() -> Simd {
+    #[allow(unused_mut)]
+    let mut detected: Vec<String> = Vec::new();
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        for (name, has) in [
+            ("avx", std::arch::is_x86_feature_detected!("avx")),
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("f16c", std::arch::is_x86_feature_detected!("f16c")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+        ] {
+            if has {
+                detected.push(name.to_owned());
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            detected.push("neon".to_owned());
+        }
+        if std::arch::is_aarch64_feature_detected!("fp16") {
+            detected.push("fp16".to_owned());
+        }
+    }
+    let compiled = [
+        ("avx", cfg!(target_feature = "avx")),
+        ("avx2", cfg!(target_feature = "avx2")),
+        ("fma", cfg!(target_feature = "fma")),
+        ("f16c", cfg!(target_feature = "f16c")),
+        ("avx512f", cfg!(target_feature = "avx512f")),
+        ("neon", cfg!(target_feature = "neon")),
+        ("fp16", cfg!(target_feature = "fp16")),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| n.to_owned())
+    .collect();
+    Simd { detected, compiled }
+}
+
+/// The Hugging Face hub cache, as `hf-hub` and the Python client resolve it: `HF_HUB_CACHE`,
+/// else `HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
+pub fn hf_hub_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(p) = var("HF_HUB_CACHE") {
+        return Some(p);
+    }
+    if let Some(p) = var("HF_HOME") {
+        return Some(p.join("hub"));
+    }
+    if let Some(p) = var("XDG_CACHE_HOME") {
+        return Some(p.join("huggingface").join("hub"));
+    }
+    let home = var("HOME").or_else(|| var("USERPROFILE"))?;
+    Some(home.join(".cache").join("huggingface").join("hub"))
+}
+
+/// Free bytes on the file system that holds `path` (or would hold it: the nearest existing
+/// ancestor is used, so a cache that was never created still gets a figure).
+pub fn free_space_at(path: &Path) -> Option<u64> {
+    let mut existing = path;
+    while !existing.exists() {
+        existing = existing.parent()?;
+    }
+    let existing = existing.canonicalize().ok()?;
+    let disks = Disks::new_with_refreshed_list();
+    disks
+        .list()
+        .iter()
+        .filter(|d| existing.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(|d| d.available_space())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numa_nodes_are_counted_from_sysfs_entries() {
+        let dir = std::env::temp_dir().join(format!("model-plan-numa-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for name in ["node0", "node1", "node3", "possible", "nodeX", "has_cpu"] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+        }
+        assert_eq!(numa_nodes_in(&dir), Some(3));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(numa_nodes_in(&dir), None);
+    }
+
+    #[test]
+    fn this_machine_is_detected() {
+        let m = detect();
+        assert!(m.ram_bytes > 64 << 20, "{m:?}");
+        assert!(m.cores.is_some_and(|c| c >= 1));
+        assert!(m.gpus.is_empty(), "no probe registered, so no GPU: {m:?}");
+        assert!(m.sources.iter().any(|s| s.contains("--vram")), "{m:?}");
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Every x86_64 build targets SSE2 at least, and the compiled list is a subset of
+            // what any CPU running this binary must have.
+            let s = m.simd.unwrap();
+            for f in &s.compiled {
+                assert!(
+                    s.detected.contains(f),
+                    "{f} compiled but not detected: {s:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn free_space_follows_the_nearest_existing_folder() {
+        let missing = std::env::temp_dir().join("model-plan-no-such-dir/hub");
+        // The temp dir exists on every test machine; its file system has some free space
+        // unless sysinfo cannot list mounts (some sandboxes), which is not an error.
+        if let Some(free) = free_space_at(&missing) {
+            assert!(free > 0);
+        }
+    }
+}
