@@ -24,7 +24,7 @@ use crate::budget::{BudgetPolicy, DeviceBudget, PolicyError};
 use crate::machine::{GpuKind, Machine, PlanDevice};
 use crate::plan::{DevicePlan, ModelPlan, PLAN_FORMAT_VERSION, Parts, Plan, StagingPlan, Tier};
 use crate::request::{PlanRequest, Staging};
-use crate::size::{gib, mb};
+use crate::size::{gib, mb, mb_floor};
 use model_spec::estimate::EstimateError;
 use model_spec::{
     Device, ESTIMATOR_VERSION, MB, MemoryEstimate, Registry, RegistryModel, RunProfile, estimate,
@@ -384,8 +384,8 @@ fn crowded_note(d: &DevicePlan, models: &[ModelPlan]) -> Option<String> {
             "{}: nothing can stay resident: the largest warm model, {warm} ({}), leaves {} of the {} budget; plan without it (--models) to keep smaller models hot",
             d.device,
             mb(d.largest_warm_bytes),
-            mb(d.headroom_bytes),
-            mb(d.budget_bytes)
+            mb_floor(d.headroom_bytes),
+            mb_floor(d.budget_bytes)
         )
     })
 }

@@ -104,6 +104,12 @@ pub fn mb(bytes: u64) -> String {
     format!("{} MB", thousands(bytes.div_ceil(MIB)))
 }
 
+/// `bytes` in MB rounded down: for budgets and room left, which must not look larger than
+/// they are.
+pub fn mb_floor(bytes: u64) -> String {
+    format!("{} MB", thousands(bytes / MIB))
+}
+
 /// `12345678` → `12,345,678`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -169,6 +175,7 @@ mod tests {
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(mb(18_100 * MIB), "18,100 MB");
         assert_eq!(mb(MIB + 1), "2 MB");
+        assert_eq!(mb_floor(2 * MIB - 1), "1 MB");
         assert_eq!(gib(24 * GIB), "24.0 GiB");
     }
 }

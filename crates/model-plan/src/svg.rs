@@ -7,7 +7,7 @@
 //! device sizes and models, so regenerating it for the same description gives the same bytes.
 
 use crate::plan::{DevicePlan, ModelPlan, Plan, Tier};
-use crate::size::{gib, mb, thousands};
+use crate::size::{gib, mb, mb_floor, thousands};
 use std::fmt::Write;
 
 const WIDTH: u32 = 960;
@@ -47,7 +47,7 @@ pub fn render(plan: &Plan, title: &str, command: Option<&str>) -> String {
     for d in &plan.devices {
         y = device_block(&mut body, plan, d, y + 22.0);
     }
-    y += 8.0;
+    y += 24.0;
     let legend: [(&str, &str); 5] = [
         (HOT[0], "hot (resident)"),
         (WARM, "largest warm (on demand)"),
@@ -120,10 +120,10 @@ fn device_block(out: &mut String, plan: &Plan, d: &DevicePlan, mut y: f64) -> f6
         r#"  <text x="{LEFT}" y="{y:.1}" font-size="14" font-weight="bold">{} {} · budget {} · hot {} + largest warm {} · headroom {}</text>"#,
         esc(&d.device.label()),
         gib(d.total_bytes),
-        mb(d.budget_bytes),
+        mb_floor(d.budget_bytes),
         mb(d.hot_bytes),
         mb(d.largest_warm_bytes),
-        mb(d.headroom_bytes),
+        mb_floor(d.headroom_bytes),
     );
     y += 10.0;
     let top = y;
@@ -273,7 +273,7 @@ fn segment(out: &mut String, x: f64, y: f64, w: f64, fill: &str, label: &str, ti
         w.max(1.0),
         esc(tip)
     );
-    if !label.is_empty() && label.chars().count() as f64 * CHAR_W * 0.92 + 8.0 <= w {
+    if let Some(label) = fit_label(label, w) {
         let ink = if fill == MARGIN || fill == FREE {
             "#1a202c"
         } else {
@@ -284,8 +284,24 @@ fn segment(out: &mut String, x: f64, y: f64, w: f64, fill: &str, label: &str, ti
             r#"  <text x="{:.1}" y="{:.1}" font-size="11" fill="{ink}" text-anchor="middle">{}</text>"#,
             x + w / 2.0,
             y + BAR_H / 2.0 + 4.0,
-            esc(label)
+            esc(&label)
         );
+    }
+}
+
+/// `label`, or its start with an ellipsis, if at least a few characters fit in `w` pixels.
+fn fit_label(label: &str, w: f64) -> Option<String> {
+    // Labels are drawn at font-size 11; capitals and digits run wider than CHAR_W's
+    // average, so keep some padding.
+    let fits = |n: usize| n as f64 * CHAR_W + 12.0 <= w;
+    let n = label.chars().count();
+    if n == 0 {
+        None
+    } else if fits(n) {
+        Some(label.to_owned())
+    } else {
+        let keep = (1..n).rev().find(|&k| fits(k + 1))?;
+        (keep >= 5).then(|| label.chars().take(keep).collect::<String>() + "…")
     }
 }
 
@@ -322,5 +338,12 @@ mod tests {
         assert_eq!(esc("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
         assert_eq!(wrap("aaa · bbb · ccc", 9), vec!["aaa · bbb", "ccc"]);
         assert_eq!(wrap("none", 3), vec!["none"]);
+        assert_eq!(
+            fit_label("LLaVA 1.5 7B", 500.0).as_deref(),
+            Some("LLaVA 1.5 7B")
+        );
+        let cut = fit_label("Qwen3-Coder-30B-A3B-Instruct Q4_K_M", 120.0).unwrap();
+        assert!(cut.ends_with('…') && cut.chars().count() < 20, "{cut}");
+        assert_eq!(fit_label("stella_en_1.5B_v5", 20.0), None);
     }
 }

@@ -1,7 +1,7 @@
 //! The plan as a table for a terminal.
 
 use crate::plan::{Plan, Tier};
-use crate::size::{gib, mb, thousands};
+use crate::size::{gib, mb, mb_floor, thousands};
 use std::fmt::Write;
 
 /// Renders `plan` as plain text: the machine, one line per device budget, one line per model
@@ -31,10 +31,10 @@ pub fn render(plan: &Plan) -> String {
             gib(d.total_bytes),
             gib(d.reserve_bytes),
             gib(d.margin_bytes),
-            mb(d.budget_bytes),
+            mb_floor(d.budget_bytes),
             mb(d.hot_bytes),
             mb(d.largest_warm_bytes),
-            mb(d.headroom_bytes),
+            mb_floor(d.headroom_bytes),
         ]);
     }
     let p = &plan.policy;

@@ -122,7 +122,7 @@ fn laptop_24_gib_no_gpu() {
     assert_eq!(p.devices.len(), 1, "RAM only");
     let cpu = PlanDevice::Cpu;
     // LLaVA (planned on the CPU, 18,100 MB) is the largest model that fits; it leaves
-    // 189 MB of the 18,289 MB budget, less than the smallest model, so nothing stays hot.
+    // 188 MB of the 18,288 MB budget, less than the smallest model, so nothing stays hot.
     assert_eq!(set(&p, Tier::Hot, cpu), keys(&[]));
     assert_eq!(
         set(&p, Tier::Warm, cpu),
@@ -258,7 +258,7 @@ fn workstation_128_gib_and_24_gib_gpu() {
     );
 
     // With --cpu-fallback the diffusion models run on the CPU, co-resident (35,700 and
-    // 40,600 MB). Not everything fits the 114,402 MB budget at once any more; seven models
+    // 40,600 MB). Not everything fits the 114,401 MB budget at once any more; seven models
     // can stay hot either with FLUX warm (52,600 MB hot) or with FLUX hot and SD3.5 as the
     // largest warm model (70,500 MB hot), and the plan keeps the larger set resident.
     let req = PlanRequest {
@@ -472,7 +472,7 @@ fn subsets_and_unknown_models() {
     let p = make(&reg, &laptop(), &req);
     let got: Vec<&str> = p.models.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(got, [MINILM, PHI4], "registry order, no duplicates");
-    // 14,100 + 200 fit the 18,289 MB budget together: both hot.
+    // 14,100 + 200 fit the 18,288 MB budget together: both hot.
     assert!(p.models.iter().all(|m| m.tier == Tier::Hot));
 
     let req = PlanRequest {
