@@ -5,7 +5,10 @@
 //! facts is caught. Each failure is one [`Diagnostic`] naming the model, the field and the fix.
 
 use model_spec::estimate::loaded_weight_bytes;
-use model_spec::{LoadedSpec, MB, MemoryEstimate, MemorySection, RunProfile, SpecError};
+use model_spec::shapes::{self, DeriveError};
+use model_spec::{
+    LoadedSpec, MB, MemoryEstimate, MemorySection, ModelSpec, Provenance, RunProfile, SpecError,
+};
 use std::fmt;
 
 /// What to do about a stale or hand-edited memory figure.
@@ -110,11 +113,33 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / MB as f64)
 }
 
+/// The spec as `cargo xtask gen-memory-specs` sees it: `derived` tensor inventories are
+/// re-derived from the architecture facts (as `model_spec::specgen::regenerate_spec` does), so
+/// a changed layer count changes the weights here too, not only the fingerprint.
+pub fn with_derived_inventories(
+    spec: &ModelSpec,
+    profile: &RunProfile,
+) -> Result<ModelSpec, DeriveError> {
+    let separate: Vec<String> = profile
+        .dequantize_on_load
+        .iter()
+        .chain(&profile.skip_on_load)
+        .cloned()
+        .collect();
+    let mut spec = spec.clone();
+    for c in &mut spec.components {
+        if c.weights.provenance == Provenance::Derived {
+            let tensors = shapes::derive(c)?;
+            c.weights.inventory = shapes::inventory(&tensors, &separate);
+        }
+    }
+    Ok(spec)
+}
+
 /// Weights alone as the loader holds them, recomputed from the inventory: all components for
 /// co-resident models, the largest one for staged ones (never more than that is held).
-pub fn weights_as_loaded(spec: &LoadedSpec, profile: &RunProfile) -> u64 {
+pub fn weights_as_loaded(spec: &ModelSpec, profile: &RunProfile) -> u64 {
     let per: Vec<u64> = spec
-        .spec
         .components
         .iter()
         .map(|c| loaded_weight_bytes(c, profile))
@@ -135,6 +160,10 @@ fn weights_phrase(profile: &RunProfile) -> String {
 
 /// Checks the `[memory]` table of one spec against its facts.
 ///
+/// In order: the figure is present, not zero, a multiple of 100; it was computed for this run
+/// profile and these facts (fingerprint), so edited facts read as "stale" with the new
+/// estimate; it is not below the weights as loaded; it and every part equal the estimate.
+///
 /// `profile` is the run profile the figure must have been computed for: the `models.toml`
 /// entry's for registry models (`from_list = true`), the spec's own `[memory.profile]` for a
 /// `candle_model!` spec. Returns the (valid) memory section.
@@ -152,7 +181,16 @@ pub fn check_memory<'s>(
     };
     let from_list = profile.is_some();
     let profile = profile.unwrap_or(&mem.profile);
-    let estimate = model_spec::estimate(&spec.spec, profile);
+    let current = with_derived_inventories(&spec.spec, profile).map_err(|e| {
+        let field = format!("component.{}.architecture.{}", e.component, e.field);
+        let mut d = diag(
+            &field,
+            format!("est_memory_allocation_mb cannot be recomputed: {e}"),
+        );
+        d.location = origin.at(line_of_key(spec, &e.field));
+        d
+    })?;
+    let estimate = model_spec::estimate(&current, profile);
     let expected = |e: &Result<MemoryEstimate, _>| match e {
         Ok(e) => format!(
             "; the estimate for these facts is {} MB",
@@ -180,18 +218,6 @@ pub fn check_memory<'s>(
             ),
         ));
     }
-    let weights = weights_as_loaded(spec, profile);
-    if mb_figure.saturating_mul(MB) < weights {
-        return Err(diag(
-            "est_memory_allocation_mb",
-            format!(
-                "est_memory_allocation_mb = {mb_figure} is below its weights ({} {}){}",
-                mb(weights),
-                weights_phrase(profile),
-                expected(&estimate)
-            ),
-        ));
-    }
     if from_list && mem.profile != *profile {
         let (was, now) = (mem.profile.summary(), profile.summary());
         let change = if was == now {
@@ -208,12 +234,19 @@ pub fn check_memory<'s>(
             ),
         ));
     }
-    let now = model_spec::fingerprint(&spec.spec, profile);
+    let weights = weights_as_loaded(&current, profile);
+    let now = model_spec::fingerprint(&current, profile);
     if now != mem.fingerprint {
         let outcome = match &estimate {
             Ok(e) if e.est_memory_allocation_mb == mb_figure => format!(
                 "; the figure stays {mb_figure} MB for these facts, but its [memory] table must \
                  be rewritten"
+            ),
+            _ if mb_figure.saturating_mul(MB) < weights => format!(
+                "{}, and the weights alone are now {} {}",
+                expected(&estimate),
+                mb(weights),
+                weights_phrase(profile)
             ),
             other => expected(other),
         };
@@ -225,6 +258,17 @@ pub fn check_memory<'s>(
                  `cargo xtask gen-memory-specs` last ran (fingerprint {} recorded, {now} \
                  now){outcome}",
                 mem.fingerprint,
+            ),
+        ));
+    }
+    if mb_figure.saturating_mul(MB) < weights {
+        return Err(diag(
+            "est_memory_allocation_mb",
+            format!(
+                "est_memory_allocation_mb = {mb_figure} is below its weights ({} {}){}",
+                mb(weights),
+                weights_phrase(profile),
+                expected(&estimate)
             ),
         ));
     }

@@ -17,12 +17,14 @@ pub fn candle_model(input: TokenStream) -> TokenStream {
     build_support::candle_model::expand(input.into(), &cx).into()
 }
 
-/// Directory of the file that invokes the macro; the crate root when rustc cannot say (for
-/// code that is itself macro-generated).
+/// Directory of the file that invokes the macro (the crate root when rustc cannot say), made
+/// absolute: rustc may name the file relative to its working directory, and the expansion's
+/// `include_bytes!` would resolve a relative path against the invoking file instead.
 fn base_dir() -> PathBuf {
-    Span::call_site()
+    let dir = Span::call_site()
         .local_file()
         .and_then(|f| f.parent().map(|p| p.to_path_buf()))
         .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    std::path::absolute(&dir).unwrap_or(dir)
 }

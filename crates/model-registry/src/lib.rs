@@ -32,25 +32,25 @@ pub use profile::{Device, RunProfile};
 /// Declares `CandleModelInfo` statics from spec TOMLs, checked exactly like the registry's
 /// own models.
 ///
-/// ```ignore
+/// ```
 /// model_registry::candle_model! {
 ///     /// Doc comments and attributes are kept.
-///     pub static MY_EMBEDDER = spec("specs/my-embedder.toml");
-///     pub static TINY = toml(r#"
-///         schema_version = 1
-///         registry_key = "me/tiny"
-///         # … the rest of a spec TOML, [memory] table included …
-///     "#);
+///     // Relative to this file, crates/model-registry/src/lib.rs.
+///     pub static MY_EMBEDDER = spec("../../../model-cards/text_embedding/all-minilm-l6-v2.toml");
 /// }
+/// assert_eq!(MY_EMBEDDER.est_memory_allocation_mb, 200);
+/// assert_eq!(MY_EMBEDDER.memory, model_registry::ALL_MINILM_L6_V2.memory);
 /// ```
 ///
-/// `spec("…")` is relative to the directory of the invoking file, like `include_str!`, and
-/// the file is tracked: editing it rebuilds the crate. The spec must carry the `[memory]`
-/// table `cargo xtask gen-memory-specs` writes; each declaration is refused with a
-/// compile error (naming the model, the field and the fix) when the spec does not validate,
-/// when `est_memory_allocation_mb` is missing, zero, not a multiple of 100, below the weights
-/// or stale, and when two declarations share a registry key. Compiled examples:
-/// `tests/ui/pass/` in the workspace.
+/// A declaration reads its spec from a file, `spec("…")`, relative to the directory of the
+/// invoking file like `include_str!`, or takes the spec text inline, `toml(r#"…"#)`. Spec files are tracked: editing
+/// one rebuilds the crate. Several declarations may share one invocation.
+///
+/// The spec must carry the `[memory]` table `cargo xtask gen-memory-specs` writes. A
+/// declaration is refused with a compile error naming the model, the field and the fix when
+/// the spec does not validate (the error names its line), when `est_memory_allocation_mb` is
+/// missing, zero, not a multiple of 100, below the weights as loaded or stale, and when two
+/// declarations share a registry key. More examples: `tests/ui/` in the workspace.
 #[cfg(feature = "macros")]
 pub use model_registry_macros::candle_model;
 
@@ -62,3 +62,7 @@ mod generated {
 }
 
 pub use generated::*;
+
+/// The generated module's text, for the test that checks it matches the current model-cards.
+#[doc(hidden)]
+pub const GENERATED_SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/models.rs"));
