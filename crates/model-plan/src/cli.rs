@@ -374,6 +374,58 @@ mod tests {
     }
 
     #[test]
+    fn run_writes_the_plan_file_and_checks_it() {
+        let cards = concat!(env!("CARGO_MANIFEST_DIR"), "/../../model-cards");
+        let registry = Registry::load(Path::new(cards)).unwrap();
+        let dir = std::env::temp_dir().join(format!("model-plan-cli-{}", std::process::id()));
+        let file = dir.join("plan.toml");
+        let file_arg = file.to_str().unwrap();
+        let args = parse(&["--no-detect", "--ram", "64GiB", "--write", file_arg]).unwrap();
+        let mut out = Vec::new();
+        let done = run(&args, &registry, &[], "plan", &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("hot") && text.contains("wrote"), "{text}");
+        assert_eq!(Plan::load(&file).unwrap(), done.plan);
+        assert_eq!(done.plan.machine.cores, None, "--no-detect detects nothing");
+
+        let check = parse(&[
+            "--no-detect",
+            "--ram",
+            "64GiB",
+            "--write",
+            file_arg,
+            "--check",
+        ])
+        .unwrap();
+        let ok = run(&check, &registry, &[], "plan", &mut Vec::new()).unwrap();
+        assert!(ok.up_to_date);
+        let other = parse(&[
+            "--no-detect",
+            "--ram",
+            "48GiB",
+            "--write",
+            file_arg,
+            "--check",
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        let stale = run(&other, &registry, &[], "cargo xtask plan …", &mut out).unwrap();
+        assert!(!stale.up_to_date);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("is stale: run `cargo xtask plan …`")
+        );
+
+        let json = parse(&["--no-detect", "--ram", "64GiB", "--json"]).unwrap();
+        let mut out = Vec::new();
+        run(&json, &registry, &[], "plan", &mut out).unwrap();
+        let parsed = Plan::from_json(std::str::from_utf8(&out).unwrap()).unwrap();
+        assert_eq!(parsed, done.plan, "--json prints the plan and nothing else");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn invocation_quotes_what_a_shell_would_split() {
         assert_eq!(
             invocation(

@@ -155,11 +155,12 @@ pub fn simd() -> Simd {
 /// The Hugging Face hub cache, as `hf-hub` and the Python client resolve it: `HF_HUB_CACHE`,
 /// else `HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
 pub fn hf_hub_cache_dir() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    hf_hub_cache_dir_from(|k| std::env::var_os(k))
+}
+
+/// [`hf_hub_cache_dir`] with the environment given as a lookup function (tests).
+pub fn hf_hub_cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(p) = var("HF_HUB_CACHE") {
         return Some(p);
     }
@@ -225,6 +226,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn hub_cache_follows_the_hugging_face_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let home: &'static [(&str, &str)] = &[("HOME", "/home/u")];
+        assert_eq!(
+            hf_hub_cache_dir_from(env(home)),
+            Some(PathBuf::from("/home/u/.cache/huggingface/hub"))
+        );
+        let hf_home: &'static [(&str, &str)] = &[("HOME", "/home/u"), ("HF_HOME", "/data/hf")];
+        assert_eq!(
+            hf_hub_cache_dir_from(env(hf_home)),
+            Some(PathBuf::from("/data/hf/hub"))
+        );
+        let both: &'static [(&str, &str)] =
+            &[("HF_HOME", "/data/hf"), ("HF_HUB_CACHE", "/fast/hub")];
+        assert_eq!(
+            hf_hub_cache_dir_from(env(both)),
+            Some(PathBuf::from("/fast/hub"))
+        );
+        let empty: &'static [(&str, &str)] = &[("HF_HOME", ""), ("XDG_CACHE_HOME", "/xdg")];
+        assert_eq!(
+            hf_hub_cache_dir_from(env(empty)),
+            Some(PathBuf::from("/xdg/huggingface/hub"))
+        );
+        assert_eq!(hf_hub_cache_dir_from(env(&[])), None);
     }
 
     #[test]

@@ -85,6 +85,12 @@ pub fn plan(
 
         let mut notes = Vec::new();
         let target = place(&budgets, profile.device);
+        if target.is_gpu() && target.estimator_device() != profile.device {
+            notes.push(format!(
+                "profile runs on {}; this machine has no such GPU, so it is planned on {target}",
+                profile.device
+            ));
+        }
         if profile.device != Device::Cpu && target == PlanDevice::Cpu {
             notes.push(format!(
                 "profile runs on {}; this machine has no GPU, so it is planned on the CPU against RAM",
