@@ -1,19 +1,19 @@
 //! Hardware fit planner: which registry models fit this machine, and together with which.
 //!
-//! 1. **Machine** — [`detect`] reads RAM (sysinfo, lowered to a cgroup limit), cores, NUMA
+//! 1. **Machine** — [`detect()`] reads RAM (sysinfo, lowered to a cgroup limit), cores, NUMA
 //!    nodes, SIMD features, free space in the Hugging Face cache and GPUs (through
 //!    [`detect::GpuProbe`] hooks the Candle backends fill); [`MachineOverrides`] replaces any
 //!    value, and [`Machine::with_ram`] describes a machine you don't have.
 //! 2. **Budget** — [`BudgetPolicy`]: per device, an OS/runtime reserve and a safety margin
 //!    (defaults and their reasons in [`budget`]).
 //! 3. **Plan** — [`plan()`] sizes each model with the registry's own estimator
-//!    ([`model_spec::estimate`], the one `cargo xtask gen-memory-specs` uses) under the
+//!    ([`model_spec::estimate()`], the one `cargo xtask gen-memory-specs` uses) under the
 //!    requested profile ([`PlanRequest`]: context length, KV dtype, batch, image size,
 //!    staged or co-resident diffusion components), then splits each device's models into
 //!    hot (kept resident), warm (loaded on demand beside the hot set) and never (with the
 //!    shortfall); rules in [`planner`].
-//! 4. **Output** — [`Plan`] is the file format the pool reads (JSON or TOML, see [`plan`]
-//!    module docs), [`table::render`] the terminal table, [`svg::render`] the picture.
+//! 4. **Output** — [`Plan`] is the file format the pool reads (JSON or TOML, see the
+//!    [`plan` module](mod@plan) docs), [`table::render`] the terminal table, [`svg::render`] the picture.
 //!
 //! `cargo xtask plan` and the user CLI's `plan` share one implementation: the `cli` feature's
 //! [`cli::PlanArgs`] (clap) and [`cli::run`].

@@ -1,4 +1,4 @@
-//! What the planner knows about a machine: detected ([`crate::detect`]), described by hand
+//! What the planner knows about a machine: detected ([`crate::detect()`]), described by hand
 //! (tests, "plan for a machine I don't have"), or detected and then partly overridden.
 
 use serde::{Deserialize, Serialize};
