@@ -273,7 +273,9 @@ impl Scheduler {
         if self.shutting_down || (self.waiters.is_empty() && self.preloads == 0) {
             return;
         }
-        let mut order: Vec<(Reverse<i32>, Instant, RequestId, ModelId)> = self
+        // Requests first (by priority, then age); preloads of hot models last, so that a hot
+        // model evicted for a request does not come straight back and evict it in turn.
+        let mut order: Vec<(bool, Reverse<i32>, Instant, RequestId, ModelId)> = self
             .entries
             .iter()
             .enumerate()
@@ -283,12 +285,18 @@ impl Scheduler {
                     Some(r) => (self.waiters.get(r).map_or(now, |w| w.enqueued), *r),
                     None => (self.started, RequestId(0)),
                 };
-                (Reverse(e.spec.priority), arrived, first, ModelId(i as u32))
+                (
+                    e.queue.is_empty(),
+                    Reverse(e.spec.priority),
+                    arrived,
+                    first,
+                    ModelId(i as u32),
+                )
             })
             .collect();
         order.sort_unstable();
         let mut claims = Claims::default();
-        for (_, _, _, model) in order {
+        for (_, _, _, _, model) in order {
             let entry = &self.entries[model.index()];
             match entry.state {
                 State::Ready => self.serve_ready(model, now, fx, &mut claims),
@@ -340,6 +348,7 @@ impl Scheduler {
     ) {
         let entry = &self.entries[model.index()];
         let with_request = !entry.queue.is_empty();
+        let entry_is_pinned = entry.spec.tier.is_pinned();
         let device = entry.spec.device;
         let per_request = if with_request {
             entry.spec.per_request_bytes
@@ -350,8 +359,13 @@ impl Scheduler {
         let claimed = claims.get(device);
         let Some(mut reservation) = self.reserve_unclaimed(device, need, claimed.unwrap_or(0))
         else {
-            self.make_room(model, need, claimed, fx);
-            claims.add(device, need);
+            // A preload of an unpinned hot model only takes memory nobody asked for: it
+            // neither evicts nor claims. A pinned model must come back (after a failed load)
+            // and cannot be evicted in turn, so it may make room.
+            if with_request || entry_is_pinned {
+                self.make_room(model, need, claimed, fx);
+                claims.add(device, need);
+            }
             return;
         };
         let first_request = if with_request {

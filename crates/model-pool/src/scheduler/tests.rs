@@ -529,6 +529,51 @@ fn requests_behind_a_blocked_model_wait_their_turn_on_that_device() {
 // ---------------------------------------------------------------- tiers and TTL
 
 #[test]
+fn evicted_hot_model_returns_only_when_room_is_free_again() {
+    // Without this rule the hot model's preload would evict the model that just evicted it,
+    // and the two would take turns forever.
+    let hot = warm("hot", 5, 0).tier(Tier::Hot { pinned: false });
+    let mut h = Harness::new(10, vec![hot, warm("big", 8, 0).idle_ttl(Duration::ZERO)]);
+    h.loaded(0);
+    let (r, fx) = h.acquire(1);
+    assert_eq!(fx, vec![Fx::Unload(0, UnloadReason::Evicted)]);
+    assert_eq!(
+        h.finish_unload(0),
+        vec![Fx::Load(1)],
+        "the request goes first; the preload waits"
+    );
+    assert_eq!(h.loaded(1), vec![Fx::Install(1), Fx::Grant(r, 1)]);
+    assert_eq!(h.release(r), vec![Fx::Unload(1, UnloadReason::IdleTimeout)]);
+    assert_eq!(
+        h.finish_unload(1),
+        vec![Fx::Load(0)],
+        "back once the memory is free"
+    );
+}
+
+#[test]
+fn pinned_model_whose_load_failed_makes_room_when_it_retries() {
+    // Each warm model fits beside the pinned one, but not both together.
+    let mut h = Harness::new(
+        10,
+        vec![
+            warm("pinned", 5, 0).pinned(),
+            warm("w1", 4, 0),
+            warm("w2", 4, 0),
+        ],
+    );
+    h.finish_load(0, LoadOutcome::Failed("transient".into()));
+    h.warm_up(1);
+    h.now += Duration::from_millis(100);
+    h.warm_up(2);
+    assert_eq!(
+        h.advance(SECOND),
+        vec![Fx::Unload(1, UnloadReason::Evicted)]
+    );
+    assert_eq!(h.finish_unload(1), vec![Fx::Load(0)]);
+}
+
+#[test]
 fn hot_models_are_preloaded_at_start() {
     let mut h = Harness::new(10, vec![warm("hot", 4, 1).pinned(), warm("warm", 4, 1)]);
     assert_eq!(h.state(0), ModelStateKind::Loading);
