@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Turn the facts in model-cards/**/*.toml into `[memory]` tables and MEMORY_SPECS.md.
@@ -27,6 +29,25 @@ enum Command {
         #[arg(long)]
         check: bool,
         /// The model-cards folder.
+        #[arg(long, default_value_os_t = default_cards())]
+        cards: PathBuf,
+    },
+    /// Refresh model-cards/<capability>/<slug>.toml and <SLUG>.md from the Hub: repo info,
+    /// configs and weight headers (byte ranges only; weights are never downloaded).
+    FetchCards {
+        /// Registry keys to fetch (default: every model in models.toml).
+        #[arg(long, num_args = 1..)]
+        models: Vec<String>,
+        /// Folder to write into (default: the model-cards folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Branch, tag or commit to fetch instead of each entry's `revision` (default `main`).
+        #[arg(long)]
+        revision: Option<String>,
+        /// Write nothing; exit non-zero if a card or spec differs from a fresh fetch.
+        #[arg(long)]
+        check: bool,
+        /// The model-cards folder holding models.toml.
         #[arg(long, default_value_os_t = default_cards())]
         cards: PathBuf,
     },
@@ -58,6 +79,22 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::GenMemorySpecs { check, cards } => gen_memory_specs::run(&cards, check),
         Command::Plan { args, cards } => plan::run(&args, &cards),
+        Command::FetchCards {
+            models,
+            out,
+            revision,
+            check,
+            cards,
+        } => {
+            return xtask::fetch_cards::cli(&xtask::fetch_cards::FetchOptions {
+                cards,
+                out,
+                models,
+                revision,
+                check,
+                hub: Default::default(),
+            });
+        }
     };
     match result {
         Ok(code) => code,

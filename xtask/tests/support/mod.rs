@@ -1,0 +1,2 @@
+pub mod fixture_hub;
+pub mod fixtures;
