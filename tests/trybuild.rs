@@ -5,6 +5,13 @@
 
 #[test]
 fn ui() {
+    // trybuild rejects an empty `TRYBUILD`; a CI that clears it (`TRYBUILD=`) means "compare,
+    // never rewrite", which is what unset means.
+    if std::env::var_os("TRYBUILD").is_some_and(|v| v.is_empty()) {
+        // SAFETY: this binary's only test, before trybuild starts any thread or reads the
+        // environment.
+        unsafe { std::env::remove_var("TRYBUILD") };
+    }
     let t = trybuild::TestCases::new();
     t.pass("ui/pass/*.rs");
     t.compile_fail("ui/memory/*.rs");

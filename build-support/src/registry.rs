@@ -104,22 +104,20 @@ struct Emitted {
 fn model_item(
     m: &RegistryModel,
     ident: &Ident,
-    origin: &Origin,
+    spec_path: &str,
     target: &Target,
 ) -> (TokenStream, Option<Diagnostic>) {
     let k = target.krate();
     let spec = &m.spec;
-    match check_memory(spec, origin, Some(&m.entry.profile)) {
+    let origin = Origin::File(spec_path.to_owned());
+    match check_memory(spec, &origin, Some(&m.entry.profile)) {
         Ok(memory) => {
-            let Origin::File(spec_path) = origin else {
-                unreachable!("registry specs are files")
-            };
             let info = info_expr(
                 &InfoSource {
                     spec: &spec.spec,
                     memory,
                     quantization: m.entry.quantization.clone(),
-                    spec_path: spec_path.clone(),
+                    spec_path: spec_path.to_owned(),
                 },
                 target,
             );
@@ -175,25 +173,26 @@ fn static_names(keys: &[&str]) -> Vec<String> {
 /// The module for a loaded registry, and the refusals it contains.
 pub fn registry_tokens(registry: &Registry, target: &Target) -> (TokenStream, Vec<Diagnostic>) {
     let k = target.krate();
-    let origins: Vec<Origin> = registry
+    let paths: Vec<String> = registry
         .models
         .iter()
-        .map(|m| Origin::File(display_path(&registry.root, &m.spec.path)))
+        .map(|m| display_path(&registry.root, &m.spec.path))
         .collect();
     let keys: Vec<&str> = registry
         .models
         .iter()
         .map(|m| m.spec.spec.registry_key.get_ref().as_str())
         .collect();
-    let key_lines: Vec<Option<usize>> = registry
+    // `file:line` of each registry_key, where a duplicate is reported.
+    let keyed: Vec<(&str, String)> = registry
         .models
         .iter()
-        .map(|m| Some(m.spec.line(m.spec.spec.registry_key.span())))
-        .collect();
-    let keyed: Vec<(&str, String)> = keys
-        .iter()
-        .zip(origins.iter().zip(&key_lines))
-        .map(|(k, (o, l))| (*k, o.at(*l)))
+        .zip(&keys)
+        .zip(&paths)
+        .map(|((m, k), path)| {
+            let line = m.spec.line(m.spec.spec.registry_key.span());
+            (*k, format!("{path}:{line}"))
+        })
         .collect();
     let names = static_names(&keys);
     let duplicates = check_unique_keys(&keyed);
@@ -226,7 +225,7 @@ pub fn registry_tokens(registry: &Registry, target: &Target) -> (TokenStream, Ve
             continue;
         }
         let ident = Ident::new(&names[i], Span::call_site());
-        let (item, d) = model_item(m, &ident, &origins[i], target);
+        let (item, d) = model_item(m, &ident, &paths[i], target);
         items.push(item);
         diagnostics.extend(d);
         emitted.push(Emitted {

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-/// Points the registry at another model-cards folder (default: the workspace's).
+/// Points the registry at another model-cards folder, by absolute path (default: the
+/// workspace's). The edited-cards tests use it to build the registry from a hand-edited copy.
 const CARDS_ENV: &str = "MODEL_REGISTRY_CARDS_DIR";
 
 fn main() {

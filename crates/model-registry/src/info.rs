@@ -9,7 +9,7 @@ pub const MB: u64 = 1_048_576;
 /// One model of the registry, checked when the code compiles.
 ///
 /// There is no `Default` and every field is required: a model without a memory figure does not
-/// compile. The generated statics (and [`candle_model!`](crate::candle_model)) fill every field
+/// compile. The generated statics (and `candle_model!`) fill every field
 /// from the model's spec TOML after checking `est_memory_allocation_mb` against the estimator
 /// (not zero, a multiple of 100, not below the weights, not stale).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -20,7 +20,7 @@
 //! assert!(by_key("no/such-model").is_none());
 //! ```
 //!
-//! With the default `macros` feature, [`candle_model!`] declares a model of your own from a
+//! With the default `macros` feature, `candle_model!` declares a model of your own from a
 //! spec TOML, checked the same way.
 
 mod info;
