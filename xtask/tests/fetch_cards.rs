@@ -834,3 +834,93 @@ fn inventory_rows_match_an_independent_sum() {
         tensors.len() as u64
     );
 }
+
+#[test]
+fn one_run_over_every_fixture_reports_bytes_per_model() {
+    let hub = FixtureHub::start(vec![
+        minilm(),
+        sharded_qwen2(),
+        diffusers_sd3(),
+        dense_head(),
+        gguf_multipart(),
+    ]);
+    let s = setup(&[
+        minilm_entry(),
+        entry_toml(
+            "fixture/gte-qwen2-sharded",
+            "text_embedding",
+            "text_embedding/gte-qwen2-sharded.toml",
+            "safetensors",
+            &["model.safetensors.index.json"],
+            "Alibaba-NLP/gte-Qwen2-1.5B-instruct",
+        ),
+        entry_toml(
+            "fixture/sd3-diffusers",
+            "text_to_image",
+            "text_to_image/sd3-diffusers.toml",
+            "safetensors",
+            &["model_index.json"],
+            "stabilityai/stable-diffusion-3.5-large-turbo",
+        ),
+        entry_toml(
+            "fixture/stella-dense",
+            "text_embedding",
+            "text_embedding/stella-dense.toml",
+            "safetensors",
+            &["modules.json"],
+            "dunzhang/stella_en_1.5B_v5",
+        ),
+        entry_toml(
+            "fixture/phi-4-gguf-split",
+            "text_to_text",
+            "text_to_text/phi-4-split.toml",
+            "gguf",
+            &["phi-4-Q4_K_M-*-of-00003.gguf"],
+            "microsoft/phi-4",
+        ),
+    ]);
+    let (r, log) = ok(&opts(&hub, &s));
+    println!("{log}");
+    println!(
+        "| model | weight bytes | header bytes | range reads | small-file bytes | headers / weights |"
+    );
+    for m in &r.models {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.5} % |",
+            m.key,
+            m.weight_bytes,
+            m.transfer.range_bytes,
+            m.transfer.range_requests,
+            m.transfer.file_bytes,
+            m.header_percent()
+        );
+        if m.key == "sentence-transformers/all-MiniLM-L6-v2" {
+            // Its real header alone (8 + 11,408 B) is 0.0126 % of its 87 MB of weights: the least any
+            // header-only reader can transfer, and exactly what was transferred.
+            assert_eq!(
+                m.transfer.range_bytes,
+                8 + 11_408,
+                "length prefix + JSON header"
+            );
+        } else {
+            assert_headers_only(m);
+        }
+        // What the server sent for this repo's weight files is what the report counts.
+        let sent: u64 = hub
+            .log()
+            .iter()
+            .filter(|l| l.range.is_some() && l.url.contains(m.key.as_str()))
+            .map(|l| l.sent)
+            .sum();
+        assert_eq!(sent, m.transfer.range_bytes, "{}", m.key);
+    }
+    assert_eq!(r.models.len(), 5);
+    // To look at what was written: FETCH_CARDS_SAMPLE_OUT=<dir> cargo test -p xtask one_run
+    if let Some(dir) = std::env::var_os("FETCH_CARDS_SAMPLE_OUT") {
+        for f in walk(&s.cards) {
+            let to = Path::new(&dir).join(f.strip_prefix(&s.cards).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&f, &to).unwrap();
+        }
+    }
+}

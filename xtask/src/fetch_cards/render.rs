@@ -167,7 +167,7 @@ fn usage_notes(c: &CardInputs) -> Vec<String> {
     let key = c.spec.registry_key.get_ref();
     let p = &c.entry.profile;
     let mut notes = vec![format!(
-        "Look the model up by its registry key `{key}`; the pool admits it when {} MB are free on `{}` (the estimate below).",
+        "Look the model up by its registry key `{key}`; the pool admits it when {} MB are free on `{}` (the estimate under Memory).",
         c.estimate.est_memory_allocation_mb, p.device
     )];
     let serving = |k: &str| c.spec.serving.get(k).map(|f| fact_text(f.get_ref()));
@@ -211,7 +211,7 @@ fn usage_notes(c: &CardInputs) -> Vec<String> {
         ));
     }
     notes.push(format!(
-        "Weights are not fetched by this command: {} files, {} B at commit `{}`.",
+        "Weights are not fetched by this command: {} file(s), {} B at commit `{}`.",
         c.spec
             .components
             .iter()
