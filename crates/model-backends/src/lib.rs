@@ -26,6 +26,7 @@
 pub mod batch;
 pub mod config;
 pub mod device;
+pub mod diffusion;
 pub mod error;
 pub mod image;
 pub mod loader;

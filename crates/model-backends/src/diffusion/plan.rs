@@ -1,0 +1,246 @@
+//! The memory a text-to-image model holds and each request reserves, from the registry's
+//! estimator, per component and per stage, at the size the request asks for.
+//!
+//! The pool holds `resident_bytes` while the model is loaded: every component's weights plus
+//! the runtime overhead when the run profile is co-resident, the overhead alone when staged.
+//! Each stage of a request then reserves from the governor exactly what it needs on top:
+//! its working set at the requested resolution (the largest of its components'), plus its
+//! components' weights when staged. The stages run one after another, so the peak is
+//! `resident + the largest stage`, which is the estimator's figure for that resolution
+//! without its margin: estimate, reservations and staging are one computation.
+
+use model_spec::estimate::MemoryEstimate;
+use model_spec::spec::{Fact, Provenance};
+use model_spec::{ModelSpec, RunProfile};
+
+use super::layout;
+use super::{Pipeline, Stage, flux, sd3};
+use crate::error::BackendError;
+use crate::model_dir::ModelDir;
+use crate::registry::safetensors_header;
+
+/// The stages of a request, in the order they run.
+pub const STAGES: [Stage; 3] = [Stage::TextEncoder, Stage::Denoiser, Stage::Decoder];
+
+/// A model's spec (facts of its checkpoint) and run profile.
+#[derive(Debug, Clone)]
+pub struct MemoryPlan {
+    spec: ModelSpec,
+    profile: RunProfile,
+}
+
+/// What one stage reserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageMemory {
+    /// The stage.
+    pub stage: Stage,
+    /// Weights loaded for the stage (0 when co-resident: they are part of the resident bytes).
+    pub weights_bytes: u64,
+    /// Its working set at the requested size.
+    pub activations_bytes: u64,
+}
+
+impl StageMemory {
+    /// Bytes the stage reserves.
+    pub fn bytes(&self) -> u64 {
+        self.weights_bytes + self.activations_bytes
+    }
+}
+
+/// The memory of one request.
+#[derive(Debug, Clone)]
+pub struct RequestMemory {
+    /// Width asked for.
+    pub width: u32,
+    /// Height asked for.
+    pub height: u32,
+    /// Held by the pool while the model is loaded.
+    pub resident_bytes: u64,
+    /// Reserved per stage, in run order.
+    pub stages: Vec<StageMemory>,
+    /// The estimator's figure for this size.
+    pub estimate: MemoryEstimate,
+}
+
+impl RequestMemory {
+    /// The reservation of `stage`.
+    pub fn stage(&self, stage: Stage) -> Option<&StageMemory> {
+        self.stages.iter().find(|s| s.stage == stage)
+    }
+
+    /// Resident bytes plus the largest stage: the most the request holds at once.
+    pub fn peak_bytes(&self) -> u64 {
+        self.resident_bytes + self.stages.iter().map(StageMemory::bytes).max().unwrap_or(0)
+    }
+}
+
+impl MemoryPlan {
+    /// The registry's spec of `pipeline`'s model as it is, under `profile`.
+    pub fn registry(pipeline: Pipeline, profile: RunProfile) -> Result<Self, BackendError> {
+        Ok(MemoryPlan {
+            spec: card(pipeline)?,
+            profile,
+        })
+    }
+
+    /// The spec of `pipeline`'s registry model with the facts of the checkpoint in `dir`
+    /// (architecture values from its configs, tensor inventories from its safetensors
+    /// headers), under `profile`: a fine-tune, a model of other sizes, or a tiny test model.
+    pub fn checkpoint(
+        pipeline: Pipeline,
+        dir: &ModelDir,
+        profile: RunProfile,
+    ) -> Result<Self, BackendError> {
+        let mut spec = card(pipeline)?;
+        let separate: Vec<String> = profile
+            .skip_on_load
+            .iter()
+            .chain(&profile.dequantize_on_load)
+            .cloned()
+            .collect();
+        for component in &mut spec.components {
+            let name = component.name.clone();
+            let resolved = layout::resolve(pipeline, &card(pipeline)?, dir, &name)?;
+            let path = &resolved.config;
+            let facts = match (pipeline, name.as_str()) {
+                (_, "clip_l" | "clip_g") => {
+                    super::clip_text::Config::read(path)?.spec_architecture()
+                }
+                (_, "t5_xxl") => super::t5::spec_architecture(&super::t5::read_config(path)?),
+                (Pipeline::Flux, "transformer") => {
+                    flux::TransformerConfig::read(path)?.spec_architecture()
+                }
+                (Pipeline::Sd3, "transformer") => {
+                    sd3::TransformerConfig::read(path)?.spec_architecture()
+                }
+                (_, "ae" | "vae") => super::vae::VaeConfig::read(path)?.spec_architecture(),
+                (_, other) => {
+                    return Err(BackendError::config(
+                        path,
+                        format!("component `{other}` has no config mapping"),
+                    ));
+                }
+            };
+            for (key, value) in facts {
+                component
+                    .architecture
+                    .insert(key.to_owned(), fact(value));
+            }
+            let prefix = resolved.part.prefix;
+            let mut tensors = Vec::new();
+            for f in &resolved.files {
+                for mut t in safetensors_header(f)? {
+                    if prefix.is_empty() {
+                        tensors.push(t);
+                    } else if let Some(rest) = t.name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
+                        t.name = rest.to_owned();
+                        tensors.push(t);
+                    }
+                }
+            }
+            component.weights.inventory = model_spec::shapes::inventory(&tensors, &separate);
+            component.weights.provenance = Provenance::Fetched;
+            component.weights.published_bytes = None;
+        }
+        Ok(MemoryPlan { spec, profile })
+    }
+
+    /// The spec the figures come from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The run profile (device, dtype, staging, text length, default size).
+    pub fn profile(&self) -> &RunProfile {
+        &self.profile
+    }
+
+    /// Whether components are loaded stage by stage.
+    pub fn staged(&self) -> bool {
+        !self.profile.co_resident
+    }
+
+    /// The estimator's figure at `width × height`.
+    pub fn estimate(&self, width: u32, height: u32) -> Result<MemoryEstimate, BackendError> {
+        let mut p = self.profile.clone();
+        p.width = Some(u64::from(width));
+        p.height = Some(u64::from(height));
+        model_spec::estimate(&self.spec, &p).map_err(|e| {
+            BackendError::config(self.spec.registry_key.get_ref(), e.to_string())
+        })
+    }
+
+    /// Resident bytes (independent of the size asked for).
+    pub fn resident_bytes(&self) -> Result<u64, BackendError> {
+        let (w, h) = self.default_size();
+        Ok(self.request(w, h)?.resident_bytes)
+    }
+
+    /// The run profile's image size (1024×1024 when it names none).
+    pub fn default_size(&self) -> (u32, u32) {
+        (
+            self.profile.width.unwrap_or(1024) as u32,
+            self.profile.height.unwrap_or(1024) as u32,
+        )
+    }
+
+    /// What a `width × height` request holds: resident bytes and each stage's reservation.
+    pub fn request(&self, width: u32, height: u32) -> Result<RequestMemory, BackendError> {
+        let estimate = self.estimate(width, height)?;
+        let staged = self.staged();
+        let weights: u64 = estimate.components.iter().map(|c| c.weights_bytes).sum();
+        let resident_bytes = estimate.overhead_bytes + if staged { 0 } else { weights };
+        let stages = STAGES
+            .iter()
+            .map(|&stage| {
+                let parts = estimate.components.iter().filter(|c| c.stage == stage);
+                StageMemory {
+                    stage,
+                    weights_bytes: if staged {
+                        parts.clone().map(|c| c.weights_bytes).sum()
+                    } else {
+                        0
+                    },
+                    activations_bytes: parts.map(|c| c.activations_bytes).max().unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(RequestMemory {
+            width,
+            height,
+            resident_bytes,
+            stages,
+            estimate,
+        })
+    }
+
+    /// T5 tokens per prompt: the profile's `text_tokens`, at most the model's input limit.
+    pub fn text_tokens(&self) -> usize {
+        let profile = self.profile.text_tokens.unwrap_or(256);
+        let limit = self.spec.serving_u64("max_input_tokens").unwrap_or(profile);
+        profile.min(limit) as usize
+    }
+}
+
+/// The registry spec of `pipeline`'s model.
+fn card(pipeline: Pipeline) -> Result<ModelSpec, BackendError> {
+    let key = pipeline.registry_key();
+    let reg = crate::registry::specs()?;
+    let entry = reg.get(key).ok_or_else(|| BackendError::UnknownFamily {
+        key: key.to_owned(),
+        why: "not in the registry's model-cards".into(),
+    })?;
+    Ok(entry.spec.spec.clone())
+}
+
+fn fact(value: toml::Value) -> toml::Spanned<Fact> {
+    toml::Spanned::new(
+        0..0,
+        Fact {
+            value,
+            provenance: Provenance::Fetched,
+            source: Some("checkpoint config.json".into()),
+            formula: None,
+        },
+    )
+}
