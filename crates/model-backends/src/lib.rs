@@ -28,6 +28,7 @@ pub mod config;
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod generate;
 pub mod image;
 pub mod loader;
 pub mod memory;
