@@ -12,8 +12,7 @@ fn main() {
     println!("cargo::rerun-if-env-changed={CARDS_ENV}");
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let cards = std::env::var_os(CARDS_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir.join("../../model-cards"));
+        .map_or_else(|| manifest_dir.join("../../model-cards"), PathBuf::from);
     let generated = build_support::registry::generate(&cards);
     for input in &generated.inputs {
         println!("cargo::rerun-if-changed={}", input.display());

@@ -23,7 +23,7 @@ pub fn candle_model(input: TokenStream) -> TokenStream {
 fn base_dir() -> PathBuf {
     let dir = Span::call_site()
         .local_file()
-        .and_then(|f| f.parent().map(|p| p.to_path_buf()))
+        .and_then(|f| f.parent().map(std::path::Path::to_path_buf))
         .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from))
         .unwrap_or_default();
     std::path::absolute(&dir).unwrap_or(dir)

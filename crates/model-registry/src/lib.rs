@@ -56,7 +56,6 @@ pub use model_registry_macros::candle_model;
 
 /// The generated registry: one static per model of `model-cards/models.toml`, [`ALL`] and
 /// [`by_key`].
-#[allow(clippy::all)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/models.rs"));
 }
