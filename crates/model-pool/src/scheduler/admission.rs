@@ -2,13 +2,20 @@
 //!
 //! Requests wait in per-model FIFO queues. After every event, [`Scheduler::pump`] walks the
 //! models that have demand in precedence order (priority, then the age of their oldest
-//! waiter) and gives each what fits. A model that does not fit *claims* what it needs on its
-//! device, so that memory freed later goes to it before anyone behind it: a stream of small
-//! requests cannot starve a large one (models on other devices are not held up). Only the
-//! first blocked model on a device may evict models that have waiters of their own; the
-//! others only evict idle models nobody is waiting for. A model that is being evicted and gets a request keeps the
-//! request queued until its unload has finished and then loads again through the same
-//! admission, so no request ever waits on an unload that waits on it (Ollama issue 17408).
+//! waiter; preloads of hot models last) and gives each what fits. A model that does not fit
+//! counts the memory already on its way back, picks victims for the rest and *claims* the
+//! free memory it will use: models behind it on that device only get the slack, so a stream
+//! of small requests cannot starve a large one, while loaded models that are not in the way
+//! keep serving (models on other devices are not affected).
+//!
+//! Victims: idle, unpinned models are unloaded (warm before hot, low priority first, then
+//! least recently used, and the smallest set that covers the shortfall). The first blocked
+//! request on a device may also *drain* a busy model: it gets no new leases and is unloaded
+//! when its running requests end, never while one holds a lease. A model chosen for eviction
+//! that then gets a request keeps that request queued until its unload has finished and loads
+//! again through the same admission, so no request waits on an unload that waits on it
+//! (Ollama issue 17408). A model that can never fit is refused before it is queued, so it
+//! never triggers an eviction (Ollama issue 18282).
 
 use std::cmp::Reverse;
 use std::time::Duration;
@@ -21,22 +28,51 @@ use super::{
 };
 use crate::device::DeviceId;
 use crate::error::{PoolError, QueueKind};
+use crate::governor::Reservation;
 use crate::size::ByteSize;
 
-/// Bytes claimed per device during one pump pass.
+/// One device's memory as seen during one pump pass.
+struct DeviceView {
+    device: DeviceId,
+    /// Free bytes already promised to blocked models ahead in the pass.
+    claimed: u64,
+    /// Bytes on their way back (unloads, aborted loads) not yet promised.
+    incoming_left: u64,
+    /// Whether a model ahead in the pass is already blocked on this device.
+    blocked: bool,
+}
+
+/// Per-device views for one pump pass.
 #[derive(Default)]
-pub(super) struct Claims(Vec<(DeviceId, u64)>);
+pub(super) struct Claims(Vec<DeviceView>);
 
 impl Claims {
-    fn get(&self, device: DeviceId) -> Option<u64> {
-        self.0.iter().find(|(d, _)| *d == device).map(|(_, b)| *b)
-    }
-
-    fn add(&mut self, device: DeviceId, bytes: u64) {
-        match self.0.iter_mut().find(|(d, _)| *d == device) {
-            Some((_, b)) => *b = b.saturating_add(bytes),
-            None => self.0.push((device, bytes)),
-        }
+    fn view(&mut self, scheduler: &Scheduler, device: DeviceId) -> &mut DeviceView {
+        let index = match self.0.iter().position(|v| v.device == device) {
+            Some(i) => i,
+            None => {
+                let incoming = scheduler
+                    .entries
+                    .iter()
+                    .filter(|e| e.spec.device == device)
+                    .filter(|e| {
+                        matches!(
+                            e.state,
+                            State::Unloading | State::Loading { aborting: true, .. }
+                        )
+                    })
+                    .map(Entry::held_bytes)
+                    .sum();
+                self.0.push(DeviceView {
+                    device,
+                    claimed: 0,
+                    incoming_left: incoming,
+                    blocked: false,
+                });
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[index]
     }
 }
 
@@ -240,7 +276,7 @@ impl Scheduler {
         &mut self,
         model: ModelId,
         request: RequestId,
-        reservation: crate::governor::Reservation,
+        reservation: Reservation,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
@@ -268,8 +304,13 @@ impl Scheduler {
     }
 
     /// Gives every model with demand what fits now, in precedence order, and starts the
-    /// evictions that make room for the rest.
+    /// evictions (and drains) that make room for the first blocked request on each device.
     pub(super) fn pump(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.any_draining {
+            // Drains are decided afresh by every pass.
+            self.entries.iter_mut().for_each(|e| e.draining = false);
+            self.any_draining = false;
+        }
         if self.shutting_down || (self.waiters.is_empty() && self.preloads == 0) {
             return;
         }
@@ -322,19 +363,22 @@ impl Scheduler {
         }
         loop {
             let entry = &self.entries[model.index()];
-            if entry.queue.is_empty() || entry.leases.len() >= entry.spec.max_concurrency {
+            // A draining model finishes its running requests and takes no new ones: a request
+            // ahead of its waiters needs its memory.
+            if entry.queue.is_empty()
+                || entry.leases.len() >= entry.spec.max_concurrency
+                || entry.draining
+            {
                 return;
             }
             let (device, need) = (entry.spec.device, entry.spec.per_request_bytes);
-            let claimed = claims.get(device);
-            if let Some(reservation) = self.reserve_unclaimed(device, need, claimed.unwrap_or(0)) {
+            if let Some(reservation) = self.reserve_unclaimed(device, need, claims) {
                 if let Some(request) = self.pop_waiter(model) {
                     self.grant(model, request, reservation, now, fx);
                 }
                 continue;
             }
-            self.make_room(model, need, claimed, fx);
-            claims.add(device, need);
+            self.block(model, need, true, fx, claims);
             return;
         }
     }
@@ -348,7 +392,7 @@ impl Scheduler {
     ) {
         let entry = &self.entries[model.index()];
         let with_request = !entry.queue.is_empty();
-        let entry_is_pinned = entry.spec.tier.is_pinned();
+        let pinned = entry.spec.tier.is_pinned();
         let device = entry.spec.device;
         let per_request = if with_request {
             entry.spec.per_request_bytes
@@ -356,15 +400,12 @@ impl Scheduler {
             0
         };
         let need = entry.spec.resident_bytes.saturating_add(per_request);
-        let claimed = claims.get(device);
-        let Some(mut reservation) = self.reserve_unclaimed(device, need, claimed.unwrap_or(0))
-        else {
+        let Some(mut reservation) = self.reserve_unclaimed(device, need, claims) else {
             // A preload of an unpinned hot model only takes memory nobody asked for: it
             // neither evicts nor claims. A pinned model must come back (after a failed load)
             // and cannot be evicted in turn, so it may make room.
-            if with_request || entry_is_pinned {
-                self.make_room(model, need, claimed, fx);
-                claims.add(device, need);
+            if with_request || pinned {
+                self.block(model, need, false, fx, claims);
             }
             return;
         };
@@ -386,6 +427,7 @@ impl Scheduler {
             load,
             since: now,
             aborting: false,
+            timed_out: false,
             oom_retried: false,
         };
         entry.counters.loads_started += 1;
@@ -393,13 +435,15 @@ impl Scheduler {
         fx.push(Effect::StartLoad { model, load });
     }
 
-    /// Reserves `need` on `device` only if it fits next to what models ahead have claimed.
+    /// Reserves `need` on `device` if it fits in the free memory not promised to models
+    /// ahead in this pass.
     fn reserve_unclaimed(
         &self,
         device: DeviceId,
         need: u64,
-        claimed: u64,
-    ) -> Option<crate::governor::Reservation> {
+        claims: &mut Claims,
+    ) -> Option<Reservation> {
+        let claimed = claims.view(self, device).claimed;
         let free = self.governor.free(device)?;
         if need > free.saturating_sub(claimed) {
             return None;
@@ -407,71 +451,99 @@ impl Scheduler {
         self.governor.try_reserve(device, need).ok()
     }
 
-    /// Starts unloading idle models on `model`'s device so that `need` bytes (after the
-    /// `claimed` bytes of models ahead of it, and counting memory already on its way back)
-    /// become free, if idle models can cover it; otherwise evicts nothing and waits for leases
-    /// to end.
-    fn make_room(&mut self, model: ModelId, need: u64, claimed: Option<u64>, fx: &mut Vec<Effect>) {
+    /// `model` needs `need` bytes that are not free. Counts the memory already coming back,
+    /// picks victims for the rest, and claims the free memory it will use, so that models
+    /// behind it only get what is left (the slack) and cannot starve it.
+    ///
+    /// The first blocked model on a device may pick any unpinned loaded model as a victim:
+    /// idle ones are unloaded now; busy ones are *drained* (no new leases; unloaded once
+    /// their running requests end, never while one holds a lease). Later models only evict
+    /// idle models nobody waits for. If no victim set covers the shortfall nothing is
+    /// evicted: unloading models that cannot make enough room only costs reloads.
+    fn block(
+        &mut self,
+        model: ModelId,
+        need: u64,
+        loaded: bool,
+        fx: &mut Vec<Effect>,
+        claims: &mut Claims,
+    ) {
         let device = self.entries[model.index()].spec.device;
-        let is_first_blocked = claimed.is_none();
-        let free = self.governor.free(device).unwrap_or(0);
-        let incoming: u64 = self
-            .entries
-            .iter()
-            .filter(|e| e.spec.device == device)
-            .filter(|e| {
-                matches!(
-                    e.state,
-                    State::Unloading | State::Loading { aborting: true, .. }
-                )
-            })
-            .map(Entry::held_bytes)
-            .sum();
-        let want = need.saturating_add(claimed.unwrap_or(0));
-        let Some(deficit) = want
-            .checked_sub(free.saturating_add(incoming))
-            .filter(|d| *d > 0)
-        else {
+        let free_total = self.governor.free(device).unwrap_or(0);
+        let view = claims.view(self, device);
+        let first_blocked = !view.blocked;
+        view.blocked = true;
+        let free = free_total.saturating_sub(view.claimed);
+        let from_incoming = need.min(view.incoming_left);
+        view.incoming_left -= from_incoming;
+        let rest = need - from_incoming;
+        if rest <= free {
+            view.claimed += rest;
             return;
-        };
-        let mut candidates: Vec<(bool, u8, i32, Instant, Candidate)> = self
+        }
+        let deficit = rest - free;
+        let mut candidates: Vec<(bool, bool, u8, i32, Instant, Candidate)> = self
             .entries
             .iter()
             .enumerate()
             .filter(|(i, e)| {
                 *i != model.index()
                     && e.spec.device == device
-                    && e.is_idle_ready()
+                    && matches!(e.state, State::Ready)
                     && !e.spec.tier.is_pinned()
-                    && (e.queue.is_empty() || is_first_blocked)
+                    && (first_blocked || (e.leases.is_empty() && e.queue.is_empty()))
             })
             .map(|(i, e)| {
-                let tier_rank = u8::from(e.spec.tier.is_hot());
+                let bytes = e.held_bytes().saturating_add(
+                    (e.leases.len() as u64).saturating_mul(e.spec.per_request_bytes),
+                );
                 let candidate = Candidate {
                     model: ModelId(i as u32),
-                    bytes: e.held_bytes(),
+                    bytes,
                 };
+                // Cheapest to lose first: nobody waiting, idle, warm, low priority, least
+                // recently used.
                 (
                     !e.queue.is_empty(),
-                    tier_rank,
+                    !e.leases.is_empty(),
+                    u8::from(e.spec.tier.is_hot()),
                     e.spec.priority,
                     e.last_used,
                     candidate,
                 )
             })
             .collect();
-        candidates.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
-        let candidates: Vec<Candidate> = candidates.into_iter().map(|c| c.4).collect();
-        if let Some(victims) = choose_victims(&candidates, deficit) {
-            for victim in victims {
-                tracing::debug!(
-                    victim = %self.entries[victim.index()].spec.key,
-                    for_model = %self.entries[model.index()].spec.key,
-                    deficit = %ByteSize(deficit),
-                    "evicting"
-                );
+        candidates.sort_by(|a, b| (a.0, a.1, a.2, a.3, a.4).cmp(&(b.0, b.1, b.2, b.3, b.4)));
+        let candidates: Vec<Candidate> = candidates.into_iter().map(|c| c.5).collect();
+        let Some(victims) = choose_victims(&candidates, deficit) else {
+            // Nothing can make room now: hold all free memory until leases end.
+            claims.view(self, device).claimed += free;
+            return;
+        };
+        // The victims return more than the deficit: only the rest of the free memory is
+        // needed, the slack stays available to models behind.
+        let victim_bytes: u64 = candidates
+            .iter()
+            .filter(|c| victims.contains(&c.model))
+            .map(|c| c.bytes)
+            .sum();
+        claims.view(self, device).claimed += rest.saturating_sub(victim_bytes).min(free);
+        for victim in victims {
+            let v = &self.entries[victim.index()];
+            tracing::debug!(
+                victim = %v.spec.key,
+                for_model = %self.entries[model.index()].spec.key,
+                deficit = %ByteSize(deficit),
+                drain = !v.leases.is_empty(),
+                for_request = loaded,
+                "evicting"
+            );
+            if v.leases.is_empty() {
                 self.entries[victim.index()].counters.evictions += 1;
                 self.start_unload(victim, UnloadReason::Evicted, fx);
+            } else {
+                self.entries[victim.index()].draining = true;
+                self.any_draining = true;
             }
         }
     }

@@ -11,6 +11,9 @@ pub struct SchedulerConfig {
     /// Default deadline of a request (waiting plus running). Minutes, not hours: the original
     /// project waited six hours.
     pub request_timeout: Duration,
+    /// Longest a load may take before it is aborted and counted as a failure. Without it a
+    /// hung loader would hold its memory, and every request for its model, indefinitely.
+    pub load_timeout: Duration,
     /// Cooldown after the first failed load; doubled for every further consecutive failure.
     pub failure_backoff_base: Duration,
     /// Longest cooldown.
@@ -24,6 +27,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             max_queued_total: 1024,
             request_timeout: Duration::from_secs(120),
+            load_timeout: Duration::from_secs(600),
             failure_backoff_base: Duration::from_secs(1),
             failure_backoff_max: Duration::from_secs(300),
             default_retry_after: Duration::from_secs(1),

@@ -63,13 +63,14 @@ impl Scheduler {
         let Some(entry) = self.entries.get_mut(model.index()) else {
             return;
         };
-        let (since, aborting, oom_retried) = match entry.state {
+        let (since, aborting, timed_out, oom_retried) = match entry.state {
             State::Loading {
                 load: current,
                 since,
                 aborting,
+                timed_out,
                 oom_retried,
-            } if current == load => (since, aborting, oom_retried),
+            } if current == load => (since, aborting, timed_out, oom_retried),
             _ => {
                 // An attempt we no longer track: never keep what it produced.
                 tracing::warn!(model = %entry.spec.key, ?load, "result of a stale load ignored");
@@ -107,6 +108,13 @@ impl Scheduler {
                 // Anyone else is served by the pump; an unwanted (aborted too late) load
                 // is simply an idle model now.
                 self.after_last_use(model, now, fx);
+            }
+            LoadOutcome::Aborted if timed_out => {
+                let message = format!(
+                    "the load did not finish within {:?}",
+                    self.config.load_timeout
+                );
+                self.fail_load(model, LoadOutcome::Failed(message), now, fx);
             }
             LoadOutcome::Aborted => {
                 entry.resident = None;
@@ -181,6 +189,7 @@ impl Scheduler {
             load,
             since: now,
             aborting: false,
+            timed_out: false,
             oom_retried: true,
         };
         entry.counters.loads_started += 1;
@@ -346,9 +355,28 @@ impl Scheduler {
             });
             self.after_waiter_left(waiter.model, fx);
         }
+        let load_timeout = self.config.load_timeout;
         for i in 0..self.entries.len() {
             let model = ModelId(i as u32);
             let entry = &mut self.entries[i];
+            match &mut entry.state {
+                State::Loading {
+                    load,
+                    since,
+                    aborting,
+                    timed_out,
+                    ..
+                } if !*aborting && *since + load_timeout <= now => {
+                    // A hung load would keep its memory and every request for the model
+                    // waiting forever; stop it and fail like any other load.
+                    tracing::warn!(model = %entry.spec.key, ?load_timeout, "load timed out; aborting it");
+                    *aborting = true;
+                    *timed_out = true;
+                    fx.push(Effect::AbortLoad { model, load: *load });
+                    continue;
+                }
+                _ => {}
+            }
             match entry.state {
                 State::Ready
                     if entry.leases.is_empty()

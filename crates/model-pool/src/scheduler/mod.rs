@@ -223,8 +223,10 @@ enum State {
     Loading {
         load: LoadId,
         since: Instant,
-        /// Every waiter left; the load was asked to stop.
+        /// Every waiter left (or the load timed out); the load was asked to stop.
         aborting: bool,
+        /// The load ran past `SchedulerConfig::load_timeout`: its abort is a failure.
+        timed_out: bool,
         /// This is the retry after an out-of-memory load.
         oom_retried: bool,
     },
@@ -260,6 +262,9 @@ struct Entry {
     queue: VecDeque<RequestId>,
     /// A hot model that should be loaded without a waiter.
     preload: bool,
+    /// Chosen to make room for a blocked request while it still serves others: it takes no
+    /// new leases and is unloaded when the last one ends. Recomputed by every pump pass.
+    draining: bool,
     last_used: Instant,
     idle_deadline: Option<Instant>,
     consecutive_failures: u32,
@@ -300,6 +305,7 @@ pub struct Scheduler {
     waiters: HashMap<RequestId, Waiter>,
     deadlines: BTreeSet<(Instant, RequestId)>,
     preloads: usize,
+    any_draining: bool,
     next_load: u64,
     next_lease: u64,
     started: Instant,
@@ -331,6 +337,7 @@ impl Scheduler {
             .into_iter()
             .map(|spec| Entry {
                 preload: spec.tier.is_hot(),
+                draining: false,
                 spec,
                 state: State::Unloaded,
                 resident: None,
@@ -355,6 +362,7 @@ impl Scheduler {
             waiters: HashMap::new(),
             deadlines: BTreeSet::new(),
             preloads,
+            any_draining: false,
             next_load: 0,
             next_lease: 0,
             started: now,
@@ -411,6 +419,11 @@ impl Scheduler {
                 State::Failed { until, .. } if e.spec.tier.is_pinned() && !self.shutting_down => {
                     Some(*until)
                 }
+                State::Loading {
+                    since,
+                    aborting: false,
+                    ..
+                } => Some(*since + self.config.load_timeout),
                 _ => None,
             };
             if let Some(t) = candidate {

@@ -435,6 +435,68 @@ fn model_holding_a_lease_is_never_evicted() {
 }
 
 #[test]
+fn busy_model_in_the_way_is_drained_not_evicted_mid_request() {
+    let mut h = Harness::new(10, vec![warm("busy", 4, 1), warm("big", 6, 1)]);
+    let (running, _) = h.acquire(0);
+    h.loaded(0);
+    let (big, fx) = h.acquire(1);
+    assert_eq!(
+        fx,
+        vec![],
+        "busy holds a lease: it is not unloaded under it"
+    );
+    let (late, fx) = h.acquire(0);
+    assert_eq!(
+        fx,
+        vec![],
+        "busy has a free slot and memory, but drains for the older request"
+    );
+    assert_eq!(
+        h.release(running),
+        vec![Fx::Unload(0, UnloadReason::Evicted)]
+    );
+    assert_eq!(h.finish_unload(0), vec![Fx::Load(1)]);
+    assert_eq!(h.loaded(1), vec![Fx::Install(1), Fx::Grant(big, 1)]);
+    // The drained model's request is served once the big one is idle again.
+    assert_eq!(h.release(big), vec![Fx::Unload(1, UnloadReason::Evicted)]);
+    assert_eq!(h.finish_unload(1), vec![Fx::Load(0)]);
+    assert_eq!(h.loaded(0), vec![Fx::Install(0), Fx::Grant(late, 0)]);
+}
+
+#[test]
+fn loaded_model_not_in_the_way_keeps_serving_while_a_large_request_waits() {
+    // 10 GiB: "tiny" (pinned, 1+1) and "busy" (4+1, one lease) are loaded, 4 GiB are free;
+    // "big" needs 6. Draining "busy" returns 5, so "big" needs only 1 of the free GiB and
+    // "tiny" keeps serving from the other 3 instead of stalling behind "big".
+    let mut h = Harness::new(
+        10,
+        vec![
+            warm("tiny", 1, 1).pinned(),
+            warm("busy", 4, 1),
+            warm("big", 5, 1),
+        ],
+    );
+    h.loaded(0);
+    let (running, _) = h.acquire(1);
+    h.loaded(1);
+    let (_big, fx) = h.acquire(2);
+    assert_eq!(fx, vec![]);
+    let tiny: Vec<_> = (0..4).map(|_| h.acquire(0)).collect();
+    let granted = tiny
+        .iter()
+        .filter(|(r, fx)| *fx == vec![Fx::Grant(*r, 0)])
+        .count();
+    assert_eq!(
+        granted, 3,
+        "three requests fit in the slack, the fourth would eat into big's share"
+    );
+    assert_eq!(
+        h.release(running),
+        vec![Fx::Unload(1, UnloadReason::Evicted)]
+    );
+}
+
+#[test]
 fn pinned_model_is_never_evicted() {
     let mut h = Harness::new(10, vec![warm("pinned", 6, 1).pinned(), warm("other", 3, 1)]);
     assert_eq!(h.loaded(0), vec![Fx::Install(0)], "preloaded at start");
@@ -475,13 +537,14 @@ fn load_that_would_need_to_evict_a_pinned_model_fails_cleanly() {
 }
 
 #[test]
-fn memory_freed_for_a_higher_priority_waiter_is_not_taken_by_a_lower_priority_one() {
-    // "busy" holds 6 of 10 GiB through a lease. "important" needs 6 and waits; "filler"
-    // needs 3 and would fit into the 4 free GiB, but that would delay "important" further.
+fn memory_a_higher_priority_waiter_needs_is_not_taken_by_a_lower_priority_one() {
+    // "busy" holds 6 of 10 GiB through a lease. "important" (6) waits for it to drain;
+    // "filler" (5) would fit into the 4 free GiB plus what "busy" returns, but that memory
+    // is promised to "important" first.
     let specs = vec![
         warm("busy", 5, 1),
         warm("important", 5, 1).priority(10),
-        warm("filler", 2, 1),
+        warm("filler", 4, 1),
     ];
     let mut h = Harness::new(10, specs);
     let (lease, _) = h.acquire(0);
@@ -489,41 +552,36 @@ fn memory_freed_for_a_higher_priority_waiter_is_not_taken_by_a_lower_priority_on
     let (important, fx) = h.acquire(1);
     assert_eq!(fx, vec![]);
     let (filler, fx) = h.acquire(2);
-    assert_eq!(
-        fx,
-        vec![],
-        "the free memory is claimed by the higher-priority waiter"
-    );
+    assert_eq!(fx, vec![], "filler waits its turn");
     assert_eq!(h.release(lease), vec![Fx::Unload(0, UnloadReason::Evicted)]);
-    // Once "busy" is gone both fit, and the higher-priority one is started first.
-    assert_eq!(h.finish_unload(0), vec![Fx::Load(1), Fx::Load(2)]);
+    assert_eq!(h.finish_unload(0), vec![Fx::Load(1)], "important first");
     assert_eq!(h.loaded(1), vec![Fx::Install(1), Fx::Grant(important, 1)]);
+    // The lease's memory completes the 5 GiB filler needs.
+    assert_eq!(h.release(important), vec![Fx::Load(2)]);
     assert_eq!(h.loaded(2), vec![Fx::Install(2), Fx::Grant(filler, 2)]);
 }
 
 #[test]
-fn requests_behind_a_blocked_model_wait_their_turn_on_that_device() {
-    // Without claims a stream of small loads could starve the large one forever.
-    let specs = vec![warm("busy", 5, 1), warm("big", 4, 1), warm("tiny", 1, 0)];
+fn requests_behind_a_blocked_model_only_use_the_slack() {
+    // "big" (8) waits for "busy" (3+1) to drain: that returns 4, so "big" also needs 4 of
+    // the 6 free GiB. The 2 left are slack: "tiny" (1) loads at once, "mid" (3) would fit
+    // in the free memory but not in the slack, so it waits instead of delaying "big".
+    let specs = vec![
+        warm("busy", 3, 1),
+        warm("big", 7, 1),
+        warm("mid", 2, 1),
+        warm("tiny", 1, 0),
+    ];
     let mut h = Harness::new(10, specs);
     let (lease, _) = h.acquire(0);
     h.loaded(0);
-    let (big, fx) = h.acquire(1);
-    assert_eq!(fx, vec![], "big (5) waits for busy's lease");
-    let (tiny, fx) = h.acquire(2);
-    assert_eq!(
-        fx,
-        vec![],
-        "tiny arrived later: the 4 free GiB are claimed by big"
-    );
-    // The lease's memory goes to big first; tiny then evicts the now idle "busy".
-    assert_eq!(
-        h.release(lease),
-        vec![Fx::Load(1), Fx::Unload(0, UnloadReason::Evicted)]
-    );
-    assert_eq!(h.finish_unload(0), vec![Fx::Load(2)]);
-    assert_eq!(h.loaded(1), vec![Fx::Install(1), Fx::Grant(big, 1)]);
-    assert_eq!(h.loaded(2), vec![Fx::Install(2), Fx::Grant(tiny, 2)]);
+    let (_big, fx) = h.acquire(1);
+    assert_eq!(fx, vec![]);
+    let (_tiny, fx) = h.acquire(3);
+    assert_eq!(fx, vec![Fx::Load(3)]);
+    let (_mid, fx) = h.acquire(2);
+    assert_eq!(fx, vec![]);
+    assert_eq!(h.release(lease), vec![Fx::Unload(0, UnloadReason::Evicted)]);
 }
 
 // ---------------------------------------------------------------- tiers and TTL
@@ -895,6 +953,26 @@ fn repeated_load_failures_cool_down_with_exponential_backoff() {
             .unwrap()
             .consecutive_failures,
         0
+    );
+}
+
+#[test]
+fn hung_load_times_out_fails_its_waiters_and_returns_memory() {
+    let config = SchedulerConfig {
+        load_timeout: Duration::from_secs(60),
+        ..SchedulerConfig::default()
+    };
+    let mut h = Harness::with_config(10, vec![warm("a", 4, 1)], config);
+    let (r, _) = h.acquire_timeout(0, Some(Duration::from_secs(3600)));
+    assert_eq!(h.m.next_deadline(), Some(h.now + Duration::from_secs(60)));
+    assert_eq!(h.advance(Duration::from_secs(60)), vec![Fx::Abort(0)]);
+    assert_eq!(h.finish_load(0, LoadOutcome::Aborted), vec![Fx::Reject(r)]);
+    assert!(
+        matches!(&h.errors[&r], PoolError::LoadFailed { message, .. } if message.contains("did not finish"))
+    );
+    assert_eq!(
+        (h.reserved_gib(), h.state(0)),
+        (0.0, ModelStateKind::Failed)
     );
 }
 

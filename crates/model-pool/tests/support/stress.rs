@@ -164,6 +164,7 @@ pub async fn run(config: StressConfig) -> StressReport {
     let scheduler = SchedulerConfig {
         max_queued_total: 128,
         request_timeout: Duration::from_millis(250),
+        load_timeout: Duration::from_millis(50),
         failure_backoff_base: Duration::from_millis(2),
         failure_backoff_max: Duration::from_millis(40),
         default_retry_after: Duration::from_millis(5),
@@ -207,6 +208,22 @@ pub async fn run(config: StressConfig) -> StressReport {
         errors.other += errs.other;
     }
     let before_shutdown = pool.status();
+    if std::env::var_os("MODEL_POOL_STRESS_DEBUG").is_some() {
+        for m in &before_shutdown.models {
+            eprintln!(
+                "{:50} leases {:6} qto {:6} busy {:6} loads {:5} evict {:5} fail {:4} aborts {:4} cancel {:5}",
+                m.key,
+                m.counters.leases,
+                m.counters.queue_timeouts,
+                m.counters.rejected_busy,
+                m.counters.loads,
+                m.counters.evictions,
+                m.counters.load_failures,
+                m.counters.load_aborts,
+                m.counters.cancellations
+            );
+        }
+    }
     let shutdown_timed_out = tokio::time::timeout(Duration::from_secs(30), pool.shutdown())
         .await
         .is_err();
