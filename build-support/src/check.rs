@@ -5,10 +5,8 @@
 //! facts is caught. Each failure is one [`Diagnostic`] naming the model, the field and the fix.
 
 use model_spec::estimate::loaded_weight_bytes;
-use model_spec::shapes::{self, DeriveError};
-use model_spec::{
-    LoadedSpec, MB, MemoryEstimate, MemorySection, ModelSpec, Provenance, RunProfile, SpecError,
-};
+use model_spec::shapes::DeriveError;
+use model_spec::{LoadedSpec, MB, MemoryEstimate, MemorySection, ModelSpec, RunProfile, SpecError};
 use std::fmt;
 
 /// What to do about a stale or hand-edited memory figure.
@@ -120,20 +118,7 @@ pub fn with_derived_inventories(
     spec: &ModelSpec,
     profile: &RunProfile,
 ) -> Result<ModelSpec, DeriveError> {
-    let separate: Vec<String> = profile
-        .dequantize_on_load
-        .iter()
-        .chain(&profile.skip_on_load)
-        .cloned()
-        .collect();
-    let mut spec = spec.clone();
-    for c in &mut spec.components {
-        if c.weights.provenance == Provenance::Derived {
-            let tensors = shapes::derive(c)?;
-            c.weights.inventory = shapes::inventory(&tensors, &separate);
-        }
-    }
-    Ok(spec)
+    model_spec::specgen::with_derived_inventories(spec, profile)
 }
 
 /// Weights alone as the loader holds them, recomputed from the inventory: all components for

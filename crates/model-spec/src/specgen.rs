@@ -6,6 +6,7 @@ use crate::error::SpecError;
 use crate::estimate::{MB, MemoryEstimate, estimate};
 use crate::list::{ModelEntry, load_list};
 use crate::memory::{MemorySection, fingerprint};
+use crate::profile::RunProfile;
 use crate::shapes;
 use crate::spec::{ModelSpec, Provenance, parse_spec};
 use crate::{LIST_FILE, Registry};
@@ -35,6 +36,27 @@ fn gen_err(path: &Path, field: &str, message: impl Into<String>) -> SpecError {
     SpecError::new(path, field, message)
 }
 
+/// `spec` with every `derived` tensor inventory recomputed from its architecture facts; the
+/// tensors the profile dequantizes or skips on load get rows of their own.
+pub fn with_derived_inventories(
+    spec: &ModelSpec,
+    profile: &RunProfile,
+) -> Result<ModelSpec, shapes::DeriveError> {
+    let separate: Vec<String> = profile
+        .dequantize_on_load
+        .iter()
+        .chain(profile.skip_on_load.iter())
+        .cloned()
+        .collect();
+    let mut spec = spec.clone();
+    for c in &mut spec.components {
+        if c.weights.provenance == Provenance::Derived {
+            c.weights.inventory = shapes::inventory(&shapes::derive(c)?, &separate);
+        }
+    }
+    Ok(spec)
+}
+
 /// Recomputes derived inventories and the memory section of one spec; returns the new text.
 pub fn regenerate_spec(
     path: &Path,
@@ -43,26 +65,14 @@ pub fn regenerate_spec(
 ) -> Result<(String, ModelSpec, MemoryEstimate), SpecError> {
     let loaded = parse_spec(path, text)?;
     crate::validate::check_against_entry(&loaded, entry)?;
-    let mut spec = loaded.spec;
     let profile = entry.profile.clone();
-    let separate: Vec<String> = profile
-        .dequantize_on_load
-        .iter()
-        .chain(profile.skip_on_load.iter())
-        .cloned()
-        .collect();
-    for c in &mut spec.components {
-        if c.weights.provenance == Provenance::Derived {
-            let tensors = shapes::derive(c).map_err(|e| {
-                gen_err(
-                    path,
-                    &format!("component.{}.architecture.{}", e.component, e.field),
-                    e.to_string(),
-                )
-            })?;
-            c.weights.inventory = shapes::inventory(&tensors, &separate);
-        }
-    }
+    let mut spec = with_derived_inventories(&loaded.spec, &profile).map_err(|e| {
+        gen_err(
+            path,
+            &format!("component.{}.architecture.{}", e.component, e.field),
+            e.to_string(),
+        )
+    })?;
     let est = estimate(&spec, &profile).map_err(|e| {
         gen_err(path, &e.field, e.to_string())
             .fix("fix the fact or the run profile in model-cards/models.toml")
