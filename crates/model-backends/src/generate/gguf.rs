@@ -204,18 +204,46 @@ impl GgufFile {
                 .map_err(|e| BackendError::Tokenizer(format!("{}: {e}", path.display())));
         }
         use candle_core::quantized::tokenizer::TokenizerFromGguf;
-        Tokenizer::from_gguf(&self.content).map_err(|e| {
+        let mut tokenizer = Tokenizer::from_gguf(&self.content).map_err(|e| {
             BackendError::Tokenizer(format!(
                 "{}: no tokenizer.json beside the file and the GGUF vocabulary could not be rebuilt: {e}",
                 self.path.display()
             ))
-        })
+        })?;
+        let pre = self.string("tokenizer.ggml.pre").unwrap_or_default();
+        if !CANDLE_PRE_TOKENIZERS.contains(&pre.as_str()) {
+            // candle falls back to GPT-2's byte-level pre-tokenizer, which puts a space in
+            // front of the text after every special token ("<|im_start|> user"). The other
+            // byte-level BPE vocabularies llama.cpp names (`dbrx` is Phi-4's cl100k split)
+            // use the cl100k pattern without a prefix space, as their tokenizer.json does.
+            use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+            use tokenizers::pre_tokenizers::sequence::Sequence;
+            use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+            let split = Split::new(
+                SplitPattern::Regex(CL100K_PATTERN.to_owned()),
+                tokenizers::SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| BackendError::Tokenizer(e.to_string()))?;
+            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])));
+            tokenizer.with_decoder(Some(ByteLevel::new(false, true, false)));
+        }
+        Ok(tokenizer)
     }
 
     fn bad(&self, key: &str, e: impl std::fmt::Display) -> BackendError {
         BackendError::config(&self.path, format!("GGUF metadata `{key}`: {e}"))
     }
 }
+
+/// `tokenizer.ggml.pre` values candle's `TokenizerFromGguf` configures itself.
+const CANDLE_PRE_TOKENIZERS: [&str; 4] = ["qwen2", "smaug-bpe", "lfm2", "llama3"];
+
+/// The cl100k split (llama.cpp's `dbrx`/`llama3` pre-tokenizer).
+const CL100K_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The spec dtype of a ggml type.
 pub fn spec_dtype(t: GgmlDType) -> Option<model_spec::DType> {
