@@ -172,3 +172,192 @@ async fn sd3_co_resident_makes_a_png_through_the_pool() {
 async fn sd3_staged_releases_each_stage() {
     generate_and_check(Pipeline::Sd3, true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_typed_errors_and_load_nothing() {
+    let dir = tiny(Pipeline::Sd3, "invalid");
+    let key = Pipeline::Sd3.registry_key();
+    let (pool, governor) = pool(vec![config(Pipeline::Sd3, &dir, false)], 4 * GIB);
+    let ok = ImageRequest::new("a blue robot").size(64, 64).steps(4);
+    let err = |r: ImageRequest| {
+        let pool = &pool;
+        async move { pool.generate(key, r, |_| {}).await.unwrap_err() }
+    };
+    let e = err(ok.clone().size(72, 64)).await;
+    assert!(matches!(e, ImageError::SizeNotMultipleOf16 { width: 72, .. }), "{e}");
+    let e = err(ok.clone().steps(0)).await;
+    assert!(matches!(e, ImageError::Steps { steps: 0, min: 1, max: 4, .. }), "{e}");
+    let e = err(ok.clone().steps(5)).await;
+    assert!(matches!(e, ImageError::Steps { steps: 5, .. }), "{e}");
+    let e = err(ImageRequest::new("   ").size(64, 64)).await;
+    assert!(matches!(e, ImageError::EmptyPrompt { .. }), "{e}");
+    // The tiny transformer's position embedding is 16 × 16 patches: 16 · 2 · 8 = 256 px.
+    let limits: &Limits = pool.limits(key).unwrap();
+    assert_eq!((limits.max_width, limits.max_height), (256, 256));
+    let e = err(ok.clone().size(272, 64)).await;
+    assert!(
+        matches!(e, ImageError::TooLarge { max_width: 256, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("position embedding"), "{e}");
+    let e = pool
+        .text_to_image("acme/unknown", "a fox", 64, 64, 4, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ImageError::UnknownModel { .. }), "{e}");
+    assert!(
+        pool.measurements().is_empty(),
+        "no invalid request loads the model"
+    );
+    assert_eq!(governor.reserved(DeviceId::Cpu), Some(0));
+    random::remove(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_models_refuse_sizes_beyond_their_spec() {
+    // No files: the plan and the limits come from the registry spec alone.
+    let missing = std::env::temp_dir().join("diffusion-no-such-checkpoint");
+    let (pool, _) = pool(
+        vec![
+            config(Pipeline::Flux, &missing, false),
+            config(Pipeline::Sd3, &missing, false),
+        ],
+        1 << 50,
+    );
+    for (pipeline, max) in [(Pipeline::Flux, 2048), (Pipeline::Sd3, 1536)] {
+        let e = pool
+            .text_to_image(pipeline.registry_key(), "a fox", max + 16, 512, 4, 0)
+            .await
+            .unwrap_err();
+        match e {
+            ImageError::TooLarge {
+                max_width,
+                max_height,
+                ..
+            } => assert_eq!((max_width, max_height), (max, max)),
+            other => panic!("{other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolution_sets_the_activation_reservation_and_never_fits_is_refused_at_once() {
+    let dir = tiny(Pipeline::Flux, "sizes");
+    let key = Pipeline::Flux.registry_key();
+    let c = config(Pipeline::Flux, &dir, false);
+    let plan = c.plan().unwrap();
+    let small = plan.request(64, 64).unwrap();
+    let large = plan.request(256, 128).unwrap();
+    assert_eq!(small.resident_bytes, large.resident_bytes);
+    for stage in [Stage::Denoiser, Stage::Decoder] {
+        assert!(
+            large.stage(stage).unwrap().bytes() > small.stage(stage).unwrap().bytes(),
+            "{stage:?}"
+        );
+    }
+    for m in [&small, &large] {
+        assert_eq!(
+            m.peak_bytes(),
+            m.estimate.total_bytes - m.estimate.margin_bytes
+        );
+    }
+    // A budget that holds the model and a 64×64 request but not a 256×128 one.
+    let budget = (small.peak_bytes() + large.peak_bytes()) / 2;
+    let (pool, governor) = pool(vec![c], budget);
+    let e = pool
+        .text_to_image(key, "a cat", 256, 128, 1, 0)
+        .await
+        .unwrap_err();
+    match &e {
+        ImageError::NeverFits { need, budget: b, .. } => {
+            assert_eq!((need.0, b.0), (large.peak_bytes(), budget))
+        }
+        other => panic!("{other}"),
+    }
+    assert!(pool.measurements().is_empty(), "refused before loading");
+    let png = pool.text_to_image(key, "a cat", 64, 64, 1, 0).await.unwrap();
+    assert_eq!(decode(&png).dimensions(), (64, 64));
+    pool.shutdown().await;
+    assert_eq!(governor.reserved(DeviceId::Cpu), Some(0));
+    random::remove(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_that_cannot_reserve_fails_with_the_figures_and_releases_everything() {
+    let dir = tiny(Pipeline::Sd3, "short");
+    let key = Pipeline::Sd3.registry_key();
+    let c = config(Pipeline::Sd3, &dir, true);
+    let memory = c.plan().unwrap().request(64, 64).unwrap();
+    let budget = 2 * memory.peak_bytes();
+    let (pool, governor) = pool(vec![c], budget);
+    // Another user of the same governor holds all but what the model and its text stage need.
+    let text = memory.stage(Stage::TextEncoder).unwrap().bytes();
+    let hold = budget - memory.resident_bytes - text;
+    let held = governor.try_reserve(DeviceId::Cpu, hold).unwrap();
+    let (log, progress) = recorder(&governor);
+    let e = pool
+        .generate(key, ImageRequest::new("a fox").size(64, 64).steps(2), progress)
+        .await
+        .unwrap_err();
+    match &e {
+        ImageError::InsufficientMemory {
+            stage, need, free, ..
+        } => {
+            assert_eq!(*stage, Stage::Denoiser);
+            assert_eq!(need.0, memory.stage(Stage::Denoiser).unwrap().bytes());
+            assert_eq!(free.0, text);
+        }
+        other => panic!("{other}"),
+    }
+    assert!(e.retry_after().is_some());
+    let events: Vec<Progress> = log.lock().unwrap().iter().map(|(p, _)| *p).collect();
+    assert_eq!(events.len(), 2, "the text stage ran and finished: {events:?}");
+    assert_eq!(
+        governor.reserved(DeviceId::Cpu),
+        Some(hold + memory.resident_bytes),
+        "the failed request holds nothing"
+    );
+    drop(held);
+    let png = pool.text_to_image(key, "a fox", 64, 64, 2, 0).await.unwrap();
+    assert_eq!(decode(&png).dimensions(), (64, 64));
+    pool.shutdown().await;
+    assert_eq!(governor.live_reservations(), 0);
+    random::remove(&dir).unwrap();
+}
+
+#[test]
+fn the_plan_reads_the_checkpoint_it_will_load() {
+    for pipeline in Pipeline::ALL {
+        let dir = tiny(pipeline, &format!("plan-{pipeline}"));
+        let geometry = Geometry::tiny(pipeline);
+        let written = random::write(&dir, pipeline, &geometry, 3).unwrap();
+        let plan = config(pipeline, &dir, false).plan().unwrap();
+        // Architecture facts come back from the configs written for them …
+        for c in geometry.components(pipeline).unwrap() {
+            let read = plan
+                .spec()
+                .components
+                .iter()
+                .find(|r| r.name == c.name)
+                .unwrap();
+            for key in c.family.required_keys() {
+                assert_eq!(
+                    read.arch_u64(key).map(|v| v as f64).or(read.arch_f64(key)),
+                    c.arch_u64(key).map(|v| v as f64).or(c.arch_f64(key)),
+                    "{pipeline} {} {key}",
+                    c.name
+                );
+            }
+        }
+        // … and the inventory is the bytes on disk (SD3's T5 also stores a copy of its
+        // embedding that the loader skips: it stays listed, as a row of its own).
+        let listed: u64 = plan
+            .spec()
+            .components
+            .iter()
+            .map(|c| c.weights.total_bytes())
+            .sum();
+        assert_eq!(listed, written.bytes, "{pipeline}");
+        random::remove(&dir).unwrap();
+    }
+}

@@ -24,6 +24,9 @@ USAGE:
   candle-pool report --model KEY --weights DIR [--model KEY --weights DIR ...] [OPTIONS]
       Loads each model, serves one request of its run profile, and prints the registry
       estimate next to the measured memory.
+  candle-pool text-to-image --model KEY --weights DIR --prompt TEXT [--out FILE] ...
+      Generates one image (FLUX.1-schnell, SD3.5 Large Turbo) through the pool and writes
+      it as PNG; `candle-pool text-to-image --help` lists its options.
 
 OPTIONS:
   --device cpu|cuda:N|metal:N   where the model runs (default cpu)
@@ -116,6 +119,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "embed" => embed(parse(rest.to_vec())?, false),
         "embed-images" => embed(parse(rest.to_vec())?, true),
         "report" => report(parse(rest.to_vec())?),
+        "text-to-image" => model_backends::diffusion::cli::text_to_image(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

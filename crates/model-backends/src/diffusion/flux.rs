@@ -273,3 +273,60 @@ impl Flux {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::random::{self, Geometry};
+    use crate::diffusion::{DiffusionConfig, Pipeline};
+
+    #[test]
+    fn the_schnell_loop_is_candles_denoise() {
+        let dir = std::env::temp_dir().join(format!("flux-loop-{}", std::process::id()));
+        random::write(&dir, Pipeline::Flux, &Geometry::tiny(Pipeline::Flux), 5).unwrap();
+        let plan = DiffusionConfig::new("tiny", Pipeline::Flux, dir.as_path())
+            .plan()
+            .unwrap();
+        let md = ModelDir::local(&dir).unwrap();
+        let dev = Device::Cpu;
+        let flux = Flux::load(plan.spec(), &md, &dev, DType::F32, false, 16).unwrap();
+        let model = &flux.resident.as_ref().unwrap().transformer;
+        let txt = sampler::noise(1, (1, 1, 16, 48), &dev, DType::F32)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let vec = sampler::noise(2, (1, 1, 1, 32), &dev, DType::F32)
+            .unwrap()
+            .reshape((1, 32))
+            .unwrap();
+        let noise = sampler::noise(3, (1, 16, 8, 6), &dev, DType::F32).unwrap();
+        let s = State::new(&txt, &vec, &noise).unwrap();
+        let schedule = sampler::flux_schnell_schedule(3);
+        let ours = sampler::euler::<candle_core::Error>(
+            s.img.clone(),
+            &schedule,
+            |x, t| {
+                let t = Tensor::full(t as f32, 1, &dev)?;
+                model.forward(x, &s.img_ids, &s.txt, &s.txt_ids, &t, &s.vec, None)
+            },
+            |_| Ok(()),
+        )
+        .unwrap();
+        let reference = candle_transformers::models::flux::sampling::denoise(
+            model, &s.img, &s.img_ids, &s.txt, &s.txt_ids, &s.vec, &schedule, 0.0,
+        )
+        .unwrap();
+        let diff: f32 = (ours - &reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+        let image = unpack(&reference, 64, 48).unwrap();
+        assert_eq!(image.dims(), &[1, 16, 8, 6]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

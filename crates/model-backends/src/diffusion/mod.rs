@@ -36,6 +36,7 @@
 //! # drop((png, image)); Ok(()) }
 //! ```
 
+pub mod cli;
 pub mod clip_text;
 pub mod config;
 pub mod error;

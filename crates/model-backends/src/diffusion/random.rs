@@ -343,7 +343,7 @@ const CLIP_MERGES: &[(&str, &str)] = &[("t", "h"), ("th", "e</w>"), ("o", "n</w>
 
 /// A tiny CLIP tokenizer as the Hub ships it: `vocab.json`, `merges.txt`,
 /// `special_tokens_map.json` (padding with `!` for SD3's bigG, with the end token otherwise).
-fn clip_tokenizer(dir: &Path, pad_with_bang: bool) -> Result<(), BackendError> {
+pub(crate) fn clip_tokenizer(dir: &Path, pad_with_bang: bool) -> Result<(), BackendError> {
     std::fs::create_dir_all(dir).map_err(|e| BackendError::io(dir, e))?;
     let mut vocab = serde_json::Map::new();
     let mut add = |t: String| {
@@ -380,7 +380,7 @@ const T5_WORDS: &[&str] = &[
 ];
 
 /// A tiny T5 `tokenizer.json` (word level, `</s>` appended like T5's).
-fn t5_tokenizer(dir: &Path) -> Result<(), BackendError> {
+pub(crate) fn t5_tokenizer(dir: &Path) -> Result<(), BackendError> {
     std::fs::create_dir_all(dir).map_err(|e| BackendError::io(dir, e))?;
     let mut vocab = std::collections::HashMap::new();
     for (i, t) in ["<pad>", "</s>", "<unk>"].iter().chain(T5_WORDS).enumerate() {

@@ -108,6 +108,11 @@ impl PromptTokenizer {
         })
     }
 
+    /// The id of `token`, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
     /// Sequence length.
     pub fn length(&self) -> usize {
         self.length
@@ -213,4 +218,54 @@ fn special_token(dir: &Path, key: &str) -> Result<Option<String>, BackendError> 
         Some(v) => v.get("content").and_then(|c| c.as_str()).map(str::to_owned),
         None => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("prompt-tok-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn clip_bpe_from_vocab_and_merges_matches_clips_rules() {
+        let dir = scratch("clip");
+        crate::diffusion::random::clip_tokenizer(&dir, true).unwrap();
+        let t = PromptTokenizer::clip(&dir, 10).unwrap();
+        let id = |s: &str| t.token_id(s).unwrap();
+        let tokens = t.encode("The  FOX!").unwrap();
+        // Lower-cased, split into words and punctuation, merged ("t h", "th e</w>"), wrapped
+        // in start/end tokens and padded with SD3 bigG's `!`.
+        let words = ["<|startoftext|>", "the</w>", "f", "o", "x</w>", "!</w>", "<|endoftext|>"];
+        let mut want: Vec<u32> = words.iter().map(|w| id(w)).collect();
+        want.resize(10, id("!"));
+        assert_eq!(tokens.ids, want);
+        assert_eq!((tokens.eos, tokens.truncated), (6, false));
+        let cut = PromptTokenizer::clip(&dir, 4).unwrap().encode("the fox").unwrap();
+        assert_eq!(
+            cut.ids,
+            vec![id("<|startoftext|>"), id("the</w>"), id("f"), id("<|endoftext|>")]
+        );
+        assert_eq!((cut.eos, cut.truncated), (3, true));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn t5_ends_with_eos_and_pads_with_pad() {
+        let dir = scratch("t5");
+        crate::diffusion::random::t5_tokenizer(&dir).unwrap();
+        let t = PromptTokenizer::t5(&dir, 6).unwrap();
+        let tokens = t.encode("A red FOX").unwrap();
+        let id = |s: &str| t.token_id(s).unwrap();
+        assert_eq!(
+            tokens.ids,
+            vec![id("a"), id("red"), id("fox"), id("</s>"), id("<pad>"), id("<pad>")]
+        );
+        let missing = PromptTokenizer::t5(&dir.join("nowhere"), 6).unwrap_err();
+        assert!(missing.to_string().contains("tokenizer.json"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
