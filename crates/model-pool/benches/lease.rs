@@ -25,13 +25,21 @@ impl ModelLoader for Resident {
 }
 
 fn lease(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let pool = runtime.block_on(async {
         let governor = MemoryGovernor::with_budgets([(DeviceId::Cpu, 16 * GIB)]).expect("governor");
         let spec = ModelSpec::new("resident", DeviceId::Cpu, GIB, MIB)
             .tier(Tier::Hot { pinned: true })
             .max_concurrency(TASKS as usize);
-        let pool = Pool::builder(Resident).governor(governor).model(spec).build().expect("pool");
+        let pool = Pool::builder(Resident)
+            .governor(governor)
+            .model(spec)
+            .build()
+            .expect("pool");
         // Load it before measuring.
         drop(pool.acquire("resident").await.expect("lease"));
         Arc::new(pool)
@@ -87,7 +95,11 @@ fn lease(c: &mut Criterion) {
         );
     }
     let status = pool.status();
-    assert_eq!(status.model("resident").map(|m| m.leases), Some(0), "every lease was returned");
+    assert_eq!(
+        status.model("resident").map(|m| m.leases),
+        Some(0),
+        "every lease was returned"
+    );
 }
 
 criterion_group!(benches, lease);

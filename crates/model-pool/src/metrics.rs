@@ -32,7 +32,8 @@ pub fn prometheus_text(status: &PoolStatus) -> String {
         }
     }
 
-    let gauges: [(&str, &str, fn(&crate::status::ModelStatus) -> Option<u64>); 7] = [
+    type Gauge = fn(&crate::status::ModelStatus) -> Option<u64>;
+    let gauges: [(&str, &str, Gauge); 7] = [
         ("model_pool_model_leases", "Leases held now.", |m| {
             Some(m.leases as u64)
         }),

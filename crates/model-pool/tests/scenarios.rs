@@ -276,7 +276,6 @@ async fn request_panic_returns_memory_and_pool_keeps_serving() {
             panic!("injected request panic");
         })
         .await
-        .map(|()| ())
         .unwrap_err();
     assert!(
         matches!(&err, PoolError::RequestPanicked { message, .. } if message == "injected request panic")

@@ -103,14 +103,15 @@ impl MemoryGovernor {
     /// Makes `self` the process-wide governor. Fails if one is already in use, because
     /// swapping budgets under live reservations would break the accounting.
     pub fn install_global(self) -> Result<&'static MemoryGovernor, GovernorError> {
-        let mut candidate = Some(self);
-        let installed = GLOBAL.get_or_init(|| match candidate.take() {
-            Some(governor) => governor,
-            None => unreachable!("get_or_init runs its closure at most once"),
+        let mut installed = false;
+        let global = GLOBAL.get_or_init(|| {
+            installed = true;
+            self
         });
-        match candidate {
-            None => Ok(installed),
-            Some(_) => Err(GovernorError::AlreadyInstalled),
+        if installed {
+            Ok(global)
+        } else {
+            Err(GovernorError::AlreadyInstalled)
         }
     }
 

@@ -202,7 +202,7 @@ impl<L: ModelLoader> Pool<L> {
     {
         let timeout = timeout.unwrap_or(self.shared.request_timeout);
         let started = Instant::now();
-        let deadline = started + timeout;
+        let deadline = crate::scheduler::after(started, timeout);
         let lease = self.acquire_inner(key, Some(timeout)).await?;
         let model = lease.model_id();
         let fault = |fault| self.shared.dispatch(Event::RequestFault { model, fault });

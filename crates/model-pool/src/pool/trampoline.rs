@@ -37,7 +37,7 @@ pub(crate) fn run_or_defer(f: impl FnOnce() + 'static) {
         QUEUE.with(|q| q.borrow_mut().push_back(Box::new(f)));
         return;
     }
-    let _ = enter(f);
+    enter(f);
 }
 
 /// Runs `f` as the outermost dispatch, then everything it deferred, and returns `f`'s result.

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::{
     Candidate, Effect, Entry, LeaseId, ModelId, RequestId, Scheduler, State, UnloadReason, Waiter,
-    choose_victims,
+    after, choose_victims,
 };
 use crate::device::DeviceId;
 use crate::error::{PoolError, QueueKind};
@@ -148,7 +148,7 @@ impl Scheduler {
             });
             return;
         }
-        let deadline = now + timeout.unwrap_or(self.config.request_timeout);
+        let deadline = after(now, timeout.unwrap_or(self.config.request_timeout));
         if self
             .waiters
             .insert(
@@ -513,7 +513,7 @@ impl Scheduler {
                 )
             })
             .collect();
-        candidates.sort_by(|a, b| (a.0, a.1, a.2, a.3, a.4).cmp(&(b.0, b.1, b.2, b.3, b.4)));
+        candidates.sort_by_key(|c| (c.0, c.1, c.2, c.3, c.4));
         let candidates: Vec<Candidate> = candidates.into_iter().map(|c| c.5).collect();
         let Some(victims) = choose_victims(&candidates, deficit) else {
             // Nothing can make room now: hold all free memory until leases end.

@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use super::{Effect, LeaseId, LoadId, LoadOutcome, ModelId, Scheduler, State, UnloadReason};
+use super::{Effect, LeaseId, LoadId, LoadOutcome, ModelId, Scheduler, State, UnloadReason, after};
 use crate::error::{PoolError, TimeoutPhase};
 use crate::size::ByteSize;
 use crate::spec::Tier;
@@ -47,7 +47,7 @@ impl Scheduler {
                 entry.counters.idle_unloads += 1;
                 self.start_unload(model, UnloadReason::IdleTimeout, fx);
             }
-            Tier::Warm { idle_ttl } => entry.idle_deadline = Some(now + idle_ttl),
+            Tier::Warm { idle_ttl } => entry.idle_deadline = Some(after(now, idle_ttl)),
             Tier::Hot { .. } => {}
         }
     }
@@ -220,7 +220,7 @@ impl Scheduler {
         entry.first_request = None;
         entry.counters.load_failures += 1;
         entry.state = State::Failed {
-            until: now + backoff,
+            until: after(now, backoff),
         };
         let (key, attempts, device) = (
             entry.spec.key.clone(),
@@ -366,7 +366,7 @@ impl Scheduler {
                     aborting,
                     timed_out,
                     ..
-                } if !*aborting && *since + load_timeout <= now => {
+                } if !*aborting && after(*since, load_timeout) <= now => {
                     // A hung load would keep its memory and every request for the model
                     // waiting forever; stop it and fail like any other load.
                     tracing::warn!(model = %entry.spec.key, ?load_timeout, "load timed out; aborting it");

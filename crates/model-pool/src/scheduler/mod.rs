@@ -29,6 +29,15 @@ use crate::governor::{MemoryGovernor, Reservation};
 use crate::spec::ModelSpec;
 use crate::status::{ModelCounters, ModelStateKind, ModelStatus, PoolStatus};
 
+/// `now + duration`, capped far in the future instead of panicking on overflow: timeouts and
+/// TTLs are configuration, and `Duration::MAX` ("never") must not crash the pool.
+pub fn after(now: Instant, duration: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(duration.min(FAR))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// A model's index in its pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModelId(pub(crate) u32);
@@ -423,7 +432,7 @@ impl Scheduler {
                     since,
                     aborting: false,
                     ..
-                } => Some(*since + self.config.load_timeout),
+                } => Some(after(*since, self.config.load_timeout)),
                 _ => None,
             };
             if let Some(t) = candidate {
@@ -547,7 +556,7 @@ impl Scheduler {
     fn ewma(previous: Option<Duration>, sample: Duration) -> Duration {
         match previous {
             None => sample,
-            Some(p) => (p * 7 + sample) / 8,
+            Some(p) => p.saturating_mul(7).saturating_add(sample) / 8,
         }
     }
 

@@ -776,6 +776,22 @@ fn global_queue_limit_returns_busy() {
 }
 
 #[test]
+fn absurd_timeouts_and_ttls_mean_never_instead_of_a_panic() {
+    let config = SchedulerConfig {
+        load_timeout: Duration::MAX,
+        failure_backoff_max: Duration::MAX,
+        ..SchedulerConfig::default()
+    };
+    let mut h = Harness::with_config(10, vec![warm("a", 4, 1).idle_ttl(Duration::MAX)], config);
+    let (r, fx) = h.acquire_timeout(0, Some(Duration::MAX));
+    assert_eq!(fx, vec![Fx::Load(0)]);
+    h.loaded(0);
+    h.release(r);
+    assert_eq!(h.advance(Duration::from_secs(365 * 24 * 3600)), vec![]);
+    assert_eq!(h.state(0), ModelStateKind::Ready);
+}
+
+#[test]
 fn queued_request_times_out_with_a_typed_error() {
     let mut h = Harness::new(
         10,

@@ -335,13 +335,13 @@ async fn worker(
                 }
             }
             // Work that panics under its lease.
-            80..=87 => pool
-                .run(key, Some(timeout), |_lease| async {
+            80..=87 => {
+                pool.run(key, Some(timeout), |_lease| async {
                     tokio::task::yield_now().await;
                     panic!("injected request panic");
                 })
                 .await
-                .map(|()| ()),
+            }
             // Work that hangs past its deadline.
             88..=91 => {
                 pool.run(
