@@ -57,7 +57,9 @@ fn values<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
 }
 
 fn pipeline(args: &[String]) -> Result<Pipeline, String> {
-    value(args, "--pipeline").ok_or("--pipeline flux|sd3")?.parse()
+    value(args, "--pipeline")
+        .ok_or("--pipeline flux|sd3")?
+        .parse()
 }
 
 fn write(args: &[String]) -> Result<(), String> {
@@ -77,7 +79,9 @@ fn write(args: &[String]) -> Result<(), String> {
             .ok_or("--set: no value")?;
         geometry = geometry.set(component, key, v);
     }
-    let seed = value(args, "--seed").map_or(Ok(1), str::parse).map_err(|e| format!("--seed: {e}"))?;
+    let seed = value(args, "--seed")
+        .map_or(Ok(1), str::parse)
+        .map_err(|e| format!("--seed: {e}"))?;
     let started = Instant::now();
     let written = random::write(&out, pipeline, &geometry, seed).map_err(|e| e.to_string())?;
     println!(
@@ -105,7 +109,10 @@ fn measure(args: &[String]) -> Result<(), String> {
         .split_once('x')
         .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
         .ok_or("--size WxH")?;
-    let steps: u32 = value(args, "--steps").unwrap_or("1").parse().map_err(|_| "--steps N")?;
+    let steps: u32 = value(args, "--steps")
+        .unwrap_or("1")
+        .parse()
+        .map_err(|_| "--steps N")?;
     let staged = args.iter().any(|a| a == "--staged");
     let dtype = model_backends::device::parse_dtype(value(args, "--dtype").unwrap_or("f32"))
         .map_err(|e| e.to_string())?;
@@ -132,7 +139,8 @@ fn measure(args: &[String]) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let governor = MemoryGovernor::with_budgets([(device, 1u64 << 50)]).map_err(|e| e.to_string())?;
+    let governor =
+        MemoryGovernor::with_budgets([(device, 1u64 << 50)]).map_err(|e| e.to_string())?;
     let baseline = memory::resident();
     let device_baseline = memory::device_used_bytes(&candle_device);
     let whole = PeakSampler::start();
@@ -183,7 +191,10 @@ fn measure(args: &[String]) -> Result<(), String> {
     let (image, loads) = image;
     let mib = |b: u64| b as f64 / MIB;
 
-    println!("# {pipeline} {w}×{h}, {steps} step(s), {dtype:?} on {device}, {}", if staged { "staged" } else { "co-resident" });
+    println!(
+        "# {pipeline} {w}×{h}, {steps} step(s), {dtype:?} on {device}, {}",
+        if staged { "staged" } else { "co-resident" }
+    );
     println!("checkpoint: {}", weights.display());
     for c in &plan.spec().components {
         let arch: Vec<String> = c
@@ -203,7 +214,9 @@ fn measure(args: &[String]) -> Result<(), String> {
         mib(est.total_bytes),
         est.est_memory_allocation_mb
     );
-    println!("| stage | planned (resident + stage) MiB | measured peak anon MiB | measured peak RSS MiB | measured / planned |");
+    println!(
+        "| stage | planned (resident + stage) MiB | measured peak anon MiB | measured peak RSS MiB | measured / planned |"
+    );
     println!("|---|---:|---:|---:|---:|");
     if let Some(m) = loads.values().next() {
         println!(
@@ -240,7 +253,10 @@ fn measure(args: &[String]) -> Result<(), String> {
         est.total_bytes as f64 / measured.max(1) as f64
     );
     if let (Some(b), Some(a)) = (device_baseline, device_peak) {
-        println!("device memory after the request: {:.1} MiB above the baseline", mib(a.saturating_sub(b)));
+        println!(
+            "device memory after the request: {:.1} MiB above the baseline",
+            mib(a.saturating_sub(b))
+        );
     }
     println!("time: {elapsed:.1?}; PNG {} bytes", image.png.len());
     if let Some(out) = value(args, "--png") {

@@ -123,7 +123,10 @@ async fn generate_and_check(pipeline: Pipeline, staged: bool) {
         "the peak of the reservations is the estimator's figure for this size, margin aside"
     );
     if staged {
-        assert!(stage_bytes(Stage::TextEncoder) > memory.stage(Stage::TextEncoder).unwrap().activations_bytes);
+        assert!(
+            stage_bytes(Stage::TextEncoder)
+                > memory.stage(Stage::TextEncoder).unwrap().activations_bytes
+        );
         assert_eq!(resident, memory.estimate.overhead_bytes);
     } else {
         assert!(memory.stages.iter().all(|s| s.weights_bytes == 0));
@@ -184,9 +187,23 @@ async fn invalid_requests_are_typed_errors_and_load_nothing() {
         async move { pool.generate(key, r, |_| {}).await.unwrap_err() }
     };
     let e = err(ok.clone().size(72, 64)).await;
-    assert!(matches!(e, ImageError::SizeNotMultipleOf16 { width: 72, .. }), "{e}");
+    assert!(
+        matches!(e, ImageError::SizeNotMultipleOf16 { width: 72, .. }),
+        "{e}"
+    );
     let e = err(ok.clone().steps(0)).await;
-    assert!(matches!(e, ImageError::Steps { steps: 0, min: 1, max: 4, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ImageError::Steps {
+                steps: 0,
+                min: 1,
+                max: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = err(ok.clone().steps(5)).await;
     assert!(matches!(e, ImageError::Steps { steps: 5, .. }), "{e}");
     let e = err(ImageRequest::new("   ").size(64, 64)).await;
@@ -269,13 +286,18 @@ async fn resolution_sets_the_activation_reservation_and_never_fits_is_refused_at
         .await
         .unwrap_err();
     match &e {
-        ImageError::NeverFits { need, budget: b, .. } => {
+        ImageError::NeverFits {
+            need, budget: b, ..
+        } => {
             assert_eq!((need.0, b.0), (large.peak_bytes(), budget))
         }
         other => panic!("{other}"),
     }
     assert!(pool.measurements().is_empty(), "refused before loading");
-    let png = pool.text_to_image(key, "a cat", 64, 64, 1, 0).await.unwrap();
+    let png = pool
+        .text_to_image(key, "a cat", 64, 64, 1, 0)
+        .await
+        .unwrap();
     assert_eq!(decode(&png).dimensions(), (64, 64));
     pool.shutdown().await;
     assert_eq!(governor.reserved(DeviceId::Cpu), Some(0));
@@ -296,7 +318,11 @@ async fn a_stage_that_cannot_reserve_fails_with_the_figures_and_releases_everyth
     let held = governor.try_reserve(DeviceId::Cpu, hold).unwrap();
     let (log, progress) = recorder(&governor);
     let e = pool
-        .generate(key, ImageRequest::new("a fox").size(64, 64).steps(2), progress)
+        .generate(
+            key,
+            ImageRequest::new("a fox").size(64, 64).steps(2),
+            progress,
+        )
         .await
         .unwrap_err();
     match &e {
@@ -311,14 +337,21 @@ async fn a_stage_that_cannot_reserve_fails_with_the_figures_and_releases_everyth
     }
     assert!(e.retry_after().is_some());
     let events: Vec<Progress> = log.lock().unwrap().iter().map(|(p, _)| *p).collect();
-    assert_eq!(events.len(), 2, "the text stage ran and finished: {events:?}");
+    assert_eq!(
+        events.len(),
+        2,
+        "the text stage ran and finished: {events:?}"
+    );
     assert_eq!(
         governor.reserved(DeviceId::Cpu),
         Some(hold + memory.resident_bytes),
         "the failed request holds nothing"
     );
     drop(held);
-    let png = pool.text_to_image(key, "a fox", 64, 64, 2, 0).await.unwrap();
+    let png = pool
+        .text_to_image(key, "a fox", 64, 64, 2, 0)
+        .await
+        .unwrap();
     assert_eq!(decode(&png).dimensions(), (64, 64));
     pool.shutdown().await;
     assert_eq!(governor.live_reservations(), 0);
@@ -360,4 +393,104 @@ fn the_plan_reads_the_checkpoint_it_will_load() {
         assert_eq!(listed, written.bytes, "{pipeline}");
         random::remove(&dir).unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_stops_the_work_and_frees_its_memory() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+    let dir = tiny(Pipeline::Flux, "cancel");
+    let key = Pipeline::Flux.registry_key();
+    let (pool, governor) = pool(vec![config(Pipeline::Flux, &dir, true)], 4 * GIB);
+    // Loaded once, so that the abandoned request gets its lease at once.
+    pool.text_to_image(key, "a fox", 32, 32, 1, 0)
+        .await
+        .unwrap();
+    let resident = governor.reserved(DeviceId::Cpu).unwrap();
+    let steps = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&steps);
+    let slow_steps = move |p| {
+        if let Progress::Step { .. } = p {
+            seen.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let request = ImageRequest::new("a fox").size(32, 32).steps(4);
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        pool.generate(key, request, slow_steps),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller stopped waiting");
+    // The blocking work notices at its next step and returns the lease and the stage memory.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while governor.reserved(DeviceId::Cpu) != Some(resident) {
+        assert!(
+            Instant::now() < deadline,
+            "memory not returned: {governor:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(steps.load(Ordering::SeqCst) < 4, "generation stopped early");
+    let png = pool
+        .text_to_image(key, "a fox", 32, 32, 1, 0)
+        .await
+        .unwrap();
+    assert_eq!(decode(&png).dimensions(), (32, 32));
+    pool.shutdown().await;
+    random::remove(&dir).unwrap();
+}
+
+#[test]
+fn the_cli_writes_an_image_file_for_a_prompt() {
+    let dir = tiny(Pipeline::Sd3, "cli");
+    let out = dir.join("fox.png");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_candle-pool"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let weights = dir.to_str().unwrap();
+    let ok = run(&[
+        "text-to-image",
+        "--model",
+        Pipeline::Sd3.registry_key(),
+        "--weights",
+        weights,
+        "--prompt",
+        "a red fox",
+        "--width",
+        "48",
+        "--height",
+        "32",
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        "--dtype",
+        "f32",
+        "--staged",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
+    assert!(stderr.contains("step 2/2"), "{stderr}");
+    assert_eq!(decode(&std::fs::read(&out).unwrap()).dimensions(), (48, 32));
+    let bad = run(&[
+        "text-to-image",
+        "--model",
+        Pipeline::Sd3.registry_key(),
+        "--weights",
+        weights,
+        "--prompt",
+        "a red fox",
+        "--width",
+        "50",
+    ]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("multiples of 16"), "{stderr}");
+    random::remove(&dir).unwrap();
 }

@@ -67,23 +67,37 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--model" => o.model = Some(value("--model")?),
             "--weights" => o.weights = Some(value("--weights")?),
             "--prompt" => o.prompt = Some(value("--prompt")?),
-            "--width" => o.width = number("--width", value("--width")?)?.try_into().map_err(|_| "--width is too large")?,
-            "--height" => o.height = number("--height", value("--height")?)?.try_into().map_err(|_| "--height is too large")?,
-            "--steps" => o.steps = number("--steps", value("--steps")?)?.try_into().map_err(|_| "--steps is too large")?,
+            "--width" => {
+                o.width = number("--width", value("--width")?)?
+                    .try_into()
+                    .map_err(|_| "--width is too large")?
+            }
+            "--height" => {
+                o.height = number("--height", value("--height")?)?
+                    .try_into()
+                    .map_err(|_| "--height is too large")?
+            }
+            "--steps" => {
+                o.steps = number("--steps", value("--steps")?)?
+                    .try_into()
+                    .map_err(|_| "--steps is too large")?
+            }
             "--seed" => o.seed = number("--seed", value("--seed")?)?,
             "--out" => o.out = PathBuf::from(value("--out")?),
             "--staged" => o.staged = true,
             "--hf-cache" => o.hf_cache = true,
-            "--device" => {
-                o.device = Some(value("--device")?.parse().map_err(|e| format!("{e}"))?)
-            }
+            "--device" => o.device = Some(value("--device")?.parse().map_err(|e| format!("{e}"))?),
             "--dtype" => {
                 o.dtype = Some(
                     crate::device::parse_dtype(&value("--dtype")?).map_err(|e| e.to_string())?,
                 )
             }
             "--pipeline" => o.pipeline = Some(value("--pipeline")?.parse()?),
-            other => return Err(format!("unknown option `{other}` for text-to-image\n\n{USAGE}")),
+            other => {
+                return Err(format!(
+                    "unknown option `{other}` for text-to-image\n\n{USAGE}"
+                ));
+            }
         }
     }
     Ok(o)

@@ -161,8 +161,7 @@ impl ClipText {
         };
         let vb = vb.pp("text_model");
         let emb = vb.pp("embeddings");
-        let token_embedding =
-            candle_nn::embedding(c.vocab_size, h, emb.pp("token_embedding"))?;
+        let token_embedding = candle_nn::embedding(c.vocab_size, h, emb.pp("token_embedding"))?;
         let position_embedding =
             candle_nn::embedding(c.max_position_embeddings, h, emb.pp("position_embedding"))?;
         let layers = (0..c.num_hidden_layers)
@@ -195,7 +194,12 @@ impl ClipText {
     }
 
     /// Runs `ids` (one sequence, at most `max_position_embeddings` long) and pools at `eos`.
-    pub fn forward(&self, ids: &[u32], eos: usize, device: &Device) -> candle_core::Result<ClipOutput> {
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        eos: usize,
+        device: &Device,
+    ) -> candle_core::Result<ClipOutput> {
         let seq = ids.len();
         if seq > self.positions || eos >= seq || self.layers.len() < 2 {
             candle_core::bail!(
@@ -206,8 +210,8 @@ impl ClipText {
         }
         let ids = Tensor::new(ids, device)?.unsqueeze(0)?;
         let positions = Tensor::arange(0u32, seq as u32, device)?.unsqueeze(0)?;
-        let mut xs = (self.token_embedding.forward(&ids)?
-            + self.position_embedding.forward(&positions)?)?;
+        let mut xs =
+            (self.token_embedding.forward(&ids)? + self.position_embedding.forward(&positions)?)?;
         let mask = causal_mask(seq, xs.dtype(), device)?;
         let mut penultimate = None;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -233,20 +237,21 @@ impl ClipText {
         let residual = xs;
         let x = l.ln1.forward(xs)?;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, s, self.heads, hd))?.transpose(1, 2)?.contiguous()
+            t.reshape((b, s, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = split((l.q.forward(&x)? * (hd as f64).powf(-0.5))?)?;
         let k = split(l.k.forward(&x)?)?;
         let v = split(l.v.forward(&x)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let attn = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, s, h))?;
+        let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
         let xs = (residual + l.out.forward(&attn)?)?;
         let x = l.ln2.forward(&xs)?;
-        let x = l.fc2.forward(&self.activation.apply(&l.fc1.forward(&x)?)?)?;
+        let x = l
+            .fc2
+            .forward(&self.activation.apply(&l.fc1.forward(&x)?)?)?;
         xs + x
     }
 }

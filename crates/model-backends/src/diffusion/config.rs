@@ -52,8 +52,9 @@ impl DiffusionConfig {
     pub fn registry(key: &str, source: impl Into<ModelSource>) -> Result<Self, BackendError> {
         let pipeline = Pipeline::from_key(key).ok_or_else(|| BackendError::UnknownFamily {
             key: key.to_owned(),
-            why: "not one of the registry's text-to-image models (FLUX.1-schnell, SD3.5 Large Turbo)"
-                .into(),
+            why:
+                "not one of the registry's text-to-image models (FLUX.1-schnell, SD3.5 Large Turbo)"
+                    .into(),
         })?;
         let info = crate::registry::lookup(key)?;
         let profile = &info.model.default_profile;
@@ -191,7 +192,8 @@ impl DiffusionConfig {
         let mut source = format!("`max_width`/`max_height` of the {} spec", spec.name);
         if self.pipeline == Pipeline::Sd3
             && let Some(t) = spec.components.iter().find(|c| c.name == "transformer")
-            && let (Some(pos), Some(patch)) = (t.arch_u64("pos_embed_max_size"), t.arch_u64("patch_size"))
+            && let (Some(pos), Some(patch)) =
+                (t.arch_u64("pos_embed_max_size"), t.arch_u64("patch_size"))
         {
             let side = sd3::TransformerConfig::side(pos, patch);
             if side < w.min(h) {

@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::flux::WithForward;
 use candle_transformers::models::flux::model::{Config as FluxConfig, Flux as FluxModel};
 use candle_transformers::models::flux::sampling::{State, unpack};
-use candle_transformers::models::flux::WithForward;
 use model_spec::ModelSpec;
 use serde::{Deserialize, Serialize};
 
@@ -228,7 +228,11 @@ impl Flux {
     }
 
     /// Generates `request`'s image as a `(1, 3, h, w)` tensor in [-1, 1].
-    pub(crate) fn generate(&self, request: &ImageRequest, run: &Run) -> Result<Tensor, super::ImageError> {
+    pub(crate) fn generate(
+        &self,
+        request: &ImageRequest,
+        run: &Run,
+    ) -> Result<Tensor, super::ImageError> {
         let (device, dtype) = (&self.device, self.dtype);
         let r = self.resident.as_ref();
         let (context, pooled) = run.stage(Stage::TextEncoder, || {

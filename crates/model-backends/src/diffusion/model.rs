@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use model_pool::{DeviceId, MemoryGovernor};
 
+use super::Pipeline;
 use super::config::DiffusionConfig;
 use super::error::ImageError;
 use super::flux::Flux;
@@ -14,7 +15,6 @@ use super::plan::{MemoryPlan, RequestMemory};
 use super::request::{ImageRequest, Limits};
 use super::run::{ProgressFn, Run};
 use super::sd3::Sd3;
-use super::Pipeline;
 use crate::error::BackendError;
 
 /// A generated image.
@@ -35,8 +35,8 @@ pub struct GeneratedImage {
 }
 
 enum Inner {
-    Flux(Flux),
-    Sd3(Sd3),
+    Flux(Box<Flux>),
+    Sd3(Box<Sd3>),
 }
 
 /// A loaded text-to-image model.
@@ -58,22 +58,22 @@ impl DiffusionModel {
         let spec = plan.spec();
         let tokens = plan.text_tokens();
         let inner = match config.pipeline {
-            Pipeline::Flux => Inner::Flux(Flux::load(
+            Pipeline::Flux => Inner::Flux(Box::new(Flux::load(
                 spec,
                 &dir,
                 &device,
                 config.dtype,
                 plan.staged(),
                 tokens,
-            )?),
-            Pipeline::Sd3 => Inner::Sd3(Sd3::load(
+            )?)),
+            Pipeline::Sd3 => Inner::Sd3(Box::new(Sd3::load(
                 spec,
                 &dir,
                 &device,
                 config.dtype,
                 plan.staged(),
                 tokens,
-            )?),
+            )?)),
         };
         Ok(DiffusionModel {
             key: config.key.clone(),

@@ -70,7 +70,13 @@ impl RequestMemory {
 
     /// Resident bytes plus the largest stage: the most the request holds at once.
     pub fn peak_bytes(&self) -> u64 {
-        self.resident_bytes + self.stages.iter().map(StageMemory::bytes).max().unwrap_or(0)
+        self.resident_bytes
+            + self
+                .stages
+                .iter()
+                .map(StageMemory::bytes)
+                .max()
+                .unwrap_or(0)
     }
 }
 
@@ -91,7 +97,8 @@ impl MemoryPlan {
         dir: &ModelDir,
         profile: RunProfile,
     ) -> Result<Self, BackendError> {
-        let mut spec = card(pipeline)?;
+        let base = card(pipeline)?;
+        let mut spec = base.clone();
         let separate: Vec<String> = profile
             .skip_on_load
             .iter()
@@ -100,7 +107,7 @@ impl MemoryPlan {
             .collect();
         for component in &mut spec.components {
             let name = component.name.clone();
-            let resolved = layout::resolve(pipeline, &card(pipeline)?, dir, &name)?;
+            let resolved = layout::resolve(pipeline, &base, dir, &name)?;
             let path = &resolved.config;
             let facts = match (pipeline, name.as_str()) {
                 (_, "clip_l" | "clip_g") => {
@@ -122,9 +129,7 @@ impl MemoryPlan {
                 }
             };
             for (key, value) in facts {
-                component
-                    .architecture
-                    .insert(key.to_owned(), fact(value));
+                component.architecture.insert(key.to_owned(), fact(value));
             }
             let prefix = resolved.part.prefix;
             let mut tensors = Vec::new();
@@ -132,7 +137,11 @@ impl MemoryPlan {
                 for mut t in safetensors_header(f)? {
                     if prefix.is_empty() {
                         tensors.push(t);
-                    } else if let Some(rest) = t.name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
+                    } else if let Some(rest) = t
+                        .name
+                        .strip_prefix(prefix)
+                        .and_then(|r| r.strip_prefix('.'))
+                    {
                         t.name = rest.to_owned();
                         tensors.push(t);
                     }
@@ -165,9 +174,8 @@ impl MemoryPlan {
         let mut p = self.profile.clone();
         p.width = Some(u64::from(width));
         p.height = Some(u64::from(height));
-        model_spec::estimate(&self.spec, &p).map_err(|e| {
-            BackendError::config(self.spec.registry_key.get_ref(), e.to_string())
-        })
+        model_spec::estimate(&self.spec, &p)
+            .map_err(|e| BackendError::config(self.spec.registry_key.get_ref(), e.to_string()))
     }
 
     /// Resident bytes (independent of the size asked for).

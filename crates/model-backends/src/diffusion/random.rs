@@ -17,19 +17,19 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use model_spec::DType;
 use model_spec::shapes::TensorDesc;
 use model_spec::spec::{Component, Fact, Provenance};
-use model_spec::DType;
 use serde_json::json;
 use tokenizers::models::wordlevel::WordLevel;
 use tokenizers::normalizers::Lowercase;
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
 use tokenizers::processors::template::TemplateProcessing;
 
+use super::Pipeline;
 use super::layout::{self, Part};
 use super::sampler::SplitMix64;
 use super::tokenizer::{CLIP_BOS, CLIP_EOS};
-use super::Pipeline;
 use crate::error::BackendError;
 
 /// Architecture values that differ from the registry spec's, per component.
@@ -161,27 +161,35 @@ pub fn write(
         let c = components
             .iter()
             .find(|c| c.name == part.component)
-            .ok_or_else(|| BackendError::config(dir, format!("no component `{}`", part.component)))?;
-        let tensors = model_spec::shapes::derive(c)
-            .map_err(|e| BackendError::config(dir, e.to_string()))?;
+            .ok_or_else(|| {
+                BackendError::config(dir, format!("no component `{}`", part.component))
+            })?;
+        let tensors =
+            model_spec::shapes::derive(c).map_err(|e| BackendError::config(dir, e.to_string()))?;
         // Shards get consecutive runs of tensors, like the Hub's.
         let per_file = tensors.len().div_ceil(c.files.len().max(1)).max(1);
         for (i, chunk) in tensors.chunks(per_file).enumerate() {
             let file = c.files.get(i).cloned().unwrap_or_default();
-            files.entry(file).or_default().extend(chunk.iter().map(|t| TensorDesc {
-                name: match part.prefix {
-                    "" => t.name.clone(),
-                    p => format!("{p}.{}", t.name),
-                },
-                ..t.clone()
-            }));
+            files
+                .entry(file)
+                .or_default()
+                .extend(chunk.iter().map(|t| TensorDesc {
+                    name: match part.prefix {
+                        "" => t.name.clone(),
+                        p => format!("{p}.{}", t.name),
+                    },
+                    ..t.clone()
+                }));
         }
         write_json(&dir.join(part.config), &config_json(pipeline, part, c)?)?;
         if let Some(tok) = part.tokenizer {
             let tok = dir.join(tok);
             match c.family {
                 model_spec::Family::T5Encoder => t5_tokenizer(&tok)?,
-                _ => clip_tokenizer(&tok, part.component == "clip_g" && pipeline == Pipeline::Sd3)?,
+                _ => clip_tokenizer(
+                    &tok,
+                    part.component == "clip_g" && pipeline == Pipeline::Sd3,
+                )?,
             }
         }
     }
@@ -201,7 +209,10 @@ pub fn write(
             json!({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}),
         ),
     };
-    write_json(&dir.join("model_index.json"), &json!({ "_class_name": class }))?;
+    write_json(
+        &dir.join("model_index.json"),
+        &json!({ "_class_name": class }),
+    )?;
     write_json(&dir.join("scheduler/scheduler_config.json"), &scheduler)?;
     Ok(written)
 }
@@ -215,7 +226,11 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), BackendError
 }
 
 /// The `config.json` of `c` as its Hub repository ships it.
-fn config_json(pipeline: Pipeline, part: &Part, c: &Component) -> Result<serde_json::Value, BackendError> {
+fn config_json(
+    pipeline: Pipeline,
+    part: &Part,
+    c: &Component,
+) -> Result<serde_json::Value, BackendError> {
     let u = |k: &str| {
         c.arch_u64(k).ok_or_else(|| {
             BackendError::config(part.config, format!("component `{}` has no `{k}`", c.name))
@@ -375,15 +390,37 @@ pub(crate) fn clip_tokenizer(dir: &Path, pad_with_bang: bool) -> Result<(), Back
 
 /// Words of the tiny T5 vocabulary.
 const T5_WORDS: &[&str] = &[
-    "a", "the", "red", "blue", "green", "fox", "cat", "dog", "on", "in", "of", "lighthouse",
-    "at", "dawn", "robot", "small", "large", "sky", "sea", "tree",
+    "a",
+    "the",
+    "red",
+    "blue",
+    "green",
+    "fox",
+    "cat",
+    "dog",
+    "on",
+    "in",
+    "of",
+    "lighthouse",
+    "at",
+    "dawn",
+    "robot",
+    "small",
+    "large",
+    "sky",
+    "sea",
+    "tree",
 ];
 
 /// A tiny T5 `tokenizer.json` (word level, `</s>` appended like T5's).
 pub(crate) fn t5_tokenizer(dir: &Path) -> Result<(), BackendError> {
     std::fs::create_dir_all(dir).map_err(|e| BackendError::io(dir, e))?;
     let mut vocab = std::collections::HashMap::new();
-    for (i, t) in ["<pad>", "</s>", "<unk>"].iter().chain(T5_WORDS).enumerate() {
+    for (i, t) in ["<pad>", "</s>", "<unk>"]
+        .iter()
+        .chain(T5_WORDS)
+        .enumerate()
+    {
         vocab.insert((*t).to_owned(), i as u32);
     }
     let err = |e: tokenizers::Error| BackendError::Tokenizer(e.to_string());
@@ -413,7 +450,11 @@ pub(crate) fn t5_tokenizer(dir: &Path) -> Result<(), BackendError> {
 }
 
 /// Streams `tensors` with random values to a safetensors file; returns the data bytes.
-pub fn write_safetensors(path: &Path, tensors: &[TensorDesc], seed: u64) -> Result<u64, BackendError> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[TensorDesc],
+    seed: u64,
+) -> Result<u64, BackendError> {
     let mut header = serde_json::Map::new();
     let mut offset = 0u64;
     let mut order: Vec<&TensorDesc> = tensors.iter().collect();
@@ -434,7 +475,8 @@ pub fn write_safetensors(path: &Path, tensors: &[TensorDesc], seed: u64) -> Resu
     }
     let io = |e| BackendError::io(path, e);
     let mut out = BufWriter::with_capacity(8 << 20, std::fs::File::create(path).map_err(io)?);
-    out.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&(json.len() as u64).to_le_bytes())
+        .map_err(io)?;
     out.write_all(&json).map_err(io)?;
     let mut chunk = Vec::with_capacity(1 << 20);
     for t in &order {
@@ -481,10 +523,9 @@ struct Values {
 
 impl Values {
     fn new(t: &TensorDesc, seed: u64) -> Self {
-        let name_hash = t
-            .name
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let name_hash = t.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         let rng = SplitMix64(seed ^ name_hash);
         let is_norm = ["norm", "ln_", "scale"].iter().any(|k| t.name.contains(k));
         let (center, spread) = if t.shape.len() <= 1 {
@@ -563,7 +604,11 @@ pub fn remove(dir: &Path) -> Result<(), BackendError> {
 }
 
 /// The spec's weight file of `component` in `dir` (handy in tests).
-pub fn weight_file(dir: &Path, pipeline: Pipeline, component: &str) -> Result<PathBuf, BackendError> {
+pub fn weight_file(
+    dir: &Path,
+    pipeline: Pipeline,
+    component: &str,
+) -> Result<PathBuf, BackendError> {
     let components = Geometry::real().components(pipeline)?;
     let c = components
         .iter()

@@ -177,6 +177,9 @@ mod tests {
         assert!(matches!(empty, ImageError::EmptyPrompt { .. }));
         assert!(empty.to_string().contains("prompt is empty"), "{empty}");
         let msg = bad(ok.size(2048, 2048)).to_string();
-        assert!(msg.contains("1536×1024") && msg.contains("the spec"), "{msg}");
+        assert!(
+            msg.contains("1536×1024") && msg.contains("the spec"),
+            "{msg}"
+        );
     }
 }

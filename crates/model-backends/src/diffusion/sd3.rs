@@ -198,7 +198,13 @@ impl Mmdit {
 
     /// The velocity at timestep `t` (1000·σ) for latents `x` `(1, 16, h, w)`, pooled vector
     /// `y` and context.
-    pub fn forward(&self, x: &Tensor, t: f64, y: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        t: f64,
+        y: &Tensor,
+        context: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let (h, w) = (x.dim(D::Minus2)?, x.dim(D::Minus1)?);
         let pos = self.pos_embedder.get_cropped_pos_embed(h, w)?;
         let xs = self.patch_embedder.forward(x)?.broadcast_add(&pos)?;
@@ -219,7 +225,8 @@ impl Mmdit {
             .map(|a| a.cos())
             .chain(args.iter().map(|a| a.sin()))
             .collect();
-        let emb = Tensor::from_vec(embedding, (1, FREQUENCY_EMBEDDING_SIZE), device)?.to_dtype(dtype)?;
+        let emb =
+            Tensor::from_vec(embedding, (1, FREQUENCY_EMBEDDING_SIZE), device)?.to_dtype(dtype)?;
         self.t_mlp2.forward(&self.t_mlp0.forward(&emb)?.silu()?)
     }
 }
@@ -286,7 +293,11 @@ impl Sd3 {
             files: vae,
         };
         let clip_width = clip_l.config.hidden_size + clip_g.config.hidden_size;
-        let pooled = clip_l.config.hidden_size + clip_g.config.projection_dim.unwrap_or(clip_g.config.hidden_size);
+        let pooled = clip_l.config.hidden_size
+            + clip_g
+                .config
+                .projection_dim
+                .unwrap_or(clip_g.config.hidden_size);
         let c = &mmdit.config;
         if clip_width > c.joint_attention_dim
             || t5.config.d_model != c.joint_attention_dim
@@ -361,7 +372,11 @@ impl Sd3 {
     }
 
     /// Generates `request`'s image as a `(1, 3, h, w)` tensor in [-1, 1].
-    pub(crate) fn generate(&self, request: &ImageRequest, run: &Run) -> Result<Tensor, super::ImageError> {
+    pub(crate) fn generate(
+        &self,
+        request: &ImageRequest,
+        run: &Run,
+    ) -> Result<Tensor, super::ImageError> {
         let (device, dtype) = (&self.device, self.dtype);
         let r = self.resident.as_ref();
         let joint = self.mmdit.config.joint_attention_dim;
@@ -421,8 +436,8 @@ fn read_shift(dir: &ModelDir) -> Result<f64, BackendError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::random::{self, Geometry};
     use crate::diffusion::DiffusionConfig;
+    use crate::diffusion::random::{self, Geometry};
     use candle_transformers::models::mmdit::model::{Config as CandleConfig, MMDiT};
 
     /// The network assembled here is candle's `MMDiT` except for the dtype of the timestep
@@ -459,15 +474,32 @@ mod tests {
         let t = 750.0;
         let a = ours.forward(&x, t, &y, &context).unwrap();
         let b = theirs
-            .forward(&x, &Tensor::new(&[t as f32], &dev).unwrap(), &y, &context, None)
+            .forward(
+                &x,
+                &Tensor::new(&[t as f32], &dev).unwrap(),
+                &y,
+                &context,
+                None,
+            )
             .unwrap();
         let f32s = |t: Tensor| -> Vec<f32> {
-            t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+            t.to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
         };
         let (a, b) = (f32s(a), f32s(b));
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let worst = a.iter().zip(&b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-        assert!(scale > 0.0 && worst <= 0.02 * scale, "max |Δ| {worst} of {scale}");
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            scale > 0.0 && worst <= 0.02 * scale,
+            "max |Δ| {worst} of {scale}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

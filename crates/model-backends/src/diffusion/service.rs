@@ -76,7 +76,10 @@ impl ImagePoolBuilder {
             builder = builder.config(s);
         }
         let pool = builder.build().map_err(|e| ImageError::Backend {
-            model: self.models.first().map_or_else(String::new, |c| c.key.clone()),
+            model: self
+                .models
+                .first()
+                .map_or_else(String::new, |c| c.key.clone()),
             source: crate::error::BackendError::config("pool", e),
         })?;
         Ok(ImagePool {
@@ -177,6 +180,7 @@ impl ImagePool {
         let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancel));
         let governor = self.pool.governor().clone();
         let timeout = Some(entry.config.request_timeout);
+        let key = model.to_owned();
         self.pool
             .run(model, timeout, move |lease| async move {
                 let work = tokio::task::spawn_blocking(move || {
@@ -187,7 +191,7 @@ impl ImagePool {
                     // A panic in the model code is the pool's to report (RequestPanicked).
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Err(e) => Err(ImageError::Backend {
-                        model: String::new(),
+                        model: key,
                         source: crate::error::BackendError::config("generation task", e),
                     }),
                 }

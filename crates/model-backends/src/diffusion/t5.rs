@@ -63,7 +63,9 @@ impl T5Text {
         let mut model = self.model.lock();
         if self.dtype == DType::F16 {
             // T5's activations overflow F16; candle keeps them in F32 when asked.
-            model.forward_dt(&ids, Some(DType::F32))?.to_dtype(DType::F16)
+            model
+                .forward_dt(&ids, Some(DType::F32))?
+                .to_dtype(DType::F16)
         } else {
             model.forward(&ids)
         }

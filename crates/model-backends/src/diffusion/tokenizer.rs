@@ -25,7 +25,8 @@ pub const CLIP_BOS: &str = "<|startoftext|>";
 /// CLIP's end token (also its padding unless `special_tokens_map.json` names another).
 pub const CLIP_EOS: &str = "<|endoftext|>";
 /// The word pattern of CLIP's tokenizer (`CLIPTokenizerFast`'s pre-tokenizer).
-const CLIP_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// A prompt as token ids of a fixed length.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,22 +167,23 @@ fn clip_bpe(dir: &Path) -> Result<Tokenizer, BackendError> {
         .map_err(tok_err)?;
     let id = |t: &str| {
         bpe.get_vocab().get(t).copied().ok_or_else(|| {
-            BackendError::Tokenizer(format!(
-                "{}: `{t}` is not in vocab.json",
-                vocab.display()
-            ))
+            BackendError::Tokenizer(format!("{}: `{t}` is not in vocab.json", vocab.display()))
         })
     };
     let (bos, eos) = (id(CLIP_BOS)?, id(CLIP_EOS)?);
     let mut tokenizer = Tokenizer::new(bpe);
-    tokenizer.with_normalizer(Some(NormalizerSequence::new(vec![
-        normalizers::NormalizerWrapper::NFC(NFC),
-        Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
+    tokenizer
+        .with_normalizer(Some(NormalizerSequence::new(vec![
+            normalizers::NormalizerWrapper::NFC(NFC),
+            Replace::new(
+                tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
+                " ",
+            )
             .map_err(tok_err)?
             .into(),
-        Lowercase.into(),
-    ])))
-    .map_err(tok_err)?;
+            Lowercase.into(),
+        ])))
+        .map_err(tok_err)?;
     tokenizer.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
         Split::new(
             SplitPattern::Regex(CLIP_PATTERN.into()),
@@ -198,11 +200,12 @@ fn clip_bpe(dir: &Path) -> Result<Tokenizer, BackendError> {
             .add_prefix_space(false),
     ));
     tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
-    tokenizer.add_special_tokens([
-        tokenizers::AddedToken::from(CLIP_BOS, true),
-        tokenizers::AddedToken::from(CLIP_EOS, true),
-    ])
-    .map_err(tok_err)?;
+    tokenizer
+        .add_special_tokens([
+            tokenizers::AddedToken::from(CLIP_BOS, true),
+            tokenizers::AddedToken::from(CLIP_EOS, true),
+        ])
+        .map_err(tok_err)?;
     Ok(tokenizer)
 }
 
@@ -239,15 +242,31 @@ mod tests {
         let tokens = t.encode("The  FOX!").unwrap();
         // Lower-cased, split into words and punctuation, merged ("t h", "th e</w>"), wrapped
         // in start/end tokens and padded with SD3 bigG's `!`.
-        let words = ["<|startoftext|>", "the</w>", "f", "o", "x</w>", "!</w>", "<|endoftext|>"];
+        let words = [
+            "<|startoftext|>",
+            "the</w>",
+            "f",
+            "o",
+            "x</w>",
+            "!</w>",
+            "<|endoftext|>",
+        ];
         let mut want: Vec<u32> = words.iter().map(|w| id(w)).collect();
         want.resize(10, id("!"));
         assert_eq!(tokens.ids, want);
         assert_eq!((tokens.eos, tokens.truncated), (6, false));
-        let cut = PromptTokenizer::clip(&dir, 4).unwrap().encode("the fox").unwrap();
+        let cut = PromptTokenizer::clip(&dir, 4)
+            .unwrap()
+            .encode("the fox")
+            .unwrap();
         assert_eq!(
             cut.ids,
-            vec![id("<|startoftext|>"), id("the</w>"), id("f"), id("<|endoftext|>")]
+            vec![
+                id("<|startoftext|>"),
+                id("the</w>"),
+                id("f"),
+                id("<|endoftext|>")
+            ]
         );
         assert_eq!((cut.eos, cut.truncated), (3, true));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -262,7 +281,14 @@ mod tests {
         let id = |s: &str| t.token_id(s).unwrap();
         assert_eq!(
             tokens.ids,
-            vec![id("a"), id("red"), id("fox"), id("</s>"), id("<pad>"), id("<pad>")]
+            vec![
+                id("a"),
+                id("red"),
+                id("fox"),
+                id("</s>"),
+                id("<pad>"),
+                id("<pad>")
+            ]
         );
         let missing = PromptTokenizer::t5(&dir.join("nowhere"), 6).unwrap_err();
         assert!(missing.to_string().contains("tokenizer.json"), "{missing}");
