@@ -110,36 +110,39 @@ pub struct ProfileRequest {
     pub seq_len: Option<usize>,
 }
 
-/// Loads `config` and serves one request shaped like `request`, measuring the peaks. The
-/// model's input limit is set to `seq_len` so that the synthetic text is exactly that long.
+/// Loads `config` and serves one request shaped like `request`, measuring the peaks. Unless
+/// the configuration sets its own limit, the model is loaded for inputs of `seq_len` tokens;
+/// the request's texts are exactly `seq_len` tokens long either way.
 pub fn measure_profile(
     config: &ModelConfig,
     request: ProfileRequest,
 ) -> Result<(EmbeddingModel, ProfileMeasurement), BackendError> {
     let mut config = config.clone();
-    if let Some(s) = request.seq_len {
-        config.max_input_tokens = Some(s);
+    if config.max_input_tokens.is_none() {
+        config.max_input_tokens = request.seq_len;
     }
     let baseline = memory::resident();
     let sampler = PeakSampler::start();
     let (model, load) = load_measured(&config)?;
     let fail = |e: EmbedError| BackendError::Tokenizer(e.to_string());
+    let batch = request.batch.max(1);
+    let tokens = request
+        .seq_len
+        .unwrap_or(usize::MAX)
+        .min(model.max_input_tokens());
     if model.family().embeds_images() {
-        let images: Vec<DynamicImage> = (0..request.batch.max(1))
+        let images: Vec<DynamicImage> = (0..batch)
             .map(|i| noise_image(640, 480, i as u32))
             .collect();
         model.forward_images(&images).map_err(fail)?;
-        let texts = vec![synthetic_text(model.max_input_tokens() * 2); request.batch.max(1)];
-        model
-            .embed_texts(&texts, &TextMode::Document)
-            .map_err(fail)?;
-    } else {
-        let tokens = request.seq_len.unwrap_or(model.max_input_tokens());
-        let texts = vec![synthetic_text(tokens * 2); request.batch.max(1)];
-        let encoded = model.tokenize(&texts, &TextMode::Document).map_err(fail)?;
-        let rows: Vec<_> = encoded.iter().collect();
-        model.forward_tokens(&rows)?;
     }
+    let texts = vec![synthetic_text(tokens * 2); batch];
+    let mut encoded = model.tokenize(&texts, &TextMode::Document).map_err(fail)?;
+    for e in &mut encoded {
+        e.ids.truncate(tokens);
+    }
+    let rows: Vec<_> = encoded.iter().collect();
+    model.forward_tokens(&rows)?;
     let peak = sampler.stop();
     let after = memory::resident();
     Ok((

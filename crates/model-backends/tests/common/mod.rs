@@ -417,14 +417,50 @@ fn gte(dir: &Path) {
     w.save_sharded(dir, 2);
 }
 
-/// JinaBERT, stored in F16 like the real checkpoint (loaded as F32).
+/// Sizes of a JinaBERT checkpoint.
+pub struct JinaGeometry {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub max_positions: usize,
+}
+
+impl JinaGeometry {
+    /// The tiny test geometry.
+    pub const TINY: JinaGeometry = JinaGeometry {
+        vocab: VOCAB,
+        hidden: H,
+        heads: HEADS,
+        intermediate: INTER,
+        layers: LAYERS,
+        max_positions: 512,
+    };
+    /// jina-embeddings-v2-base-en's geometry (its config.json).
+    pub const BASE: JinaGeometry = JinaGeometry {
+        vocab: 30528,
+        hidden: 768,
+        heads: 12,
+        intermediate: 3072,
+        layers: 12,
+        max_positions: 8192,
+    };
+}
+
 fn jina(dir: &Path) {
+    write_jina(dir, &JinaGeometry::TINY);
+}
+
+/// JinaBERT, stored in F16 like the real checkpoint (loaded as F32).
+pub fn write_jina(dir: &Path, g: &JinaGeometry) {
+    let h = g.hidden;
     write_json(
         &dir.join("config.json"),
         json!({
-            "architectures": ["JinaBertForMaskedLM"], "model_type": "bert", "vocab_size": VOCAB, "hidden_size": H,
-            "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "intermediate_size": INTER,
-            "hidden_act": "gelu", "max_position_embeddings": 512, "type_vocab_size": 2,
+            "architectures": ["JinaBertForMaskedLM"], "model_type": "bert", "vocab_size": g.vocab, "hidden_size": h,
+            "num_hidden_layers": g.layers, "num_attention_heads": g.heads, "intermediate_size": g.intermediate,
+            "hidden_act": "gelu", "max_position_embeddings": g.max_positions, "type_vocab_size": 2,
             "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
             "position_embedding_type": "alibi", "feed_forward_type": "geglu", "emb_pooler": "mean"
         }),
@@ -435,21 +471,26 @@ fn jina(dir: &Path) {
         Some("[CLS] $A [SEP]"),
     );
     let mut w = Weights::new(DType::F16, 5);
-    w.rand("embeddings.word_embeddings.weight", &[VOCAB, H]);
-    w.rand("embeddings.token_type_embeddings.weight", &[2, H]);
-    w.layer_norm("embeddings.LayerNorm", H);
-    for n in 0..LAYERS {
+    w.rand("embeddings.word_embeddings.weight", &[g.vocab, h]);
+    w.rand("embeddings.token_type_embeddings.weight", &[2, h]);
+    w.layer_norm("embeddings.LayerNorm", h);
+    for n in 0..g.layers {
         let p = format!("encoder.layer.{n}");
         for m in ["query", "key", "value"] {
-            w.linear(&format!("{p}.attention.self.{m}"), H, H, true);
+            w.linear(&format!("{p}.attention.self.{m}"), h, h, true);
         }
-        w.linear(&format!("{p}.attention.output.dense"), H, H, true);
-        w.layer_norm(&format!("{p}.attention.output.LayerNorm"), H);
-        w.linear(&format!("{p}.mlp.gated_layers"), H, 2 * INTER, false);
-        w.linear(&format!("{p}.mlp.wo"), INTER, H, true);
-        w.layer_norm(&format!("{p}.mlp.layernorm"), H);
+        w.linear(&format!("{p}.attention.output.dense"), h, h, true);
+        w.layer_norm(&format!("{p}.attention.output.LayerNorm"), h);
+        w.linear(
+            &format!("{p}.mlp.gated_layers"),
+            h,
+            2 * g.intermediate,
+            false,
+        );
+        w.linear(&format!("{p}.mlp.wo"), g.intermediate, h, true);
+        w.layer_norm(&format!("{p}.mlp.layernorm"), h);
     }
-    w.linear("pooler.dense", H, H, true);
+    w.linear("pooler.dense", h, h, true);
     w.save(&dir.join("model.safetensors"));
 }
 
@@ -530,33 +571,90 @@ fn nvembed(dir: &Path) {
     w.save_sharded(dir, 2);
 }
 
-/// CLIP with a 16-token text limit and 32-pixel images in 8-pixel patches.
+/// Sizes of a CLIP checkpoint.
+pub struct ClipGeometry {
+    pub projection: usize,
+    pub text_vocab: usize,
+    pub text_hidden: usize,
+    pub text_heads: usize,
+    pub text_intermediate: usize,
+    pub text_layers: usize,
+    pub text_positions: usize,
+    pub vision_hidden: usize,
+    pub vision_heads: usize,
+    pub vision_intermediate: usize,
+    pub vision_layers: usize,
+    pub image: usize,
+    pub patch: usize,
+}
+
+impl ClipGeometry {
+    /// The tiny test geometry: a 16-token text limit, 32-pixel images in 8-pixel patches.
+    pub const TINY: ClipGeometry = ClipGeometry {
+        projection: 16,
+        text_vocab: VOCAB,
+        text_hidden: H,
+        text_heads: HEADS,
+        text_intermediate: INTER,
+        text_layers: LAYERS,
+        text_positions: 16,
+        vision_hidden: H,
+        vision_heads: HEADS,
+        vision_intermediate: INTER,
+        vision_layers: LAYERS,
+        image: 32,
+        patch: 8,
+    };
+    /// clip-vit-base-patch32's geometry.
+    pub const VIT_B_32: ClipGeometry = ClipGeometry {
+        projection: 512,
+        text_vocab: 49408,
+        text_hidden: 512,
+        text_heads: 8,
+        text_intermediate: 2048,
+        text_layers: 12,
+        text_positions: 77,
+        vision_hidden: 768,
+        vision_heads: 12,
+        vision_intermediate: 3072,
+        vision_layers: 12,
+        image: 224,
+        patch: 32,
+    };
+}
+
 fn clip(dir: &Path) {
-    let (proj, text_pos, image, patch) = (16, 16, 32, 8);
+    write_clip(dir, &ClipGeometry::TINY);
+}
+
+/// CLIP in F32, like the real checkpoint.
+pub fn write_clip(dir: &Path, g: &ClipGeometry) {
     write_json(
         &dir.join("config.json"),
         json!({
-            "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": proj,
+            "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": g.projection,
             "logit_scale_init_value": 2.6592,
             "text_config": {
-                "vocab_size": VOCAB, "hidden_size": H, "intermediate_size": INTER, "num_hidden_layers": LAYERS,
-                "num_attention_heads": HEADS, "max_position_embeddings": text_pos, "hidden_act": "quick_gelu",
-                "layer_norm_eps": 1e-5, "projection_dim": proj
+                "vocab_size": g.text_vocab, "hidden_size": g.text_hidden, "intermediate_size": g.text_intermediate,
+                "num_hidden_layers": g.text_layers, "num_attention_heads": g.text_heads,
+                "max_position_embeddings": g.text_positions, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+                "projection_dim": g.projection
             },
             "vision_config": {
-                "hidden_size": H, "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-                "image_size": image, "patch_size": patch, "num_channels": 3, "hidden_act": "quick_gelu",
-                "layer_norm_eps": 1e-5, "projection_dim": proj
+                "hidden_size": g.vision_hidden, "intermediate_size": g.vision_intermediate,
+                "num_hidden_layers": g.vision_layers, "num_attention_heads": g.vision_heads, "image_size": g.image,
+                "patch_size": g.patch, "num_channels": 3, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+                "projection_dim": g.projection
             }
         }),
     );
     write_json(
         &dir.join("preprocessor_config.json"),
         json!({
-            "crop_size": { "height": image, "width": image }, "do_center_crop": true, "do_normalize": true,
+            "crop_size": { "height": g.image, "width": g.image }, "do_center_crop": true, "do_normalize": true,
             "do_resize": true, "image_processor_type": "CLIPImageProcessor", "resample": 3,
             "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-            "size": { "shortest_edge": image }
+            "size": { "shortest_edge": g.image }
         }),
     );
     tokenizer(
@@ -565,28 +663,44 @@ fn clip(dir: &Path) {
         Some("<|startoftext|> $A <|endoftext|>"),
     );
     let mut w = Weights::new(DType::F32, 7);
-    w.rand("text_model.embeddings.token_embedding.weight", &[VOCAB, H]);
+    let (th, vh) = (g.text_hidden, g.vision_hidden);
+    w.rand(
+        "text_model.embeddings.token_embedding.weight",
+        &[g.text_vocab, th],
+    );
     w.rand(
         "text_model.embeddings.position_embedding.weight",
-        &[text_pos, H],
+        &[g.text_positions, th],
     );
-    encoder(&mut w, "text_model.encoder");
-    w.layer_norm("text_model.final_layer_norm", H);
-    let positions = (image / patch) * (image / patch) + 1;
-    w.rand("vision_model.embeddings.class_embedding", &[H]);
+    encoder(
+        &mut w,
+        "text_model.encoder",
+        th,
+        g.text_intermediate,
+        g.text_layers,
+    );
+    w.layer_norm("text_model.final_layer_norm", th);
+    let positions = (g.image / g.patch) * (g.image / g.patch) + 1;
+    w.rand("vision_model.embeddings.class_embedding", &[vh]);
     w.rand(
         "vision_model.embeddings.patch_embedding.weight",
-        &[H, 3, patch, patch],
+        &[vh, 3, g.patch, g.patch],
     );
     w.rand(
         "vision_model.embeddings.position_embedding.weight",
-        &[positions, H],
+        &[positions, vh],
     );
-    w.layer_norm("vision_model.pre_layrnorm", H);
-    encoder(&mut w, "vision_model.encoder");
-    w.layer_norm("vision_model.post_layernorm", H);
-    w.linear("visual_projection", H, proj, false);
-    w.linear("text_projection", H, proj, false);
+    w.layer_norm("vision_model.pre_layrnorm", vh);
+    encoder(
+        &mut w,
+        "vision_model.encoder",
+        vh,
+        g.vision_intermediate,
+        g.vision_layers,
+    );
+    w.layer_norm("vision_model.post_layernorm", vh);
+    w.linear("visual_projection", vh, g.projection, false);
+    w.linear("text_projection", th, g.projection, false);
     w.map.insert(
         "logit_scale".into(),
         Tensor::new(2.6592f32, &Device::Cpu).unwrap(),
@@ -594,16 +708,16 @@ fn clip(dir: &Path) {
     w.save(&dir.join("model.safetensors"));
 }
 
-fn encoder(w: &mut Weights, p: &str) {
-    for n in 0..LAYERS {
+fn encoder(w: &mut Weights, p: &str, h: usize, inter: usize, layers: usize) {
+    for n in 0..layers {
         let q = format!("{p}.layers.{n}");
         for m in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-            w.linear(&format!("{q}.self_attn.{m}"), H, H, true);
+            w.linear(&format!("{q}.self_attn.{m}"), h, h, true);
         }
-        w.layer_norm(&format!("{q}.layer_norm1"), H);
-        w.linear(&format!("{q}.mlp.fc1"), H, INTER, true);
-        w.linear(&format!("{q}.mlp.fc2"), INTER, H, true);
-        w.layer_norm(&format!("{q}.layer_norm2"), H);
+        w.layer_norm(&format!("{q}.layer_norm1"), h);
+        w.linear(&format!("{q}.mlp.fc1"), h, inter, true);
+        w.linear(&format!("{q}.mlp.fc2"), inter, h, true);
+        w.layer_norm(&format!("{q}.layer_norm2"), h);
     }
 }
 
