@@ -392,3 +392,58 @@ async fn kimi_k2_is_refused_by_type_never_loaded() {
         assert!(p.status().model(kimi).is_none(), "never handed to the pool");
     }
 }
+
+#[test]
+fn the_cli_streams_an_answer_and_explains_a_refusal() {
+    let path = support::scratch("cli").join("tiny-phi3.gguf");
+    support::write_phi3(&path, &Geometry::phi3(), 13);
+    let cli = |budget: &str, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_candle-pool"))
+            .arg("generate")
+            .args(args)
+            .env("MODEL_POOL_BUDGET", budget)
+            .output()
+            .unwrap()
+    };
+    let weights = path.to_str().unwrap();
+    let args = [
+        "--model",
+        "tiny",
+        "--arch",
+        "phi3",
+        "--weights",
+        weights,
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "the",
+        "answer",
+    ];
+    let a = cli("4GiB", &args);
+    let stderr = String::from_utf8_lossy(&a.stderr);
+    assert!(a.status.success(), "{stderr}");
+    assert!(stderr.contains("new tokens"), "{stderr}");
+    let b = cli("4GiB", &args);
+    assert_eq!(a.stdout, b.stdout, "greedy from the command line repeats");
+
+    let kimi = [
+        "--model",
+        "unsloth/Kimi-K2-Instruct-GGUF",
+        "--weights",
+        "Kimi-K2-Instruct-Q4_K_M-00001-of-00013.gguf",
+        "hi",
+    ];
+    let small = cli("24GiB", &kimi);
+    assert!(!small.status.success());
+    assert!(
+        String::from_utf8_lossy(&small.stderr).contains("can never fit"),
+        "{small:?}"
+    );
+    let large = cli("1TiB", &kimi);
+    assert!(!large.status.success());
+    assert!(
+        String::from_utf8_lossy(&large.stderr).contains("no backend for architecture deepseek2"),
+        "{large:?}"
+    );
+}

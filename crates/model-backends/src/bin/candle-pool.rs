@@ -27,6 +27,9 @@ USAGE:
   candle-pool text-to-image --model KEY --weights DIR --prompt TEXT [--out FILE] ...
       Generates one image (FLUX.1-schnell, SD3.5 Large Turbo) through the pool and writes
       it as PNG; `candle-pool text-to-image --help` lists its options.
+  candle-pool generate --model KEY --weights PATH [OPTIONS] [PROMPT ...]
+      Streams an answer from a generator (Phi-4, Qwen3-Coder GGUF; LLaVA 1.5 with --image)
+      through the pool; `candle-pool generate --help` lists its options.
 
 OPTIONS:
   --device cpu|cuda:N|metal:N   where the model runs (default cpu)
@@ -120,6 +123,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "embed-images" => embed(parse(rest.to_vec())?, true),
         "report" => report(parse(rest.to_vec())?),
         "text-to-image" => model_backends::diffusion::cli::text_to_image(rest),
+        "generate" => model_backends::generate::cli::generate(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -35,6 +35,7 @@
 
 pub mod attention;
 pub mod chat;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod estimate;
