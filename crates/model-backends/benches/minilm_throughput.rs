@@ -95,6 +95,7 @@ fn bench(c: &mut Criterion) {
             .build()
             .unwrap()
     });
+    paired(&model, &pool, &rt);
     let mut group = c.benchmark_group("minilm");
     group.warm_up_time(Duration::from_secs(2));
     for (label, tokens) in [("12tok", 12), ("128tok", 128)] {
@@ -126,6 +127,79 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// Direct and pooled runs alternated block by block, so that load from other processes on a
+/// shared machine hits both alike; prints median wall time per sentence and the process CPU
+/// time (all threads, from /proc/self/stat) per sentence, and the pool's overhead in each.
+fn paired(model: &EmbeddingModel, pool: &EmbeddingPool, rt: &tokio::runtime::Runtime) {
+    use std::time::Instant;
+    eprintln!("paired (direct and pool alternated in blocks; medians over blocks):");
+    for (label, tokens) in [("12tok", 12), ("128tok", 128)] {
+        for batch in [1usize, 32] {
+            let inputs = texts(model, batch, tokens);
+            let heavy = tokens * batch >= 1024;
+            let (blocks, per_block) = if heavy { (7, 2) } else { (9, 12) };
+            let (mut wall, mut cpu) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+            for block in 0..blocks + 1 {
+                // Alternate which side goes first, so neither always follows the other.
+                for step in 0..2 {
+                    let side = (step + block) % 2;
+                    let (t, c) = (Instant::now(), cpu_seconds());
+                    for _ in 0..per_block {
+                        if side == 0 {
+                            std::hint::black_box(
+                                model.embed_texts(&inputs, &TextMode::Document).unwrap(),
+                            );
+                        } else {
+                            std::hint::black_box(
+                                rt.block_on(pool.embed(KEY, inputs.clone())).unwrap(),
+                            );
+                        }
+                    }
+                    let n = (per_block * batch) as f64;
+                    if block > 0 {
+                        wall[side].push(t.elapsed().as_secs_f64() / n);
+                        cpu[side].push((cpu_seconds() - c) / n);
+                    }
+                }
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (wd, wp) = (median(&mut wall[0]), median(&mut wall[1]));
+            let (cd, cp) = (median(&mut cpu[0]), median(&mut cpu[1]));
+            eprintln!(
+                "  {label} batch {batch:>2}: direct {:>7.1} sentences/s, pool {:>7.1} sentences/s, wall overhead {:+.1} %; \
+                 CPU per sentence {:.2} ms vs {:.2} ms ({:+.1} %)",
+                1.0 / wd,
+                1.0 / wp,
+                (wp / wd - 1.0) * 100.0,
+                cd * 1e3,
+                cp * 1e3,
+                (cp / cd - 1.0) * 100.0
+            );
+        }
+    }
+}
+
+/// User + system CPU time of this process (all threads), in seconds; 0 where unknown.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces): utime is the 12th, stime 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 criterion_group!(benches, bench);

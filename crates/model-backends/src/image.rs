@@ -13,7 +13,7 @@ use crate::model_dir::ModelDir;
 /// CLIP's normalization mean (OpenAI's training set statistics).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's normalization std.
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+pub const CLIP_STD: [f32; 3] = [0.268_629_5, 0.261_302_6, 0.275_777_1];
 
 /// Resize, crop and normalization settings.
 #[derive(Debug, Clone, PartialEq)]

@@ -111,7 +111,7 @@ fn token_counts_and_truncation_at_256() {
     // (and the reference) truncate at 256 and do not pad.
     let long = model_backends::report::synthetic_text(400);
     let e = &model
-        .tokenize(&[long.clone()], &TextMode::Document)
+        .tokenize(std::slice::from_ref(&long), &TextMode::Document)
         .unwrap()[0];
     assert_eq!(e.len(), 256);
     assert!(e.truncated);

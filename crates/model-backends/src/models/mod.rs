@@ -389,7 +389,7 @@ pub fn own_limit(dir: &ModelDir, family: Family) -> Result<usize, BackendError> 
         .optional_json::<TokenizerConfig>("tokenizer_config.json")?
         .and_then(|t| t.model_max_length)
         // Transformers writes 1e30 for "no limit".
-        .filter(|&n| n >= 1.0 && n < 1e9)
+        .filter(|n| (1.0..1e9).contains(n))
         .map(|n| n as usize);
     let from_config = match family {
         Family::Bert => bert::Config::read(dir)?.max_position_embeddings,
