@@ -303,9 +303,22 @@ impl GeneratorConfig {
 }
 
 /// The architecture of a registry model, from its spec: the GGUF architecture name when the
-/// spec records one (`gguf_architecture`), else the component's family.
+/// spec records one (`gguf_architecture`), else the component's family. Where the spec TOMLs
+/// are not at hand (an installed binary), the registry's four generators are known by key.
 pub fn registry_architecture(key: &str) -> Result<String, BackendError> {
-    let reg = crate::registry::specs()?;
+    let reg = match crate::registry::specs() {
+        Ok(reg) => reg,
+        Err(e) => {
+            let known = match key {
+                "microsoft/phi-4" => "phi3",
+                "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF" => "qwen3moe",
+                "llava-hf/llava-1.5-7b-hf" => "llava",
+                "unsloth/Kimi-K2-Instruct-GGUF" => "deepseek2",
+                _ => return Err(e),
+            };
+            return Ok(known.to_owned());
+        }
+    };
     let entry = reg.get(key).ok_or_else(|| BackendError::UnknownFamily {
         key: key.to_owned(),
         why: "no spec TOML under model-cards/".to_owned(),

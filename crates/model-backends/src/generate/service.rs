@@ -256,7 +256,13 @@ impl GeneratorPool {
             .ok_or_else(|| PoolError::UnknownModel {
                 model: model.to_owned(),
             })?;
-        let backend = config.backend.expect("servable models have a backend");
+        let Some(backend) = config.backend else {
+            return Err(PoolError::Internal {
+                model: model.to_owned(),
+                message: "a model without a backend was registered as servable".into(),
+            }
+            .into());
+        };
         if image.is_some() && !backend.takes_images() {
             return Err(GenerateError::Unsupported {
                 model: model.to_owned(),
