@@ -272,14 +272,22 @@ fn embed(o: Options, images: bool) -> Result<(), String> {
         result.map_err(|e| e.to_string())
     })?;
     let field = if images { "image" } else { "text" };
-    let out: Vec<serde_json::Value> = inputs
-        .iter()
-        .zip(vectors)
-        .map(|(input, embedding)| serde_json::json!({ field: input, "embedding": embedding }))
-        .collect();
+    // Written field by field so that the input comes before its embedding.
+    let json = |e: serde_json::Error| e.to_string();
+    let mut out = String::from("[");
+    for (i, (input, embedding)) in inputs.iter().zip(vectors).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let input = serde_json::to_string(input).map_err(json)?;
+        let embedding = serde_json::to_string(&embedding).map_err(json)?;
+        out.push_str(&format!(
+            "{{\"{field}\":{input},\"embedding\":{embedding}}}"
+        ));
+    }
+    out.push(']');
     let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer(&mut stdout, &out).map_err(|e| e.to_string())?;
-    writeln!(stdout).map_err(|e| e.to_string())
+    writeln!(stdout, "{out}").map_err(|e| e.to_string())
 }
 
 fn report(o: Options) -> Result<(), String> {
