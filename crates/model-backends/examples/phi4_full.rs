@@ -13,11 +13,14 @@
 //! 2. In a fresh process: loads it through the backend's loader (the same code as for the
 //!    real file), runs one request of the run profile (512 prompt tokens prefilled at once,
 //!    then greedy decoding) and records the resident set and its peak.
-//! 3. In another fresh process: the same request through `GeneratorPool::generate`.
+//! 3. In another fresh process: decode throughput on one loaded copy, through
+//!    `GeneratorPool::generate`, then through a lease and a bare session, then the pool again
+//!    (a shorter prompt, `--tput-prompt`, 64 tokens by default).
 //! 4. Deletes the file (unless `--keep`).
 //!
 //! Options: `--dir D` (where to write), `--layers N` (fewer layers, same shapes, for a quick
-//! check), `--prompt P`, `--new N`, `--keep`, `--skip-pool`.
+//! check), `--prompt P` (512), `--new N` (16), `--tput-prompt P` (64), `--keep`,
+//! `--skip-pool`.
 
 #[path = "../tests/generate_support/mod.rs"]
 mod support;
@@ -43,6 +46,7 @@ struct Opts {
     layers: Option<u64>,
     prompt: usize,
     new: usize,
+    tput_prompt: usize,
     keep: bool,
     skip_pool: bool,
 }
@@ -53,6 +57,7 @@ fn opts(args: &[String]) -> Opts {
         layers: None,
         prompt: 512,
         new: 16,
+        tput_prompt: 64,
         keep: false,
         skip_pool: false,
     };
@@ -64,6 +69,7 @@ fn opts(args: &[String]) -> Opts {
             "--layers" => o.layers = Some(val().parse().unwrap()),
             "--prompt" => o.prompt = val().parse().unwrap(),
             "--new" => o.new = val().parse().unwrap(),
+            "--tput-prompt" => o.tput_prompt = val().parse().unwrap(),
             "--keep" => o.keep = true,
             "--skip-pool" => o.skip_pool = true,
             _ => {}
@@ -442,24 +448,60 @@ fn pool(file: &Path, o: &Opts) {
             .model(config(file, o))
             .build()
             .unwrap();
-        let prompt = "qz".repeat(o.prompt / 2);
+        // Letters that never merge: one token each, so the prompt has exactly this length.
+        let prompt = "qz".repeat(o.tput_prompt / 2);
+        let through_pool = || async {
+            let g = pool
+                .generate(KEY, GenerateRequest::raw(prompt.clone()).greedy().max_tokens(o.new))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            g.usage
+        };
         let started = Instant::now();
-        let g = pool
-            .generate(KEY, GenerateRequest::raw(prompt).greedy().max_tokens(o.new))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        let first = through_pool().await;
+        println!(
+            "pool: first request (load included) {:.1} s; {} prompt tokens, {} new",
+            started.elapsed().as_secs_f64(),
+            first.prompt_tokens,
+            first.completion_tokens
+        );
+        // The same request on the same loaded weights, through a lease and a bare session
+        // (no stream, no sampler, no detokenizer), then through the pool again.
+        let lease = pool.pool().acquire(KEY).await.unwrap();
+        let (n, new) = (first.prompt_tokens, o.new);
+        let direct = tokio::task::spawn_blocking(move || {
+            let tokens = lease.encode(&"qz".repeat(n / 2)).unwrap();
+            let mut s = lease.session(tokens.len() + new).unwrap();
+            let t0 = Instant::now();
+            let mut logits = s.prefill(&tokens, None, 512).unwrap();
+            let prefill = t0.elapsed();
+            let t1 = Instant::now();
+            let mut next = model_backends::generate::sampling::argmax(&logits);
+            for _ in 1..new {
+                logits = s.step(next).unwrap();
+                next = model_backends::generate::sampling::argmax(&logits);
+            }
+            (prefill, (new - 1) as f64 / t1.elapsed().as_secs_f64())
+        })
+        .await
+        .unwrap();
+        let second = through_pool().await;
         let status = pool.status();
         let s = status.model(KEY).unwrap();
         println!(
-            "pool: {} prompt tokens, {} new in {:.1} s (load included); prefill {:.1} s, decode {:.3} tok/s; measured resident {:.0} MB vs declared {:.0} MB (estimate exceeded: {})",
-            g.usage.prompt_tokens,
-            g.usage.completion_tokens,
-            started.elapsed().as_secs_f64(),
-            g.usage.prefill.as_secs_f64(),
-            g.usage.decode_tokens_per_second(),
+            "decode tok/s on the loaded model: pool {:.3} (prefill {:.1} s), direct session {:.3} (prefill {:.1} s), pool again {:.3} (prefill {:.1} s)",
+            first.decode_tokens_per_second(),
+            first.prefill.as_secs_f64(),
+            direct.1,
+            direct.0.as_secs_f64(),
+            second.decode_tokens_per_second(),
+            second.prefill.as_secs_f64()
+        );
+        println!(
+            "pool: measured resident {:.0} MB vs declared {:.0} MB (estimate exceeded: {})",
             s.measured_bytes.unwrap_or(0) as f64 / MB,
             s.resident_bytes as f64 / MB,
             s.estimate_exceeded
