@@ -34,6 +34,7 @@ pub mod loader;
 pub mod memory;
 pub mod model_dir;
 pub mod models;
+pub mod pool_plan;
 pub mod registry;
 pub mod report;
 pub mod service;

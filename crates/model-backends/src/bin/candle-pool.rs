@@ -27,6 +27,10 @@ USAGE:
   candle-pool text-to-image --model KEY --weights DIR --prompt TEXT [--out FILE] ...
       Generates one image (FLUX.1-schnell, SD3.5 Large Turbo) through the pool and writes
       it as PNG; `candle-pool text-to-image --help` lists its options.
+  candle-pool plan [--ram 64GiB] [--vram 24GiB] [--context 16k] [--json] [--write plan.json] ...
+      Which registry models fit this machine together: hot (resident), warm (on demand),
+      never (and by how much); the same planner as `cargo xtask plan`. `--write plan.json`
+      writes the plan the pool reads (model_backends::pool_plan). `candle-pool plan --help`.
   candle-pool generate --model KEY --weights PATH [OPTIONS] [PROMPT ...]
       Streams an answer from a generator (Phi-4, Qwen3-Coder GGUF; LLaVA 1.5 with --image)
       through the pool; `candle-pool generate --help` lists its options.
@@ -124,6 +128,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "report" => report(parse(rest.to_vec())?),
         "text-to-image" => model_backends::diffusion::cli::text_to_image(rest),
         "generate" => model_backends::generate::cli::generate(rest),
+        "plan" => plan(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
@@ -322,4 +327,50 @@ fn report(o: Options) -> Result<(), String> {
     }
     println!("{}", MemoryReport { rows });
     Ok(())
+}
+
+/// `candle-pool plan …`: the planner shared with `cargo xtask plan` (model_plan::cli).
+fn plan(rest: &[String]) -> Result<(), String> {
+    use clap::Parser;
+    #[derive(Parser)]
+    #[command(
+        name = "candle-pool plan",
+        about = "Which registry models fit this machine together"
+    )]
+    struct PlanCli {
+        #[command(flatten)]
+        args: model_plan::cli::PlanArgs,
+        /// The model-cards folder (default: $MODEL_CARDS_DIR, else the one this was built from).
+        #[arg(long)]
+        cards: Option<PathBuf>,
+    }
+    let cli = match PlanCli::try_parse_from(
+        std::iter::once("candle-pool plan".to_owned()).chain(rest.iter().cloned()),
+    ) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            print!("{e}");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(e
+                .to_string()
+                .trim_start_matches("error: ")
+                .trim_end()
+                .to_owned());
+        }
+    };
+    let cards = cli
+        .cards
+        .unwrap_or_else(model_backends::pool_plan::default_cards_dir);
+    let registry = model_spec::Registry::load(&cards).map_err(|e| e.to_string())?;
+    let invocation = model_plan::cli::invocation("candle-pool plan", rest);
+    let mut out = std::io::stdout().lock();
+    let outcome = model_plan::cli::run(&cli.args, &registry, &[], &invocation, &mut out)
+        .map_err(|e| e.to_string())?;
+    if outcome.up_to_date {
+        Ok(())
+    } else {
+        Err("the plan files are stale (see above)".to_owned())
+    }
 }
