@@ -97,6 +97,9 @@ fn write(args: &[String]) -> Result<(), String> {
 /// Peaks of one stage, relative to the baseline.
 #[derive(Debug, Default, Clone, Copy)]
 struct Sampled {
+    /// Anonymous memory when the stage started (what earlier stages left behind, including
+    /// freed memory the allocator kept).
+    start: u64,
     anon: u64,
     rss: u64,
 }
@@ -145,7 +148,7 @@ fn measure(args: &[String]) -> Result<(), String> {
     let device_baseline = memory::device_used_bytes(&candle_device);
     let whole = PeakSampler::start();
     let stages: Arc<Mutex<Vec<(Stage, Sampled)>>> = Arc::default();
-    let current: Arc<Mutex<Option<(Stage, PeakSampler)>>> = Arc::default();
+    let current: Arc<Mutex<Option<(Stage, PeakSampler, u64)>>> = Arc::default();
     let started = Instant::now();
     let image = runtime.block_on(async {
         let pool = ImagePool::builder()
@@ -163,14 +166,16 @@ fn measure(args: &[String]) -> Result<(), String> {
                     .seed(1),
                 move |p| match p {
                     Progress::StageStarted { stage, .. } => {
-                        *cur.lock().unwrap() = Some((stage, PeakSampler::start()));
+                        let start = memory::resident().anon.saturating_sub(baseline.anon);
+                        *cur.lock().unwrap() = Some((stage, PeakSampler::start(), start));
                     }
                     Progress::StageFinished { .. } => {
-                        if let Some((stage, s)) = cur.lock().unwrap().take() {
+                        if let Some((stage, s, start)) = cur.lock().unwrap().take() {
                             let peak = s.stop();
                             st.lock().unwrap().push((
                                 stage,
                                 Sampled {
+                                    start,
                                     anon: peak.anon.saturating_sub(baseline.anon),
                                     rss: peak.rss.saturating_sub(baseline.rss),
                                 },
@@ -215,12 +220,12 @@ fn measure(args: &[String]) -> Result<(), String> {
         est.est_memory_allocation_mb
     );
     println!(
-        "| stage | planned (resident + stage) MiB | measured peak anon MiB | measured peak RSS MiB | measured / planned |"
+        "| stage | planned (resident + stage) MiB | anon at start MiB | measured peak anon MiB | measured peak RSS MiB | measured / planned |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     if let Some(m) = loads.values().next() {
         println!(
-            "| load | {:.1} | {:.1} | {:.1} | {:.2} |",
+            "| load | {:.1} | 0.0 | {:.1} | {:.1} | {:.2} |",
             mib(memory.resident_bytes),
             mib(m.peak_anon_bytes),
             mib(m.peak_rss_bytes),
@@ -230,9 +235,10 @@ fn measure(args: &[String]) -> Result<(), String> {
     for (stage, s) in stages.lock().unwrap().iter() {
         let planned = memory.resident_bytes + memory.stage(*stage).map_or(0, |s| s.bytes());
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
             stage_name(*stage),
             mib(planned),
+            mib(s.start),
             mib(s.anon),
             mib(s.rss),
             s.anon as f64 / planned as f64

@@ -236,10 +236,14 @@ impl Flux {
         let (device, dtype) = (&self.device, self.dtype);
         let r = self.resident.as_ref();
         let (context, pooled) = run.stage(Stage::TextEncoder, || {
-            let clip = Held::get(r.map(|r| &r.clip), || self.load_clip())?;
+            // One encoder at a time: when staged, CLIP-L is released before T5 loads.
+            let pooled = {
+                let clip = Held::get(r.map(|r| &r.clip), || self.load_clip())?;
+                let ids = self.clip_tokenizer.encode(&request.prompt)?;
+                clip.forward(&ids.ids, ids.eos, device)?.pooled
+            };
+            super::run::trim_heap();
             let t5 = Held::get(r.map(|r| &r.t5), || self.load_t5())?;
-            let ids = self.clip_tokenizer.encode(&request.prompt)?;
-            let pooled = clip.forward(&ids.ids, ids.eos, device)?.pooled;
             let ids = self.t5_tokenizer.encode(&request.prompt)?;
             let context = t5.encode(&ids.ids, device)?;
             Ok::<_, Failure>((context, pooled))

@@ -8,6 +8,12 @@
 //! components' weights when staged. The stages run one after another, so the peak is
 //! `resident + the largest stage`, which is the estimator's figure for that resolution
 //! without its margin: estimate, reservations and staging are one computation.
+//!
+//! The text encoders of a stage run one after another and, when staged, each is released
+//! before the next loads; the estimator nevertheless counts all of them in the stage, so
+//! the text stage's reservation is the sum of their weights (conservative by the smaller
+//! encoders' weights). A request's peak is the denoiser stage for both registry models at
+//! their profile sizes, where this makes no difference.
 
 use model_spec::estimate::MemoryEstimate;
 use model_spec::spec::{Fact, Provenance};

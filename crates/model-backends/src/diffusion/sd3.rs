@@ -390,6 +390,8 @@ impl Sd3 {
                 let out = clip.forward(&ids.ids, ids.eos, device)?;
                 penultimate.push(out.penultimate);
                 pooled.push(out.pooled);
+                drop(clip);
+                super::run::trim_heap();
             }
             let clip_context = Tensor::cat(&penultimate, D::Minus1)?;
             let width = clip_context.dim(D::Minus1)?;
