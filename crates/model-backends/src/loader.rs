@@ -88,24 +88,50 @@ impl ModelLoader for CandleLoader {
             let config = config.ok_or_else(|| {
                 LoadError::failed(format!("no backend configuration for `{key}`"))
             })?;
-            let _one_at_a_time = serial.lock_owned().await;
-            let loaded = tokio::task::spawn_blocking(move || load_measured(&config))
-                .await
-                .map_err(|e| LoadError::failed(format!("load task failed: {e}")))?;
-            match loaded {
-                Ok((model, m)) => {
-                    measurements.lock().insert(key, m);
-                    Ok(Loaded::measured(model, m.resident_bytes))
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    Err(if message.contains("out of memory") {
-                        LoadError::out_of_memory(message)
-                    } else {
-                        LoadError::failed(message)
-                    })
-                }
-            }
+            crate::loader::run_serial_load(
+                key,
+                serial,
+                measurements,
+                |m| m.resident_bytes,
+                move || load_measured(&config),
+            )
+            .await
+        }
+    }
+}
+
+/// The load future shared by every backend's [`ModelLoader`]: waits for the loader's
+/// one-at-a-time lock (so an RSS delta belongs to one model), runs `job` on a blocking thread,
+/// records its measurement under `key`, and maps backend errors to pool load errors, keeping
+/// out-of-memory distinct so the pool can evict and retry.
+pub(crate) async fn run_serial_load<M, T>(
+    key: String,
+    serial: Arc<tokio::sync::Mutex<()>>,
+    measurements: Arc<Mutex<BTreeMap<String, T>>>,
+    resident_bytes: fn(&T) -> u64,
+    job: impl FnOnce() -> Result<(M, T), BackendError> + Send + 'static,
+) -> Result<Loaded<M>, LoadError>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+{
+    let _one_at_a_time = serial.lock_owned().await;
+    let loaded = tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| LoadError::failed(format!("load task failed: {e}")))?;
+    match loaded {
+        Ok((model, m)) => {
+            let bytes = resident_bytes(&m);
+            measurements.lock().insert(key, m);
+            Ok(Loaded::measured(model, bytes))
+        }
+        Err(e) => {
+            let message = e.to_string();
+            Err(if message.contains("out of memory") {
+                LoadError::out_of_memory(message)
+            } else {
+                LoadError::failed(message)
+            })
         }
     }
 }

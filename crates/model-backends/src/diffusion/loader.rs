@@ -86,24 +86,14 @@ impl ModelLoader for DiffusionLoader {
             let (config, plan) = entry.ok_or_else(|| {
                 LoadError::failed(format!("no text-to-image configuration for `{key}`"))
             })?;
-            let _one_at_a_time = serial.lock_owned().await;
-            let loaded = tokio::task::spawn_blocking(move || load_measured(&config, plan))
-                .await
-                .map_err(|e| LoadError::failed(format!("load task failed: {e}")))?;
-            match loaded {
-                Ok((model, m)) => {
-                    measurements.lock().insert(key, m);
-                    Ok(Loaded::measured(model, m.resident_bytes))
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    Err(if message.contains("out of memory") {
-                        LoadError::out_of_memory(message)
-                    } else {
-                        LoadError::failed(message)
-                    })
-                }
-            }
+            crate::loader::run_serial_load(
+                key,
+                serial,
+                measurements,
+                |m| m.resident_bytes,
+                move || load_measured(&config, plan),
+            )
+            .await
         }
     }
 }
