@@ -131,7 +131,7 @@ fn below_its_weights() {
     let cards = CardsCopy::new();
     cards.edit(
         JINA,
-        "est_memory_allocation_mb = 800",
+        "est_memory_allocation_mb = 700",
         "est_memory_allocation_mb = 500",
     );
     let msg = single_error(&generate(cards.root()));
@@ -154,10 +154,10 @@ fn architecture_fact_changed() {
         "num_hidden_layers = { value = 24,",
     );
     let msg = single_error(&generate(cards.root()));
-    assert_names(&msg, JINA_KEY, "est_memory_allocation_mb = 800 is stale");
+    assert_names(&msg, JINA_KEY, "est_memory_allocation_mb = 700 is stale");
     assert!(
         msg.contains(
-            "the estimate for these facts is 1300 MB, and the weights alone are now 956.3 MB as \
+            "the estimate for these facts is 1200 MB, and the weights alone are now 956.3 MB as \
              loaded in F32"
         ),
         "{msg}"

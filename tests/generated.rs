@@ -86,7 +86,7 @@ const UI_FIXTURES: &[(&str, &str, Edit)] = &[
         "ui/memory/below-weights.toml",
         JINA,
         Edit::Replace(
-            "est_memory_allocation_mb = 800\n",
+            "est_memory_allocation_mb = 700\n",
             "est_memory_allocation_mb = 500\n",
         ),
     ),

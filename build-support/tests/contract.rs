@@ -103,7 +103,7 @@ fn below_the_weights_as_loaded() {
     // jina's F16 file is loaded as F32: 524 MB of weights.
     let t = edit(
         &text(JINA),
-        "est_memory_allocation_mb = 800",
+        "est_memory_allocation_mb = 700",
         "est_memory_allocation_mb = 500",
     );
     let d = refusal(JINA, &t);

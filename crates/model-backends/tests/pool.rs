@@ -135,7 +135,7 @@ fn cli_lists_the_registry_with_estimates_and_fit() {
         .unwrap();
     assert!(
         stella.trim_end().ends_with("no"),
-        "7000 MB does not fit 4 GiB: {stella}"
+        "6900 MB does not fit 4 GiB: {stella}"
     );
     assert_eq!(
         text.lines().filter(|l| l.contains('/')).count(),

@@ -3,7 +3,8 @@
 //! Peak resident bytes to load a model and serve one request of its run profile:
 //! 1. **weights** — Σ tensor bytes as the loader holds them (float tensors converted to the
 //!    profile's `load_dtype`, `dequantize_on_load` tensors as F32, `skip_on_load` tensors
-//!    not at all, ggml block sizes for quantized tensors);
+//!    not at all, ggml block sizes for quantized tensors), plus, for GGUF models on the CPU,
+//!    the repacked copies candle's quantized matmul keeps (see [`cpu_repacked_bytes`]);
 //! 2. **kv_cache** — generators only: `2 × layers × kv_heads × head_dim × context × batch ×
 //!    kv bytes`, with `head_dim` from config when the config states it; for MLA (deepseek2)
 //!    the compressed latent llama.cpp caches: `layers × (kv_lora_rank + qk_rope_head_dim) ×
@@ -17,17 +18,21 @@
 
 use crate::dtype::DType;
 use crate::profile::{Device, RunProfile};
+use crate::shapes;
 use crate::spec::{Capability, Component, Family, Format, ModelSpec, Stage};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a formula below changes, so every stored figure becomes stale.
-pub const ESTIMATOR_VERSION: u32 = 1;
+pub const ESTIMATOR_VERSION: u32 = 2;
 
 /// 1 MB as used by `est_memory_allocation_mb`.
 pub const MB: u64 = 1_048_576;
 
-/// CPU runtime base: allocator slack, thread pools, candle's CPU scratch.
-pub const CPU_RUNTIME_OVERHEAD: u64 = 64 * MB;
+/// CPU runtime base per model: allocator slack and candle's CPU scratch. Measured 2–9 MiB
+/// above the loaded weights (tokenizer included) for every embedder in
+/// `model-backends/examples/measure_memory.rs`; the process's own base (thread pools, code)
+/// is the planner's reserve, not a per-model figure.
+pub const CPU_RUNTIME_OVERHEAD: u64 = 8 * MB;
 /// CUDA context + cuBLAS workspace on the device.
 pub const CUDA_RUNTIME_OVERHEAD: u64 = 512 * MB;
 /// Metal device, command queues and library cache.
@@ -149,10 +154,46 @@ pub fn loaded_weight_bytes(c: &Component, p: &RunProfile) -> u64 {
 }
 
 /// Encoder working set: `batch × seq × (4·hidden + ffn·intermediate) × a` for hidden states,
-/// q/k/v and the feed-forward, plus `3 × batch × heads × seq² × a` for the attention scores,
-/// their scaled/masked copy and the softmax (candle materialises each).
+/// q/k/v and the feed-forward, plus `2 × batch × heads × seq² × a` for the attention scores:
+/// each step (scale, mask, softmax) makes a new tensor from the previous one, which is freed
+/// once the next exists, so two are live at a time (measured: Jina v2 base at 512 tokens
+/// serves a request in 38 MiB above its resident set; this formula gives 50).
 fn encoder_activations(b: u64, s: u64, h: u64, heads: u64, i: u64, ffn: u64, a: u64) -> u64 {
-    b * s * (4 * h + ffn * i) * a + 3 * b * heads * s * s * a
+    b * s * (4 * h + ffn * i) * a + 2 * b * heads * s * s * a
+}
+
+/// Extra bytes of the repacked weight copies candle's quantized CPU matmul builds on a
+/// matrix's first use and keeps beside the original (`candle-core` `quantized::repack`,
+/// x86-64 with AVX2 and aarch64): every Q4_K matrix as 192-byte tiles per 144-byte block
+/// (×4/3), and every Q6_K matrix multiplied by more than one row at a time (prefill) as
+/// 320-byte tiles per 210-byte block (×32/21). `output.weight` only ever multiplies the last
+/// prompt row (one row), so a Q6_K output is not repacked. Dequantized or skipped tensors
+/// are not matmul weights. Measured on full-size Phi-4 Q4_K_M: +9,500 MiB, this formula to
+/// within 0.1 %. Counted on every CPU (machines without AVX2 keep no copy: the figure errs
+/// high there).
+pub fn cpu_repacked_bytes(c: &Component, p: &RunProfile) -> u64 {
+    if p.device != Device::Cpu || c.format != Format::Gguf {
+        return 0;
+    }
+    let multi_row = p.prompt_tokens.unwrap_or(1) > 1 || p.batch > 1;
+    c.weights
+        .inventory
+        .iter()
+        .map(|r| {
+            let name = r.name.as_deref();
+            let named = |list: &[String]| name.is_some_and(|n| list.iter().any(|x| x == n));
+            if named(&p.skip_on_load) || named(&p.dequantize_on_load) {
+                return 0;
+            }
+            match r.dtype {
+                DType::Q4K => r.bytes * 4 / 3,
+                DType::Q6K if multi_row && name != Some(shapes::LOGITS_TENSOR) => {
+                    r.bytes * 32 / 21
+                }
+                _ => 0,
+            }
+        })
+        .sum()
 }
 
 /// Decoder prefill working set: hidden states and q/k/v for `p` tokens, the feed-forward
@@ -171,7 +212,15 @@ pub fn estimate(spec: &ModelSpec, profile: &RunProfile) -> Result<MemoryEstimate
     let mut comps = Vec::new();
 
     for c in &spec.components {
-        let w = loaded_weight_bytes(c, profile);
+        let repacked = cpu_repacked_bytes(c, profile);
+        if repacked > 0 {
+            notes.push(format!(
+                "weights[{}]: + {:.1} MiB of repacked matmul copies (candle CPU: Q4_K ×4/3, multi-row Q6_K ×32/21)",
+                c.name,
+                repacked as f64 / MB as f64
+            ));
+        }
+        let w = loaded_weight_bytes(c, profile) + repacked;
         let a = bytes_of(e.act_dtype(c));
         let act = match c.family {
             Family::Bert | Family::JinaBert | Family::Qwen2 | Family::NvEmbed => {
@@ -188,6 +237,15 @@ pub fn estimate(spec: &ModelSpec, profile: &RunProfile) -> Result<MemoryEstimate
                     3
                 };
                 let mut act = encoder_activations(b, s, h, heads, i, ffn, a);
+                if c.family == Family::JinaBert {
+                    // candle's JinaBERT builds its ALiBi bias for every position up to the
+                    // served limit at load time and keeps it: heads × s² in f32.
+                    act += heads * s * s * 4;
+                    notes.push(format!(
+                        "activations[{}]: + ALiBi bias heads·s²·4 = {heads}·{s}²·4",
+                        c.name
+                    ));
+                }
                 if c.family == Family::NvEmbed {
                     let lat = e.u(c, "num_latents")?;
                     let lh = e.u(c, "latent_heads")?;
@@ -197,7 +255,7 @@ pub fn estimate(spec: &ModelSpec, profile: &RunProfile) -> Result<MemoryEstimate
                     act += b * s * 3 * inner * a + 3 * b * lh * s * lat * a;
                 }
                 notes.push(format!(
-                    "activations[{}]: encoder, batch {b} × {s} tokens: b·s·(4h+{ffn}·I)·{a} + 3·b·heads·s²·{a}",
+                    "activations[{}]: encoder, batch {b} × {s} tokens: b·s·(4h+{ffn}·I)·{a} + 2·b·heads·s²·{a}",
                     c.name
                 ));
                 act
@@ -360,10 +418,11 @@ pub fn estimate(spec: &ModelSpec, profile: &RunProfile) -> Result<MemoryEstimate
                 };
                 let n = img_tokens + t + if c.family == Family::Mmdit { 77 } else { 0 };
                 notes.push(format!(
-                    "activations[{}]: {w}×{hgt} → {img_tokens} image + text tokens = {n}; n·(6h+2·mlp)·a + 3·heads·n²·a",
+                    "activations[{}]: {w}×{hgt} → {img_tokens} image + text tokens = {n}; n·(6h+2·mlp)·a + 2·heads·n²·a",
                     c.name
                 ));
-                b * (n * (6 * hidden + 2 * mlp) * a + 3 * heads * n * n * a)
+                // Two live copies of the joint attention scores, as for the encoders.
+                b * (n * (6 * hidden + 2 * mlp) * a + 2 * heads * n * n * a)
             }
             Family::Autoencoder16 => {
                 let (w, hgt) = (
@@ -421,13 +480,26 @@ pub fn estimate(spec: &ModelSpec, profile: &RunProfile) -> Result<MemoryEstimate
             if in_stage.is_empty() {
                 continue;
             }
-            let w = in_stage.iter().map(|c| c.weights_bytes).sum::<u64>()
-                + if s == Stage::Main { 0 } else { main };
-            let a = in_stage
-                .iter()
-                .map(|c| c.activations_bytes)
-                .max()
-                .unwrap_or(0);
+            let base = if s == Stage::Main { 0 } else { main };
+            let (w, a) = if s == Stage::TextEncoder {
+                // Text encoders run one after another, each loaded, run and released before
+                // the next: the stage peaks at its largest encoder.
+                in_stage
+                    .iter()
+                    .map(|c| (c.weights_bytes, c.activations_bytes))
+                    .max_by_key(|(w, a)| w + a)
+                    .map(|(w, a)| (w + base, a))
+                    .unwrap_or((base, 0))
+            } else {
+                (
+                    in_stage.iter().map(|c| c.weights_bytes).sum::<u64>() + base,
+                    in_stage
+                        .iter()
+                        .map(|c| c.activations_bytes)
+                        .max()
+                        .unwrap_or(0),
+                )
+            };
             if w + a > best.0 + best.1 {
                 best = (w, a, s);
             }

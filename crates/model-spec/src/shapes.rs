@@ -162,12 +162,19 @@ pub fn derive(c: &Component) -> Result<Vec<TensorDesc>, DeriveError> {
     Ok(x.out)
 }
 
-/// Aggregates tensors into inventory rows by type; tensors named in `separate` get their own
-/// row (loaders treat them specially, e.g. dequantize or skip them).
+/// The GGUF output projection. It gets an inventory row of its own: it multiplies only the
+/// last prompt row, so candle's CPU matmul never repacks it (see
+/// [`crate::estimate::cpu_repacked_bytes`]).
+pub const LOGITS_TENSOR: &str = "output.weight";
+
+/// Aggregates tensors into inventory rows by type; tensors named in `separate` (loaders
+/// treat them specially, e.g. dequantize or skip them) and [`LOGITS_TENSOR`] get their own
+/// row.
 pub fn inventory(tensors: &[TensorDesc], separate: &[String]) -> Vec<InventoryRow> {
     let mut by_type: BTreeMap<(Option<String>, DType), (u64, u64, u64)> = BTreeMap::new();
     for t in tensors {
-        let key = (separate.iter().find(|s| **s == t.name).cloned(), t.dtype);
+        let own_row = separate.iter().any(|s| *s == t.name) || t.name == LOGITS_TENSOR;
+        let key = (own_row.then(|| t.name.clone()), t.dtype);
         let e = by_type.entry(key).or_default();
         e.0 += 1;
         e.1 += t.numel();

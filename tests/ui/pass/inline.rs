@@ -49,13 +49,13 @@ inventory = [
 ]
 
 [memory]
-activations_bytes = 14155776
+activations_bytes = 11010048
 est_memory_allocation_mb = 200
-fingerprint = "sha256:cc30944ee089f08354e1a9c2a684ee0f"
+fingerprint = "sha256:356fe6fd54e5ddf86f3df746284e33c4"
 kv_cache_bytes = 0
-margin_bytes = 26377737
-overhead_bytes = 70838840
-total_bytes = 202229313
+margin_bytes = 17097839
+overhead_bytes = 12118584
+total_bytes = 131083431
 weights_bytes = 90856960
 
 [memory.profile]

@@ -9,11 +9,9 @@
 //! `resident + the largest stage`, which is the estimator's figure for that resolution
 //! without its margin: estimate, reservations and staging are one computation.
 //!
-//! The text encoders of a stage run one after another and, when staged, each is released
-//! before the next loads; the estimator nevertheless counts all of them in the stage, so
-//! the text stage's reservation is the sum of their weights (conservative by the smaller
-//! encoders' weights). A request's peak is the denoiser stage for both registry models at
-//! their profile sizes, where this makes no difference.
+//! The text encoders run one after another and, when staged, each is released before the
+//! next loads, so the staged text stage reserves its largest encoder (weights + working
+//! set), as the estimator counts it.
 
 use model_spec::estimate::MemoryEstimate;
 use model_spec::spec::{Fact, Provenance};
@@ -208,14 +206,20 @@ impl MemoryPlan {
             .iter()
             .map(|&stage| {
                 let parts = estimate.components.iter().filter(|c| c.stage == stage);
+                let widest = parts.clone().map(|c| c.activations_bytes).max().unwrap_or(0);
+                let (weights_bytes, activations_bytes) = match (staged, stage) {
+                    (false, _) => (0, widest),
+                    // One encoder loaded at a time: the stage peaks at the largest.
+                    (true, Stage::TextEncoder) => parts
+                        .map(|c| (c.weights_bytes, c.activations_bytes))
+                        .max_by_key(|(w, a)| w + a)
+                        .unwrap_or((0, 0)),
+                    (true, _) => (parts.map(|c| c.weights_bytes).sum(), widest),
+                };
                 StageMemory {
                     stage,
-                    weights_bytes: if staged {
-                        parts.clone().map(|c| c.weights_bytes).sum()
-                    } else {
-                        0
-                    },
-                    activations_bytes: parts.map(|c| c.activations_bytes).max().unwrap_or(0),
+                    weights_bytes,
+                    activations_bytes,
                 }
             })
             .collect();

@@ -11,6 +11,7 @@ pub mod gte_qwen2;
 pub mod jina;
 pub mod nvembed;
 pub mod stella;
+pub(crate) mod reader;
 
 use std::fmt;
 use std::str::FromStr;
@@ -406,16 +407,15 @@ pub fn own_limit(dir: &ModelDir, family: Family) -> Result<usize, BackendError> 
     Ok(from_tokenizer.map_or(from_config, |t| t.min(from_config)))
 }
 
-/// Memory-maps `files` into a `VarBuilder` converting to `dtype` on `device`.
+/// A `VarBuilder` over the safetensors `files`, converting to `dtype` on `device`: tensors
+/// are read one at a time (see [`reader`]), so a load peaks at the weights plus one tensor.
 pub(crate) fn var_builder(
     files: &[std::path::PathBuf],
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>, BackendError> {
-    // SAFETY: the files are mapped read-only for the duration of the load; every tensor is
-    // copied (and converted) out of the mapping before the VarBuilder is dropped. A file
-    // changed on disk during that window is the caller's problem, as with any mmap reader.
-    Ok(unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device)? })
+    let backend = reader::ReadSafetensors::open(files)?;
+    Ok(VarBuilder::from_backend(Box::new(backend), dtype, device.clone()))
 }
 
 /// `vb` positioned so that `probe` resolves: as is, or under the first of `prefixes` that
