@@ -33,6 +33,15 @@ fn laptop() -> Machine {
 fn workstation() -> Machine {
     Machine::with_ram(128 * GIB).gpu(GpuKind::Cuda, 24 * GIB)
 }
+/// 32 GiB, no GPU: a 25,681 MB budget, just enough for Phi-4 (25,000 MB); 31 GiB is not.
+fn ram_32_gib() -> Machine {
+    Machine::with_ram(32 * GIB)
+}
+/// 2 TiB: a 1,888,788 MB budget, where every model fits at once, Kimi K2 (1,614,300 MB)
+/// included.
+fn everything_fits() -> Machine {
+    Machine::with_ram(2 * TIB)
+}
 
 fn make(reg: &Registry, m: &Machine, req: &PlanRequest) -> Plan {
     let p = plan(reg, m, &BudgetPolicy::default(), req).expect("plan");
@@ -123,12 +132,17 @@ fn laptop_24_gib_no_gpu() {
     let cpu = PlanDevice::Cpu;
     // LLaVA (planned on the CPU, 18,100 MB) is the largest model that fits; it leaves
     // 188 MB of the 18,288 MB budget, less than the smallest model, so nothing stays hot.
+    // Phi-4 (25,000 MB with candle's repacked Q4_K/Q6_K copies) misses the laptop, and so
+    // does SD3.5 even staged (21,500 MB).
     assert_eq!(set(&p, Tier::Hot, cpu), keys(&[]));
     assert_eq!(
         set(&p, Tier::Warm, cpu),
-        keys(&[MINILM, JINA, CLIP, STELLA, GTE, PHI4, NV_EMBED, LLAVA])
+        keys(&[MINILM, JINA, CLIP, STELLA, GTE, NV_EMBED, LLAVA])
     );
-    assert_eq!(set(&p, Tier::Never, cpu), keys(&[QWEN3, SD35, FLUX, KIMI]));
+    assert_eq!(
+        set(&p, Tier::Never, cpu),
+        keys(&[PHI4, QWEN3, SD35, FLUX, KIMI])
+    );
     assert_eq!(p.devices[0].largest_warm.as_deref(), Some(LLAVA));
     assert!(
         p.notes
@@ -158,8 +172,9 @@ fn laptop_24_gib_no_gpu() {
 #[test]
 fn flux_uses_staged_components_where_co_resident_does_not_fit() {
     let reg = registry();
-    // 48 GiB: budget 40,468 MB. FLUX co-resident on the CPU needs 40,600 MB, staged 29,600;
-    // SD3.5 co-resident (35,700 MB) fits, so it stays co-resident.
+    // 48 GiB: budget 40,468 MB. FLUX co-resident on the CPU needs 40,600 MB, staged 28,600;
+    // SD3.5 co-resident (34,000 MB) fits, so it stays co-resident. Qwen3-Coder (49,900 MB)
+    // misses this machine.
     let p = make(&reg, &Machine::with_ram(48 * GIB), &PlanRequest::default());
     let budget = p.devices[0].budget_bytes;
     let flux = p.model(FLUX).unwrap();
@@ -177,9 +192,10 @@ fn flux_uses_staged_components_where_co_resident_does_not_fit() {
         set(&p, Tier::Hot, PlanDevice::Cpu),
         keys(&[MINILM, JINA, CLIP])
     );
-    assert_eq!(set(&p, Tier::Never, PlanDevice::Cpu), keys(&[KIMI]));
+    assert_eq!(set(&p, Tier::Never, PlanDevice::Cpu), keys(&[QWEN3, KIMI]));
 
-    // On a 40 GiB GPU the same happens in VRAM: FLUX 41,200 MB co-resident > 36,480 MB.
+    // On a 40 GiB GPU the same happens in VRAM: FLUX 41,200 MB co-resident > 36,480 MB,
+    // staged 29,100 MB fits; SD3.5 co-resident (34,500 MB) fits.
     let a100 = Machine::with_ram(64 * GIB).gpu(GpuKind::Cuda, 40 * GIB);
     let p = make(&reg, &a100, &PlanRequest::default());
     let flux = p.model(FLUX).unwrap();
@@ -208,19 +224,30 @@ fn ram_64_gib_no_gpu() {
     let reg = registry();
     let p = make(&reg, &Machine::with_ram(64 * GIB), &PlanRequest::default());
     let cpu = PlanDevice::Cpu;
-    // FLUX co-resident (40,600 MB) is the largest warm model; 14,655 MB are left for the
-    // smallest models: 200 + 800 + 800 + 7,000 (stella before gte: registry order on a tie).
-    assert_eq!(set(&p, Tier::Hot, cpu), keys(&[MINILM, JINA, CLIP, STELLA]));
+    // Qwen3-Coder (49,900 MB) is the largest warm model; 5,355 MB of the 55,255 MB budget
+    // are left for the smallest models: 200 + 700 + 700, and Stella (6,900) no longer fits.
+    // FLUX co-resident (40,600 MB) could only be the largest warm model with Qwen3-Coder hot,
+    // and the two do not fit together.
+    assert_eq!(set(&p, Tier::Hot, cpu), keys(&[MINILM, JINA, CLIP]));
     assert_eq!(
         set(&p, Tier::Warm, cpu),
-        keys(&[GTE, PHI4, NV_EMBED, LLAVA, QWEN3, SD35, FLUX])
+        keys(&[STELLA, GTE, PHI4, NV_EMBED, LLAVA, QWEN3, SD35, FLUX])
     );
     assert_eq!(set(&p, Tier::Never, cpu), keys(&[KIMI]));
-    assert_eq!(p.devices[0].largest_warm.as_deref(), Some(FLUX));
+    assert_eq!(p.devices[0].largest_warm.as_deref(), Some(QWEN3));
+    assert_eq!(p.devices[0].hot_bytes, 1600 * MB);
     assert_eq!(
         p.model(FLUX).unwrap().staging.unwrap().used,
         Staging::CoResident
     );
+
+    // 8 GiB more (62,648 MB budget) leave 12,748 MB beside Qwen3-Coder: room for one of
+    // Stella and GTE-Qwen2 (6,900 MB each) but not both, and on a tie the registry order
+    // decides: Stella.
+    let p = make(&reg, &Machine::with_ram(72 * GIB), &PlanRequest::default());
+    assert_eq!(set(&p, Tier::Hot, cpu), keys(&[MINILM, JINA, CLIP, STELLA]));
+    assert_eq!(p.tier(GTE), Some(Tier::Warm));
+    assert_eq!(p.devices[0].largest_warm.as_deref(), Some(QWEN3));
 }
 
 #[test]
@@ -257,10 +284,12 @@ fn workstation_128_gib_and_24_gib_gpu() {
         Some(kimi.reservation_bytes() - p.devices[0].budget_bytes)
     );
 
-    // With --cpu-fallback the diffusion models run on the CPU, co-resident (35,700 and
-    // 40,600 MB). Not everything fits the 114,401 MB budget at once any more; seven models
-    // can stay hot either with FLUX warm (52,600 MB hot) or with FLUX hot and SD3.5 as the
-    // largest warm model (70,500 MB hot), and the plan keeps the larger set resident.
+    // With --cpu-fallback the diffusion models run on the CPU, co-resident (34,000 and
+    // 40,600 MB). Not everything fits the 114,401 MB budget at once any more; six models
+    // can stay hot either with Qwen3-Coder as the largest warm model (the five embedders and
+    // Phi-4, 40,400 MB hot) or with Qwen3-Coder hot and FLUX as the largest warm model (the
+    // five embedders and Qwen3-Coder, 65,300 MB hot), and the plan keeps the larger set
+    // resident. (FLUX hot as well would need 124,500 MB with SD3.5 warm.)
     let req = PlanRequest {
         cpu_fallback: true,
         ..Default::default()
@@ -268,11 +297,12 @@ fn workstation_128_gib_and_24_gib_gpu() {
     let p = make(&reg, &workstation(), &req);
     assert_eq!(
         set(&p, Tier::Hot, cpu),
-        keys(&[MINILM, JINA, CLIP, STELLA, GTE, PHI4, FLUX])
+        keys(&[MINILM, JINA, CLIP, STELLA, GTE, QWEN3])
     );
-    assert_eq!(set(&p, Tier::Warm, cpu), keys(&[QWEN3, SD35]));
+    assert_eq!(set(&p, Tier::Warm, cpu), keys(&[PHI4, SD35, FLUX]));
     assert_eq!(set(&p, Tier::Never, gpu), keys(&[]));
-    assert_eq!(p.device(cpu).unwrap().largest_warm.as_deref(), Some(SD35));
+    assert_eq!(p.device(cpu).unwrap().largest_warm.as_deref(), Some(FLUX));
+    assert_eq!(p.device(cpu).unwrap().hot_bytes, 65_300 * MB);
     for key in [SD35, FLUX] {
         let m = p.model(key).unwrap();
         assert_eq!(m.staging.unwrap().used, Staging::CoResident, "{key}");
@@ -281,24 +311,43 @@ fn workstation_128_gib_and_24_gib_gpu() {
 }
 
 #[test]
-fn kimi_k2_fits_only_the_1_tib_machine() {
+fn kimi_k2_fits_only_the_2_tib_machine() {
     let reg = registry();
+    // Kimi K2 needs 1,614,300 MB (its Q4_K/Q6_K weights plus candle's repacked copies), more
+    // than a 1 TiB machine's 942,448 MB budget; 2 TiB (1,888,788 MB) holds it.
     let machines = [
         laptop(),
         Machine::with_ram(64 * GIB),
         workstation(),
         Machine::with_ram(TIB),
+        everything_fits(),
     ];
     let tiers: Vec<Tier> = machines
         .iter()
         .map(|m| make(&reg, m, &PlanRequest::default()).tier(KIMI).unwrap())
         .collect();
-    assert_eq!(tiers, [Tier::Never, Tier::Never, Tier::Never, Tier::Hot]);
-    // On 1 TiB everything fits at once (with the CUDA models on the CPU).
+    assert_eq!(
+        tiers,
+        [
+            Tier::Never,
+            Tier::Never,
+            Tier::Never,
+            Tier::Never,
+            Tier::Hot
+        ]
+    );
+    // On 1 TiB every other model fits at once (with the CUDA models on the CPU).
     let p = make(&reg, &Machine::with_ram(TIB), &PlanRequest::default());
+    assert!(
+        p.models
+            .iter()
+            .all(|m| m.tier == Tier::Hot || m.key == KIMI)
+    );
+    // On 2 TiB everything does, Kimi K2 included.
+    let p = make(&reg, &everything_fits(), &PlanRequest::default());
     assert!(p.models.iter().all(|m| m.tier == Tier::Hot));
     let kimi = p.model(KIMI).unwrap();
-    assert_eq!(kimi.reservation_mb, 681_400);
+    assert_eq!(kimi.reservation_mb, 1_614_300);
 }
 
 /// KV bytes per token of a generator, from its spec: 2 × layers × kv_heads × head_dim ×
@@ -366,7 +415,8 @@ fn assert_shrinks_by(reg: &Registry, big: &Plan, small: &Plan, key: &str, kv_del
 #[test]
 fn shorter_context_shrinks_llm_reservations_by_the_kv_formula() {
     let reg = registry();
-    let big_box = Machine::with_ram(TIB);
+    // Every model hot at both lengths, so the device's hot bytes see every change.
+    let big_box = everything_fits();
     let at = |ctx: u64| {
         make(
             &reg,
@@ -400,6 +450,8 @@ fn shorter_context_shrinks_llm_reservations_by_the_kv_formula() {
         );
     }
     // The device's hot bytes shrink by the sum of the reservation changes.
+    assert!(long.models.iter().all(|m| m.tier == Tier::Hot));
+    assert!(short.models.iter().all(|m| m.tier == Tier::Hot));
     let shrink: u64 = long
         .models
         .iter()
@@ -434,8 +486,11 @@ fn smaller_kv_dtype_shrinks_llm_reservations_by_the_kv_formula() {
     }
 }
 
+/// Phi-4 misses the 24 GiB laptop (18,288 MB budget) even at 4k tokens (25,000 MB); on
+/// 32 GiB (25,681 MB) it fits at 4k, and 16k tokens (30,500 MB: 4,800 MB more KV cache plus
+/// its margin) push it out.
 #[test]
-fn phi4_at_16k_no_longer_fits_the_laptop() {
+fn phi4_at_16k_no_longer_fits_32_gib() {
     let reg = registry();
     let set_phi = |ctx: u64| PlanRequest {
         per_model: BTreeMap::from([(
@@ -447,8 +502,10 @@ fn phi4_at_16k_no_longer_fits_the_laptop() {
         )]),
         ..Default::default()
     };
-    let p4k = make(&reg, &laptop(), &set_phi(4096));
-    let p16k = make(&reg, &laptop(), &set_phi(16_384));
+    let on_laptop = make(&reg, &laptop(), &set_phi(4096));
+    assert_eq!(on_laptop.tier(PHI4), Some(Tier::Never));
+    let p4k = make(&reg, &ram_32_gib(), &set_phi(4096));
+    let p16k = make(&reg, &ram_32_gib(), &set_phi(16_384));
     assert_eq!(p4k.tier(PHI4), Some(Tier::Warm));
     assert_eq!(p16k.tier(PHI4), Some(Tier::Never));
     // Only Phi-4 changed: the per-model setting does not touch the other generators.
@@ -469,10 +526,11 @@ fn subsets_and_unknown_models() {
         models: vec!["phi-4".into(), "all-minilm-l6-v2".into(), MINILM.into()],
         ..Default::default()
     };
-    let p = make(&reg, &laptop(), &req);
+    let p = make(&reg, &ram_32_gib(), &req);
     let got: Vec<&str> = p.models.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(got, [MINILM, PHI4], "registry order, no duplicates");
-    // 14,100 + 200 fit the 18,288 MB budget together: both hot.
+    // 25,000 + 200 fit the 25,681 MB budget together: both hot (with all models planned,
+    // Phi-4 is the largest warm model there and only MiniLM stays hot).
     assert!(p.models.iter().all(|m| m.tier == Tier::Hot));
 
     let req = PlanRequest {
@@ -496,8 +554,9 @@ fn subsets_and_unknown_models() {
 fn a_larger_reserve_moves_models_down_a_tier() {
     let reg = registry();
     // The original guide's budget: 16 GB for the OS and a 15 % buffer. On 64 GiB that leaves
-    // 40.8 GiB instead of 54 GiB: FLUX (40,600 MB) still loads, but only 1,179 MB remain
-    // beside it, so only the two smallest embedders stay hot instead of four.
+    // 41,779 MB instead of 55,255 MB: Qwen3-Coder (49,900 MB) no longer loads at all, FLUX
+    // (40,600 MB) becomes the largest warm model with only 1,179 MB beside it, so only the
+    // two smallest embedders stay hot instead of three.
     let mut guide = BudgetPolicy::default();
     guide.ram.reserve_base_bytes = 16 * GIB;
     guide.ram.reserve_percent = 0;
@@ -513,8 +572,11 @@ fn a_larger_reserve_moves_models_down_a_tier() {
     );
     assert_eq!(
         set(&ours, Tier::Hot, PlanDevice::Cpu),
-        keys(&[MINILM, JINA, CLIP, STELLA])
+        keys(&[MINILM, JINA, CLIP])
     );
+    assert_eq!(theirs.tier(CLIP), Some(Tier::Warm));
+    assert_eq!(ours.tier(QWEN3), Some(Tier::Warm));
+    assert_eq!(theirs.tier(QWEN3), Some(Tier::Never));
 }
 
 #[test]
