@@ -442,7 +442,12 @@ fn pool(file: &Path, o: &Opts) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let governor = MemoryGovernor::with_budgets([(DeviceId::Cpu, 22 << 30)]).unwrap();
+        // The whole machine less 512 MiB: the estimate (with its margin) is what the pool
+        // reserves, and on a 24 GiB machine it is close to the RAM itself.
+        let mut sys = sysinfo::System::new();
+        sys.refresh_memory();
+        let budget = sys.total_memory().saturating_sub(512 << 20);
+        let governor = MemoryGovernor::with_budgets([(DeviceId::Cpu, budget)]).unwrap();
         let pool = GeneratorPool::builder()
             .governor(governor)
             .model(config(file, o))
