@@ -359,7 +359,7 @@ async fn kimi_k2_is_refused_by_type_never_loaded() {
         other => panic!("{other:?}"),
     }
     // 1 TiB: it would fit, but no backend runs deepseek2.
-    let large = pool(1024 * GIB, vec![config]);
+    let large = pool(2048 * GIB, vec![config]);
     let err = large
         .generate(kimi, GenerateRequest::user("hi"))
         .await
@@ -373,7 +373,7 @@ async fn kimi_k2_is_refused_by_type_never_loaded() {
         } => {
             assert_eq!(
                 (architecture.as_str(), n.0, budget.0),
-                ("deepseek2", need, 1024 * GIB)
+                ("deepseek2", need, 2048 * GIB)
             );
         }
         other => panic!("{other:?}"),
@@ -440,7 +440,7 @@ fn the_cli_streams_an_answer_and_explains_a_refusal() {
         String::from_utf8_lossy(&small.stderr).contains("can never fit"),
         "{small:?}"
     );
-    let large = cli("1TiB", &kimi);
+    let large = cli("2TiB", &kimi);
     assert!(!large.status.success());
     assert!(
         String::from_utf8_lossy(&large.stderr).contains("no backend for architecture deepseek2"),

@@ -53,7 +53,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let large = MemoryGovernor::with_budgets([(DeviceId::Cpu, 1024 * GIB)]).unwrap();
+        let large = MemoryGovernor::with_budgets([(DeviceId::Cpu, 2048 * GIB)]).unwrap();
         let err = refusal(&kimi, &large);
         assert!(
             matches!(&err, GenerateError::NoBackend { architecture, .. } if architecture == "deepseek2"),
