@@ -61,10 +61,12 @@ impl ReadSafetensors {
         let mut tensors = HashMap::new();
         for (index, path) in paths.iter().enumerate() {
             let file = File::open(path).map_err(|e| BackendError::io(path, e))?;
-            let file_len = file.metadata().map_err(|e| BackendError::io(path, e))?.len();
+            let file_len = file
+                .metadata()
+                .map_err(|e| BackendError::io(path, e))?
+                .len();
             let mut len = [0u8; 8];
-            read_exact_at(&file, &mut len, 0)
-                .map_err(|e| BackendError::io(path, e))?;
+            read_exact_at(&file, &mut len, 0).map_err(|e| BackendError::io(path, e))?;
             let header_len = u64::from_le_bytes(len);
             if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
                 return Err(BackendError::config(
@@ -87,7 +89,10 @@ impl ReadSafetensors {
                 let dtype = candle_dtype(info.dtype).ok_or_else(|| {
                     BackendError::config(
                         path,
-                        format!("tensor `{name}` has dtype {:?}, which candle cannot load", info.dtype),
+                        format!(
+                            "tensor `{name}` has dtype {:?}, which candle cannot load",
+                            info.dtype
+                        ),
                     )
                 })?;
                 let (start, end) = info.data_offsets;
@@ -226,4 +231,113 @@ fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn write(dir: &std::path::Path, name: &str, tensors: &[(&str, Tensor)]) -> PathBuf {
+        let path = dir.join(name);
+        let map: HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), t.clone()))
+            .collect();
+        candle_core::safetensors::save(&map, &path).unwrap();
+        path
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("reader-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_every_tensor_of_every_shard_exactly_and_converts_dtypes() {
+        let dir = scratch("shards");
+        let a = Tensor::arange(0f32, 24., &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3, 4))
+            .unwrap();
+        let b = Tensor::new(&[1.5f32, -2.25, 3.0], &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
+        let ids = Tensor::new(&[7i64, 8, 9], &Device::Cpu).unwrap();
+        let files = [
+            write(
+                &dir,
+                "one.safetensors",
+                &[("a", a.clone()), ("ids", ids.clone())],
+            ),
+            write(&dir, "two.safetensors", &[("b", b.clone())]),
+        ];
+        let r = ReadSafetensors::open(&files).unwrap();
+        assert!(r.contains_tensor("a") && r.contains_tensor("b") && !r.contains_tensor("c"));
+        let got = r
+            .get(
+                (2, 3, 4).into(),
+                "a",
+                candle_nn::Init::Const(0.),
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap();
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        // F16 on disk, F32 asked for: converted, values kept.
+        let got = r.get_unchecked("b", DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(got.dtype(), DType::F32);
+        assert_eq!(got.to_vec1::<f32>().unwrap(), vec![1.5, -2.25, 3.0]);
+        let got = r.get_unchecked("ids", DType::I64, &Device::Cpu).unwrap();
+        assert_eq!(got.to_vec1::<i64>().unwrap(), vec![7, 8, 9]);
+        // A wrong shape and a missing tensor are errors, not panics.
+        let e = r
+            .get(
+                (4, 6).into(),
+                "a",
+                candle_nn::Init::Const(0.),
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("shape mismatch for a"), "{e}");
+        assert!(r.get_unchecked("c", DType::F32, &Device::Cpu).is_err());
+        // Through a VarBuilder, as the models use it.
+        let vb = candle_nn::VarBuilder::from_backend(Box::new(r), DType::F32, Device::Cpu);
+        assert_eq!(vb.get((2, 3, 4), "a").unwrap().dims(), &[2, 3, 4]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn truncated_or_foreign_files_are_refused_with_the_file_named() {
+        let dir = scratch("bad");
+        let t = Tensor::arange(0f32, 1024., &Device::Cpu).unwrap();
+        let good = write(&dir, "good.safetensors", &[("t", t)]);
+        let bytes = std::fs::read(&good).unwrap();
+        let cut = dir.join("cut.safetensors");
+        std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+        let e = ReadSafetensors::open(std::slice::from_ref(&cut))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("cut.safetensors") && e.contains("truncated"),
+            "{e}"
+        );
+        let foreign = dir.join("foreign.safetensors");
+        std::fs::write(&foreign, b"PK\x03\x04 this is a zip, not safetensors").unwrap();
+        let e = ReadSafetensors::open(std::slice::from_ref(&foreign))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("foreign.safetensors"), "{e}");
+        let missing = dir.join("missing.safetensors");
+        assert!(ReadSafetensors::open(&[missing]).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
