@@ -206,7 +206,11 @@ impl MemoryPlan {
             .iter()
             .map(|&stage| {
                 let parts = estimate.components.iter().filter(|c| c.stage == stage);
-                let widest = parts.clone().map(|c| c.activations_bytes).max().unwrap_or(0);
+                let widest = parts
+                    .clone()
+                    .map(|c| c.activations_bytes)
+                    .max()
+                    .unwrap_or(0);
                 let (weights_bytes, activations_bytes) = match (staged, stage) {
                     (false, _) => (0, widest),
                     // One encoder loaded at a time: the stage peaks at the largest.

@@ -10,8 +10,8 @@ pub mod clip;
 pub mod gte_qwen2;
 pub mod jina;
 pub mod nvembed;
-pub mod stella;
 pub(crate) mod reader;
+pub mod stella;
 
 use std::fmt;
 use std::str::FromStr;
@@ -415,7 +415,11 @@ pub(crate) fn var_builder(
     device: &Device,
 ) -> Result<VarBuilder<'static>, BackendError> {
     let backend = reader::ReadSafetensors::open(files)?;
-    Ok(VarBuilder::from_backend(Box::new(backend), dtype, device.clone()))
+    Ok(VarBuilder::from_backend(
+        Box::new(backend),
+        dtype,
+        device.clone(),
+    ))
 }
 
 /// `vb` positioned so that `probe` resolves: as is, or under the first of `prefixes` that
