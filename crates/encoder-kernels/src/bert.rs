@@ -1,0 +1,300 @@
+//! The BERT encoder forward pass over unpadded rows.
+//!
+//! The rows of a batch are laid end to end (`T` tokens in all, no padding): every linear layer
+//! is one matmul over `[T, hidden]`, and attention runs per (row, head) on that row's own
+//! tokens, so padding costs nothing and needs no mask. Per layer:
+//!
+//! ```text
+//! qkv  = x·[Wq Wk Wv]ᵀ + b                   one matmul, bias in a pass
+//! ctx  = softmax(q kᵀ/√d) v  per row, head    two small matmuls + softmax, rayon over pairs
+//! x    = LN(ctx·Woᵀ + bo + x)                 matmul, then bias + residual + LN in one pass
+//! h    = GELU(x·W1ᵀ + b1)                     matmul, then bias + GELU in one pass
+//! x    = LN(h·W2ᵀ + b2 + x)                   matmul, then bias + residual + LN in one pass
+//! ```
+
+use rayon::prelude::*;
+
+use crate::linear::Linear;
+use crate::simd::{self, Activation};
+
+/// A layer norm's parameters.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub eps: f32,
+}
+
+/// One encoder layer.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Query, key and value as one `[hidden, 3·hidden]` layer.
+    pub qkv: Linear,
+    /// Attention output projection.
+    pub attn_out: Linear,
+    pub attn_norm: LayerNorm,
+    /// Feed-forward up projection (`intermediate.dense`).
+    pub up: Linear,
+    /// Feed-forward down projection (`output.dense`).
+    pub down: Linear,
+    pub ffn_norm: LayerNorm,
+}
+
+/// Embedding tables.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    /// `[vocab, hidden]`.
+    pub words: Vec<f32>,
+    /// `[max_positions, hidden]`.
+    pub positions: Vec<f32>,
+    /// Row 0 of the token-type table (every input is segment 0).
+    pub token_type: Vec<f32>,
+    pub norm: LayerNorm,
+}
+
+/// A BERT encoder held as f32 buffers laid out for the kernels.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    pub hidden: usize,
+    pub heads: usize,
+    pub activation: Activation,
+    pub embeddings: Embeddings,
+    pub layers: Vec<Layer>,
+}
+
+/// Per-batch working buffers.
+struct Scratch {
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    proj: Vec<f32>,
+    inter: Vec<f32>,
+}
+
+impl Encoder {
+    /// Bytes of weights held.
+    pub fn bytes(&self) -> usize {
+        let e = &self.embeddings;
+        let ln = |n: &LayerNorm| (n.gamma.len() + n.beta.len()) * 4;
+        let emb = (e.words.len() + e.positions.len() + e.token_type.len()) * 4 + ln(&e.norm);
+        emb + self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv.bytes()
+                    + l.attn_out.bytes()
+                    + l.up.bytes()
+                    + l.down.bytes()
+                    + ln(&l.attn_norm)
+                    + ln(&l.ffn_norm)
+            })
+            .sum::<usize>()
+    }
+
+    /// Most tokens per row (the position table's length).
+    pub fn max_positions(&self) -> usize {
+        self.embeddings.positions.len() / self.hidden
+    }
+
+    /// Hidden states of every token, rows end to end: `[Σ len, hidden]`.
+    ///
+    /// # Panics
+    /// If a row is longer than [`max_positions`](Self::max_positions) or an id is outside
+    /// the vocabulary.
+    pub fn forward(&self, rows: &[&[u32]]) -> Vec<f32> {
+        let h = self.hidden;
+        let total: usize = rows.iter().map(|r| r.len()).sum();
+        let mut x = self.embed(rows);
+        let inter_width = self.layers.first().map_or(0, |l| l.up.outputs());
+        let mut s = Scratch {
+            qkv: vec![0.0; total * 3 * h],
+            ctx: vec![0.0; total * h],
+            proj: vec![0.0; total * h],
+            inter: vec![0.0; total * inter_width],
+        };
+        let mut starts = Vec::with_capacity(rows.len());
+        let mut at = 0;
+        for r in rows {
+            starts.push((at, r.len()));
+            at += r.len();
+        }
+        for layer in &self.layers {
+            self.layer(layer, &mut x, &starts, &mut s);
+        }
+        x
+    }
+
+    /// Word + position + token-type embeddings, layer-normed.
+    fn embed(&self, rows: &[&[u32]]) -> Vec<f32> {
+        let h = self.hidden;
+        let e = &self.embeddings;
+        let vocab = e.words.len() / h;
+        let total: usize = rows.iter().map(|r| r.len()).sum();
+        let mut x = Vec::with_capacity(total * h);
+        for row in rows {
+            assert!(
+                row.len() <= self.max_positions(),
+                "a row of {} tokens is longer than the {} positions the encoder has",
+                row.len(),
+                self.max_positions()
+            );
+            for (p, &id) in row.iter().enumerate() {
+                let id = id as usize;
+                assert!(
+                    id < vocab,
+                    "token id {id} is outside the vocabulary of {vocab}"
+                );
+                x.extend_from_slice(&e.words[id * h..(id + 1) * h]);
+                let start = x.len() - h;
+                simd::add_assign(&mut x[start..], &e.positions[p * h..(p + 1) * h]);
+                simd::add_assign(&mut x[start..], &e.token_type);
+            }
+        }
+        let n = &e.norm;
+        simd::add_layer_norm(&mut x, None, None, &n.gamma, &n.beta, n.eps);
+        x
+    }
+
+    fn layer(&self, l: &Layer, x: &mut [f32], rows: &[(usize, usize)], s: &mut Scratch) {
+        let h = self.hidden;
+        let t = x.len() / h;
+        let par_rows = |buf: &mut [f32], width: usize, f: &(dyn Fn(&mut [f32], usize) + Sync)| {
+            // Row blocks in parallel; `f` gets a block and its first row.
+            const BLOCK: usize = 64;
+            buf.par_chunks_mut(BLOCK * width)
+                .enumerate()
+                .for_each(|(i, b)| f(b, i * BLOCK));
+        };
+
+        l.qkv.matmul(x, t, &mut s.qkv);
+        par_rows(&mut s.qkv, 3 * h, &|b, _| {
+            simd::bias_act(b, l.qkv.bias(), None)
+        });
+        self.attention(&s.qkv, rows, &mut s.ctx);
+
+        l.attn_out.matmul(&s.ctx, t, &mut s.proj);
+        {
+            let n = &l.attn_norm;
+            let residual: &[f32] = x;
+            par_rows(&mut s.proj, h, &|b, r0| {
+                let res = &residual[r0 * h..r0 * h + b.len()];
+                simd::add_layer_norm(
+                    b,
+                    Some(l.attn_out.bias()),
+                    Some(res),
+                    &n.gamma,
+                    &n.beta,
+                    n.eps,
+                )
+            });
+        }
+        x.copy_from_slice(&s.proj);
+
+        l.up.matmul(x, t, &mut s.inter);
+        let act = self.activation;
+        par_rows(&mut s.inter, l.up.outputs(), &|b, _| {
+            simd::bias_act(b, l.up.bias(), Some(act))
+        });
+        l.down.matmul(&s.inter, t, &mut s.proj);
+        {
+            let n = &l.ffn_norm;
+            let residual: &[f32] = x;
+            par_rows(&mut s.proj, h, &|b, r0| {
+                let res = &residual[r0 * h..r0 * h + b.len()];
+                simd::add_layer_norm(b, Some(l.down.bias()), Some(res), &n.gamma, &n.beta, n.eps)
+            });
+        }
+        x.copy_from_slice(&s.proj);
+    }
+
+    /// Scaled dot-product attention of every row with itself, head by head; `qkv` is
+    /// `[T, 3·hidden]` (biases added), `ctx` receives `[T, hidden]`.
+    fn attention(&self, qkv: &[f32], rows: &[(usize, usize)], ctx: &mut [f32]) {
+        let h = self.hidden;
+        let d = h / self.heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let tasks: Vec<(usize, usize, usize)> = rows
+            .iter()
+            .flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head)))
+            .collect();
+        let ctx_ptr = SendPtr(ctx.as_mut_ptr());
+        tasks
+            .par_iter()
+            .for_each_init(Vec::new, |scores, &(start, len, head)| {
+                let ctx_ptr = &ctx_ptr;
+                scores.resize(len * len, 0.0);
+                let q = qkv[start * 3 * h + head * d..].as_ptr();
+                let k = qkv[start * 3 * h + h + head * d..].as_ptr();
+                let v = qkv[start * 3 * h + 2 * h + head * d..].as_ptr();
+                let stride = (3 * h) as isize;
+                // SAFETY: q, k and v address `len` rows of `d` values with row stride 3·hidden
+                // inside `qkv` (the row's tokens); `scores` is `len × len`. Each task writes only
+                // its own row range × head columns of `ctx`, so writes never overlap.
+                unsafe {
+                    // scores = scale · q kᵀ
+                    gemm::gemm(
+                        len,
+                        len,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        q,
+                        1,
+                        stride,
+                        k,
+                        stride,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    simd::softmax_rows(scores, len);
+                    // ctx[rows, head] = scores · v
+                    gemm::gemm(
+                        len,
+                        d,
+                        len,
+                        ctx_ptr.0.add(start * h + head * d),
+                        1,
+                        h as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        len as isize,
+                        v,
+                        1,
+                        stride,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+    }
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint regions of one buffer to rayon tasks (see `attention`).
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// Mean of the rows `from..to` of `hidden` (`[T, width]`), appended to `out`.
+pub fn mean_rows(hidden: &[f32], width: usize, from: usize, to: usize, out: &mut Vec<f32>) {
+    let start = out.len();
+    out.resize(start + width, 0.0);
+    let acc = &mut out[start..];
+    for r in from..to {
+        simd::add_assign(acc, &hidden[r * width..(r + 1) * width]);
+    }
+    let n = (to - from).max(1) as f32;
+    for v in acc.iter_mut() {
+        *v /= n;
+    }
+}

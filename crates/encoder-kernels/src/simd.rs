@@ -1,0 +1,307 @@
+//! Element-wise f32 kernels (layer norm, GELU, softmax) written as plain loops that LLVM
+//! vectorises, compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run time.
+//!
+//! The workspace builds for the baseline x86-64 target, where LLVM may only use SSE2; the
+//! [`multiversion!`] wrappers give the same loops the wider instruction sets of the CPU they
+//! actually run on. Reductions keep 16 partial sums so that they vectorise without reordering
+//! permission (no fast-math in Rust).
+
+/// Defines `fn $name` whose body is compiled for AVX-512, for AVX2+FMA and for the baseline,
+/// and dispatched on what the CPU supports (`is_x86_feature_detected!` caches its answer).
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+                fn v4($($arg: $ty),*) { body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) { body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                {
+                    // SAFETY: the CPU has the features `v4` is compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `v3` is compiled for.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+const LANES: usize = 16;
+
+/// Sum of `x`, in 16 lanes.
+#[inline(always)]
+pub(crate) fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// Largest element of `x` (−∞ for an empty slice).
+#[inline(always)]
+pub(crate) fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `e^x` for f32, within 2 ulp over the range where the result is normal; branch-free so
+/// that it vectorises (Cephes' `expf` polynomial after reduction by ln 2).
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 5.000_000_1e-1);
+    let y = p.mul_add(r * r, r) + 1.0;
+    // 2^n by building the exponent field; n is in [-126, 127] after the clamp.
+    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    y * scale
+}
+
+/// `erf(x)` for f32, within a few ulp: the rational approximation Eigen and PyTorch's
+/// vectorised CPU kernels use, on `x` clamped to [−4, 4] (where erf is ±1 in f32).
+#[inline(always)]
+pub(crate) fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    p = p.mul_add(x2, 2.770_681_4e-8);
+    p = p.mul_add(x2, -2.101_024e-6);
+    p = p.mul_add(x2, -5.692_506_4e-5);
+    p = p.mul_add(x2, -7.349_906_3e-4);
+    p = p.mul_add(x2, -2.954_6e-3);
+    p = p.mul_add(x2, -1.609_603_3e-2);
+    let p = p * x;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q.mul_add(x2, -2.133_740_6e-4);
+    q = q.mul_add(x2, -1.682_827e-3);
+    q = q.mul_add(x2, -7.373_329_3e-3);
+    q = q.mul_add(x2, -1.426_474e-2);
+    p / q
+}
+
+/// GELU as BERT's `gelu`: `x/2 · (1 + erf(x/√2))`.
+#[inline(always)]
+pub(crate) fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU with the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+#[inline(always)]
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6; // √(2/π)
+    let y = C * (x + 0.044_715 * x * x * x);
+    // tanh(y) = 1 − 2 / (e^{2y} + 1), exact enough for f32 and branch-free.
+    let t = 1.0 - 2.0 / (exp(2.0 * y) + 1.0);
+    0.5 * x * (1.0 + t)
+}
+
+/// The activation of the feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU (erf), BERT's `gelu`.
+    GeluErf,
+    /// GELU with the tanh approximation.
+    GeluTanh,
+    /// `max(0, x)`.
+    Relu,
+}
+
+multiversion! {
+    /// `x[r, :] = act(x[r, :] + bias)` for every row of width `bias.len()`.
+    pub fn bias_act(x: &mut [f32], bias: &[f32], act: Option<Activation>) {
+        let w = bias.len();
+        for row in x.chunks_exact_mut(w) {
+            match act {
+                None => for (v, b) in row.iter_mut().zip(bias) { *v += b },
+                Some(Activation::GeluErf) => {
+                    for (v, b) in row.iter_mut().zip(bias) { *v = gelu_erf(*v + b) }
+                }
+                Some(Activation::GeluTanh) => {
+                    for (v, b) in row.iter_mut().zip(bias) { *v = gelu_tanh(*v + b) }
+                }
+                Some(Activation::Relu) => {
+                    for (v, b) in row.iter_mut().zip(bias) { *v = (*v + b).max(0.0) }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Layer norm of each row of `x` (width `gamma.len()`) in place, after adding `bias` and,
+    /// when given, the matching row of `residual`: `x = LN(x + bias + residual)`.
+    pub fn add_layer_norm(
+        x: &mut [f32],
+        bias: Option<&[f32]>,
+        residual: Option<&[f32]>,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) {
+        let w = gamma.len();
+        for (r, row) in x.chunks_exact_mut(w).enumerate() {
+            if let Some(b) = bias {
+                for (v, b) in row.iter_mut().zip(b) { *v += b }
+            }
+            if let Some(res) = residual {
+                for (v, s) in row.iter_mut().zip(&res[r * w..(r + 1) * w]) { *v += s }
+            }
+            let mean = sum(row) / w as f32;
+            let mut acc = [0f32; LANES];
+            let chunks = row.chunks_exact(LANES);
+            let tail: f32 = chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum();
+            for c in chunks {
+                for i in 0..LANES {
+                    let d = c[i] - mean;
+                    acc[i] += d * d;
+                }
+            }
+            let var = (acc.iter().sum::<f32>() + tail) / w as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax of each row of `x` (width `w`) in place.
+    pub fn softmax_rows(x: &mut [f32], w: usize) {
+        for row in x.chunks_exact_mut(w) {
+            let m = max(row);
+            for v in row.iter_mut() { *v = exp(*v - m) }
+            let inv = 1.0 / sum(row);
+            for v in row.iter_mut() { *v *= inv }
+        }
+    }
+}
+
+multiversion! {
+    /// `dst += src`, element-wise.
+    pub fn add_assign(dst: &mut [f32], src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src) { *d += s }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn erf_ref(x: f64) -> f64 {
+        // Abramowitz–Stegun 7.1.26 is not precise enough to check against; integrate instead.
+        let n = 20_000;
+        let h = x / n as f64;
+        let f = |t: f64| (-t * t).exp();
+        let mut s = f(0.0) + f(x);
+        for i in 1..n {
+            s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn exp_is_within_a_few_ulp() {
+        let mut worst = 0f64;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let got = exp(x) as f64;
+            let want = (x as f64).exp();
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert_eq!(exp(-1000.0), 0.0_f32.max(exp(-87.0)));
+    }
+
+    #[test]
+    fn erf_matches_the_integral() {
+        for i in -60..=60 {
+            let x = i as f32 * 0.1;
+            let want = erf_ref(x as f64);
+            let got = erf(x) as f64;
+            assert!((got - want).abs() < 5e-7, "erf({x}) = {got}, want {want}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_and_softmax_rows() {
+        let mut x: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let orig = x.clone();
+        let gamma: Vec<f32> = (0..20).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let beta: Vec<f32> = (0..20).map(|i| i as f32 * 0.001).collect();
+        add_layer_norm(&mut x, None, None, &gamma, &beta, 1e-12);
+        for (r, row) in orig.chunks(20).enumerate() {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / 20.0;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 20.0;
+            for i in 0..20 {
+                let want = (row[i] as f64 - mean) / (var + 1e-12).sqrt() * gamma[i] as f64
+                    + beta[i] as f64;
+                assert!((x[r * 20 + i] as f64 - want).abs() < 1e-5);
+            }
+        }
+        let mut s = orig.clone();
+        softmax_rows(&mut s, 20);
+        for (r, row) in orig.chunks(20).enumerate() {
+            let m = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+            for i in 0..20 {
+                let want = (row[i] as f64 - m).exp() / z;
+                assert!((s[r * 20 + i] as f64 - want).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn activations() {
+        let mut x = vec![-3.0f32, -1.0, 0.0, 0.5, 2.0];
+        bias_act(&mut x, &[0.0; 5], Some(Activation::GeluErf));
+        let want = [-0.004_049_7, -0.158_655_3, 0.0, 0.345_731_1, 1.954_499_7];
+        for (g, w) in x.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        let mut y = vec![-3.0f32, -1.0, 0.0, 0.5, 2.0];
+        bias_act(&mut y, &[0.0; 5], Some(Activation::GeluTanh));
+        let want = [-0.003_637_4, -0.158_808, 0.0, 0.345_714, 1.954_597_7];
+        for (g, w) in y.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
+}

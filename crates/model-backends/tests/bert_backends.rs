@@ -1,0 +1,75 @@
+//! The BERT CPU kernels against candle-transformers' `bert` on the same weights: a tiny
+//! random-weight checkpoint (always) and, in `minilm_reference.rs`, the real all-MiniLM-L6-v2.
+//! Rows of different lengths share a padded batch, so padding handling is compared too.
+
+mod common;
+
+use candle_core::{DType, Device};
+use model_backends::ModelDir;
+use model_backends::models::bert::{Backend, Model};
+use model_backends::text::{Encoded, pad_right};
+
+fn rows() -> Vec<Encoded> {
+    // [CLS] … [SEP] with ids inside the tiny vocabulary; lengths 3 to 24 (the tiny limit).
+    [3usize, 24, 7, 11, 1 + 1 + 1, 17]
+        .iter()
+        .enumerate()
+        .map(|(r, &len)| {
+            let mut ids = vec![2u32];
+            ids.extend((0..len - 2).map(|i| 5 + ((r * 13 + i * 7) % 90) as u32));
+            ids.push(3);
+            Encoded {
+                ids,
+                pool_from: 0,
+                truncated: false,
+            }
+        })
+        .collect()
+}
+
+fn embed(model: &Model, rows: &[Encoded]) -> Vec<Vec<f32>> {
+    let refs: Vec<&Encoded> = rows.iter().collect();
+    let batch = pad_right(&refs, 0, &Device::Cpu).unwrap();
+    model.forward(&batch).unwrap().to_vec2::<f32>().unwrap()
+}
+
+#[test]
+fn kernels_match_candle_on_a_tiny_bert() {
+    let dir = ModelDir::local(common::tiny(model_backends::Family::Bert)).unwrap();
+    let kernels = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        kernels.backend(),
+        Backend::Kernels,
+        "f32 on the CPU runs the kernels"
+    );
+    let candle = Model::load_with(&dir, DType::F32, &Device::Cpu, Backend::Candle).unwrap();
+    let rows = rows();
+    let (a, b) = (embed(&kernels, &rows), embed(&candle, &rows));
+    for (r, (x, y)) in a.iter().zip(&b).enumerate() {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "row {r}: max |Δ| {worst}");
+        assert!(common::cosine(x, y) > 0.99999, "row {r}");
+    }
+    // Each row alone gives what it gave in the padded batch.
+    for (r, row) in rows.iter().enumerate() {
+        let alone = embed(&kernels, std::slice::from_ref(row));
+        assert!(common::cosine(&alone[0], &a[r]) > 0.999999, "row {r} alone");
+    }
+    // And the comparison can fail: a row's embedding is not another's.
+    assert!(common::cosine(&a[0], &b[1]) < 0.999);
+}
+
+#[test]
+fn kernels_refuse_what_they_cannot_run() {
+    let dir = ModelDir::local(common::tiny(model_backends::Family::Bert)).unwrap();
+    let err = Model::load_with(&dir, DType::F16, &Device::Cpu, Backend::Kernels)
+        .err()
+        .expect("f16 is candle's");
+    assert!(err.to_string().contains("f32"), "{err}");
+    let f16 = Model::load(&dir, DType::F16, &Device::Cpu).unwrap();
+    assert_eq!(f16.backend(), Backend::Candle);
+}
