@@ -8,8 +8,6 @@
 //! `config.json` and safetensors headers; it needs the spec TOMLs under `model-cards/` (the
 //! directory named by `MODEL_CARDS_DIR`, else the workspace's own).
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -242,46 +240,22 @@ fn set_architecture(component: &mut model_spec::Component, values: &[(&str, u64)
     }
 }
 
-/// The tensors named in a safetensors header (8-byte little-endian length, then JSON).
+/// The tensors named in a safetensors header (read without the data).
 pub fn safetensors_header(path: &Path) -> Result<Vec<TensorDesc>, BackendError> {
-    let mut file = std::fs::File::open(path).map_err(|e| BackendError::io(path, e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)
-        .map_err(|e| BackendError::io(path, e))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(BackendError::config(
-            path,
-            format!("safetensors header of {len} bytes is implausible"),
-        ));
-    }
-    let mut json = vec![0u8; len as usize];
-    file.read_exact(&mut json)
-        .map_err(|e| BackendError::io(path, e))?;
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        dtype: String,
-        shape: Vec<u64>,
-    }
-    let header: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&json).map_err(|e| BackendError::config(path, e))?;
+    let header = crate::models::reader::Header::read(path)?;
     let mut out = Vec::new();
-    for (name, value) in header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let entry: Entry = serde_json::from_value(value)
-            .map_err(|e| BackendError::config(path, format!("{name}: {e}")))?;
-        let dtype = entry
-            .dtype
+    for (name, info) in header.metadata.tensors() {
+        // The header's dtype names (`F32`, `BF16`, `F8_E4M3`, …) are the spec's.
+        let dtype = format!("{:?}", info.dtype)
             .parse()
             .map_err(|e: String| BackendError::config(path, format!("{name}: {e}")))?;
         out.push(TensorDesc {
             name,
-            shape: entry.shape,
+            shape: info.shape.iter().map(|&d| d as u64).collect(),
             dtype,
         });
     }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 

@@ -54,37 +54,60 @@ fn candle_dtype(d: StDtype) -> Option<DType> {
     })
 }
 
+/// A safetensors file's header, read without touching its data.
+pub(crate) struct Header {
+    pub file: File,
+    pub file_len: u64,
+    /// Offset of the data section (tensor offsets are relative to it).
+    pub data_start: u64,
+    pub metadata: Metadata,
+}
+
+impl Header {
+    /// Reads the 8-byte length and the JSON header of `path`.
+    pub(crate) fn read(path: &std::path::Path) -> Result<Self, BackendError> {
+        let file = File::open(path).map_err(|e| BackendError::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| BackendError::io(path, e))?.len();
+        let mut len = [0u8; 8];
+        read_exact_at(&file, &mut len, 0).map_err(|e| BackendError::io(path, e))?;
+        let header_len = u64::from_le_bytes(len);
+        if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
+            return Err(BackendError::config(
+                path,
+                format!(
+                    "safetensors header of {header_len} bytes in a {file_len}-byte file: \
+                     the file is truncated or not safetensors; download it again"
+                ),
+            ));
+        }
+        let mut head = vec![0u8; header_len as usize];
+        read_exact_at(&file, &mut head, 8).map_err(|e| BackendError::io(path, e))?;
+        // `SafeTensors::read_metadata` wants the whole file in memory; the header alone
+        // deserializes (and is checked for ordered offsets) through `Metadata` itself.
+        let metadata: Metadata = serde_json::from_slice(&head).map_err(|e| {
+            BackendError::config(path, format!("invalid safetensors header: {e}"))
+        })?;
+        Ok(Header {
+            file,
+            file_len,
+            data_start: 8 + header_len,
+            metadata,
+        })
+    }
+}
+
 impl ReadSafetensors {
     /// Opens `paths` and reads their headers (nothing else).
     pub(crate) fn open(paths: &[PathBuf]) -> Result<Self, BackendError> {
         let mut files = Vec::with_capacity(paths.len());
         let mut tensors = HashMap::new();
         for (index, path) in paths.iter().enumerate() {
-            let file = File::open(path).map_err(|e| BackendError::io(path, e))?;
-            let file_len = file
-                .metadata()
-                .map_err(|e| BackendError::io(path, e))?
-                .len();
-            let mut len = [0u8; 8];
-            read_exact_at(&file, &mut len, 0).map_err(|e| BackendError::io(path, e))?;
-            let header_len = u64::from_le_bytes(len);
-            if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
-                return Err(BackendError::config(
-                    path,
-                    format!(
-                        "safetensors header of {header_len} bytes in a {file_len}-byte file: \
-                         the file is truncated or not safetensors; download it again"
-                    ),
-                ));
-            }
-            let mut head = vec![0u8; header_len as usize];
-            read_exact_at(&file, &mut head, 8).map_err(|e| BackendError::io(path, e))?;
-            // `SafeTensors::read_metadata` wants the whole file in memory; the header alone
-            // deserializes (and is checked for ordered offsets) through `Metadata` itself.
-            let metadata: Metadata = serde_json::from_slice(&head).map_err(|e| {
-                BackendError::config(path, format!("invalid safetensors header: {e}"))
-            })?;
-            let data_start = 8 + header_len;
+            let Header {
+                file,
+                file_len,
+                data_start,
+                metadata,
+            } = Header::read(path)?;
             for (name, info) in metadata.tensors() {
                 let dtype = candle_dtype(info.dtype).ok_or_else(|| {
                     BackendError::config(
