@@ -67,7 +67,10 @@ impl Header {
     /// Reads the 8-byte length and the JSON header of `path`.
     pub(crate) fn read(path: &std::path::Path) -> Result<Self, BackendError> {
         let file = File::open(path).map_err(|e| BackendError::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| BackendError::io(path, e))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(|e| BackendError::io(path, e))?
+            .len();
         let mut len = [0u8; 8];
         read_exact_at(&file, &mut len, 0).map_err(|e| BackendError::io(path, e))?;
         let header_len = u64::from_le_bytes(len);
@@ -84,9 +87,8 @@ impl Header {
         read_exact_at(&file, &mut head, 8).map_err(|e| BackendError::io(path, e))?;
         // `SafeTensors::read_metadata` wants the whole file in memory; the header alone
         // deserializes (and is checked for ordered offsets) through `Metadata` itself.
-        let metadata: Metadata = serde_json::from_slice(&head).map_err(|e| {
-            BackendError::config(path, format!("invalid safetensors header: {e}"))
-        })?;
+        let metadata: Metadata = serde_json::from_slice(&head)
+            .map_err(|e| BackendError::config(path, format!("invalid safetensors header: {e}")))?;
         Ok(Header {
             file,
             file_len,
