@@ -117,22 +117,24 @@ async fn generate_and_check(pipeline: Pipeline, staged: bool) {
         assert_eq!(*reserved, want, "{event:?}");
     }
     assert_eq!(governor.reserved(DeviceId::Cpu), Some(resident));
-    assert_eq!(
+    // Each part carries the margin, rounded up on its own: at most a byte per part apart.
+    assert!(
+        memory.peak_bytes().abs_diff(memory.estimate.total_bytes) <= 2,
+        "the peak of the reservations is the estimator's figure for this size: {} vs {}",
         memory.peak_bytes(),
-        memory.estimate.total_bytes - memory.estimate.margin_bytes,
-        "the peak of the reservations is the estimator's figure for this size, margin aside"
+        memory.estimate.total_bytes
     );
     if staged {
         assert!(
             stage_bytes(Stage::TextEncoder)
                 > memory.stage(Stage::TextEncoder).unwrap().activations_bytes
         );
-        assert_eq!(resident, memory.estimate.overhead_bytes);
+        assert_eq!(resident, with_margin(memory.estimate.overhead_bytes));
     } else {
         assert!(memory.stages.iter().all(|s| s.weights_bytes == 0));
         assert_eq!(
             resident,
-            memory.estimate.weights_bytes + memory.estimate.overhead_bytes
+            with_margin(memory.estimate.weights_bytes + memory.estimate.overhead_bytes)
         );
     }
     assert_eq!(
@@ -273,10 +275,7 @@ async fn resolution_sets_the_activation_reservation_and_never_fits_is_refused_at
         );
     }
     for m in [&small, &large] {
-        assert_eq!(
-            m.peak_bytes(),
-            m.estimate.total_bytes - m.estimate.margin_bytes
-        );
+        assert!(m.peak_bytes().abs_diff(m.estimate.total_bytes) <= 2);
     }
     // A budget that holds the model and a 64×64 request but not a 256×128 one.
     let budget = (small.peak_bytes() + large.peak_bytes()) / 2;
@@ -493,4 +492,9 @@ fn the_cli_writes_an_image_file_for_a_prompt() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("multiples of 16"), "{stderr}");
     random::remove(&dir).unwrap();
+}
+
+/// `bytes` plus the registry profiles' margin (15 %), rounded up as the plan rounds it.
+fn with_margin(bytes: u64) -> u64 {
+    bytes + (bytes * model_spec::profile::DEFAULT_MARGIN_PERCENT).div_ceil(100)
 }
