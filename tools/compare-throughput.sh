@@ -1,37 +1,43 @@
 #!/usr/bin/env bash
 # Embedding throughput of this workspace (through the pool) against sentence-transformers on
-# PyTorch, on the same machine, same texts, same batch sizes: four rows (≈15 and ≈165 tokens,
-# batch 1 and 32), each side run REPS times, interleaved (candle, torch, torch, candle, …) so
-# that load from other processes hits both alike. Prints a markdown table of medians.
+# PyTorch, on the same machine, same texts, same batch sizes: four rows (15 and 165 tokens,
+# batch 1 and 32), each side run REPS times, interleaved (the order rotates every repetition)
+# so that load from other processes hits every side alike. Prints a markdown table of medians.
 # Not run in CI.
 #
-# Usage: [EMBED_THROUGHPUT=BIN] tools/compare-throughput.sh [MODEL_DIR] [REPS]
+# Usage: [EMBED_THROUGHPUT=BIN] [BEFORE=BIN] tools/compare-throughput.sh [MODEL_DIR] [REPS]
+#   EMBED_THROUGHPUT  an already built `embed_throughput` example to measure instead of
+#                     building this checkout's
+#   BEFORE            another build of the example (say, of an older commit): measured in the
+#                     same interleaved run and shown as extra columns
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${1:-$root/.cache/all-MiniLM-L6-v2}"
 reps="${2:-3}"
 cd "$root"
 
-# EMBED_THROUGHPUT: an already built example binary (say, of an older commit) to compare instead.
 if [ -z "${EMBED_THROUGHPUT:-}" ]; then
   cargo build --quiet --release -p model-backends --example embed_throughput
 fi
 rust="${EMBED_THROUGHPUT:-$root/target/release/examples/embed_throughput}"
-"$root/tools/st-throughput.sh" --model-dir "$dir" --words 1 --batch 1 --n 1 >/dev/null # venv
+"$root/tools/st-throughput.sh" --model-dir "$dir" --words 1 --batch 1 --n 1 >/dev/null 2>&1 # venv
 
+sides=(candle torch)
+[ -n "${BEFORE:-}" ] && sides+=(before)
 runs="$(mktemp)"
 trap 'rm -f "$runs"' EXIT
 # 13 and 163 words: 15 and 165 tokens with [CLS] and [SEP].
 for words in 13 163; do
   for batch in 1 32; do
     for ((r = 0; r < reps; r++)); do
-      if ((r % 2 == 0)); then order="candle torch"; else order="torch candle"; fi
-      for side in $order; do
-        if [ "$side" = candle ]; then
-          line="$("$rust" --model-dir "$dir" --words "$words" --batch "$batch" --n 256)"
-        else
-          line="$("$root/tools/st-throughput.sh" --model-dir "$dir" --words "$words" --batch "$batch" --n 256)"
-        fi
+      for ((s = 0; s < ${#sides[@]}; s++)); do
+        side="${sides[(s + r) % ${#sides[@]}]}"
+        args=(--model-dir "$dir" --words "$words" --batch "$batch" --n 256)
+        case "$side" in
+          candle) line="$("$rust" "${args[@]}")" ;;
+          before) line="$("$BEFORE" "${args[@]}")" ;;
+          torch) line="$("$root/tools/st-throughput.sh" "${args[@]}" 2>/dev/null)" ;;
+        esac
         echo "$side $line" | tee -a "$runs" >&2
       done
     done
@@ -45,11 +51,21 @@ for line in open(sys.argv[1]):
     side, js = line.split(" ", 1)
     d = json.loads(js)
     rows.setdefault((d["tokens"], d["batch"]), {}).setdefault(side, []).append(d)
-print("| texts | batch | candle (pool) sent/s | sentence-transformers sent/s | ratio | candle peak RSS MiB | PyTorch peak RSS MiB |")
-print("|---|---|---|---|---|---|---|")
+before = any("before" in s for s in rows.values())
+head = "| texts | batch |"
+if before:
+    head += " before sent/s | before ratio | before peak RSS MiB |"
+head += " candle (pool) sent/s | sentence-transformers sent/s | ratio | candle peak RSS MiB | PyTorch peak RSS MiB |"
+print(head)
+print("|" + "---|" * (head.count("|") - 1))
 for (tokens, batch), sides in sorted(rows.items()):
     med = lambda s, k: statistics.median(d[k] for d in sides[s])
     c, t = med("candle", "sentences_per_s"), med("torch", "sentences_per_s")
-    print(f"| {tokens} tokens | {batch} | {c:.1f} | {t:.1f} | {c / t:.2f}× | "
-          f"{med('candle', 'peak_rss_mb'):.0f} | {med('torch', 'peak_rss_mb'):.0f} |")
+    line = f"| {tokens} tokens | {batch} |"
+    if before:
+        b = med("before", "sentences_per_s")
+        line += f" {b:.1f} | {b / t:.2f}× | {med('before', 'peak_rss_mb'):.0f} |"
+    line += (f" {c:.1f} | {t:.1f} | {c / t:.2f}× | "
+             f"{med('candle', 'peak_rss_mb'):.0f} | {med('torch', 'peak_rss_mb'):.0f} |")
+    print(line)
 PY

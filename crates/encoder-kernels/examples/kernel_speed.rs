@@ -41,6 +41,20 @@ fn norm(h: usize) -> LayerNorm {
     }
 }
 
+/// CPU time of the process (all threads), seconds: less disturbed than wall time by other
+/// work on a shared machine.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    f.get(11)
+        .zip(f.get(12))
+        .map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -102,12 +116,14 @@ fn main() {
         .collect();
     let refs: Vec<&[u32]> = ids.iter().map(|r| r.as_slice()).collect();
     enc.forward(&refs);
-    let reps = 5;
-    let start = Instant::now();
+    let reps = (2000 / t).clamp(5, 200);
+    let (start, cpu) = (Instant::now(), cpu_seconds());
     for _ in 0..reps {
         std::hint::black_box(enc.forward(&refs));
     }
     let s = start.elapsed().as_secs_f64() / reps as f64;
+    let c = (cpu_seconds() - cpu) / reps as f64;
+    println!("forward CPU time {:.2} ms", c * 1e3);
     println!(
         "forward {rows} rows x {len} tokens: {:.2} ms, {:.1} sentences/s",
         s * 1e3,

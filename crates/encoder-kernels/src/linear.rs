@@ -200,4 +200,34 @@ mod tests {
             assert_eq!(&z[r * 6 + 3..r * 6 + 6], &y[r * 3..r * 3 + 3]);
         }
     }
+
+    #[test]
+    fn row_and_column_bands_match_one_gemm() {
+        // Big enough to be split: in row bands (many rows) and column bands (few rows).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for rows in [5usize, 200] {
+            let (inputs, outputs) = (384, 400);
+            let w: Vec<f32> = (0..outputs * inputs)
+                .map(|i| ((i * 7) % 11) as f32 - 5.0)
+                .collect();
+            let x: Vec<f32> = (0..rows * inputs)
+                .map(|i| ((i * 3) % 5) as f32 - 2.0)
+                .collect();
+            let lin = Linear::new(&w, None, outputs, inputs);
+            let mut y = vec![f32::NAN; rows * outputs];
+            pool.install(|| lin.matmul(&x, rows, &mut y));
+            for r in 0..rows {
+                for o in 0..outputs {
+                    // Small integers: every partial sum is exact in f32.
+                    let want: f32 = (0..inputs)
+                        .map(|i| x[r * inputs + i] * w[o * inputs + i])
+                        .sum();
+                    assert_eq!(y[r * outputs + o], want, "rows {rows}: ({r}, {o})");
+                }
+            }
+        }
+    }
 }

@@ -87,7 +87,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 8.333_452e-3);
     p = p.mul_add(r, 4.166_579_6e-2);
     p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 5.000_000_1e-1);
+    p = p.mul_add(r, 0.5);
     let y = p.mul_add(r * r, r) + 1.0;
     // 2^n by building the exponent field; n is in [-126, 127] after the clamp.
     let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
@@ -207,8 +207,21 @@ multiversion! {
     pub fn softmax_rows(x: &mut [f32], w: usize) {
         for row in x.chunks_exact_mut(w) {
             let m = max(row);
-            for v in row.iter_mut() { *v = exp(*v - m) }
-            let inv = 1.0 / sum(row);
+            // e^(x - max) and its sum in one pass.
+            let mut acc = [0f32; LANES];
+            let mut chunks = row.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                for i in 0..LANES {
+                    c[i] = exp(c[i] - m);
+                    acc[i] += c[i];
+                }
+            }
+            let mut total: f32 = acc.iter().sum();
+            for v in chunks.into_remainder() {
+                *v = exp(*v - m);
+                total += *v;
+            }
+            let inv = 1.0 / total;
             for v in row.iter_mut() { *v *= inv }
         }
     }

@@ -245,7 +245,7 @@ impl Model {
 /// in turn, so the load holds the weights once plus one tensor.
 fn encoder(vb: &VarBuilder<'static>, c: &Config) -> candle_core::Result<Encoder> {
     let h = c.hidden_size;
-    if c.num_attention_heads == 0 || h % c.num_attention_heads != 0 {
+    if c.num_attention_heads == 0 || !h.is_multiple_of(c.num_attention_heads) {
         candle_core::bail!(
             "hidden_size {h} is not a multiple of num_attention_heads {}",
             c.num_attention_heads
