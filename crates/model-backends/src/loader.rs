@@ -116,9 +116,14 @@ where
     T: Send + 'static,
 {
     let _one_at_a_time = serial.lock_owned().await;
-    let loaded = tokio::task::spawn_blocking(job)
-        .await
-        .map_err(|e| LoadError::failed(format!("load task failed: {e}")))?;
+    let loaded = tokio::task::spawn_blocking(move || {
+        // Free blocks of models dropped earlier would be reused silently and hide this load's
+        // resident increase.
+        crate::memory::trim_heap();
+        job()
+    })
+    .await
+    .map_err(|e| LoadError::failed(format!("load task failed: {e}")))?;
     match loaded {
         Ok((model, m)) => {
             let bytes = resident_bytes(&m);

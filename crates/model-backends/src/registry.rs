@@ -278,13 +278,15 @@ mod tests {
         assert_eq!(minilm.dtype, Some(candle_core::DType::F32));
         assert_eq!(minilm.memory.profile_seq_len, Some(256));
         let m = minilm.model.memory;
-        assert_eq!(
-            minilm.memory.resident_bytes + minilm.memory.per_request_bytes + m.margin_bytes,
-            m.total_bytes,
-            "resident + per-request + margin is the estimate's total"
+        // Each part carries its share of the margin, rounded up: at most a byte per part off.
+        let reserved = minilm.memory.resident_bytes + minilm.memory.per_request_bytes;
+        assert!(
+            reserved.abs_diff(m.total_bytes) <= 2,
+            "resident + per-request is the estimate's total: {reserved} vs {}",
+            m.total_bytes
         );
         let spec = pool_spec(minilm.model, DeviceId::Cpu);
-        assert_eq!(spec.need_bytes(), m.total_bytes - m.margin_bytes);
+        assert_eq!(spec.need_bytes(), reserved);
         let gte = lookup("Alibaba-NLP/gte-Qwen2-1.5B-instruct").unwrap();
         assert!(gte.query_instruction().unwrap().starts_with("Instruct: "));
         let clip = lookup("openai/clip-vit-base-patch32").unwrap();

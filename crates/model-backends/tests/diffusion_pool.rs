@@ -494,7 +494,7 @@ fn the_cli_writes_an_image_file_for_a_prompt() {
     random::remove(&dir).unwrap();
 }
 
-/// `bytes` plus the registry profiles' margin (15 %), rounded up as the plan rounds it.
+/// `bytes` plus the registry profiles' margin, as the plan adds it to each part.
 fn with_margin(bytes: u64) -> u64 {
-    bytes + (bytes * model_spec::profile::DEFAULT_MARGIN_PERCENT).div_ceil(100)
+    bytes + model_spec::estimate::margin_on(bytes, model_spec::profile::DEFAULT_MARGIN_PERCENT)
 }

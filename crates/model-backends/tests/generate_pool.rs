@@ -335,10 +335,11 @@ async fn kimi_k2_is_refused_by_type_never_loaded() {
             .unwrap();
     let need = config.need_bytes();
     let registry = model_registry::by_key(kimi).unwrap().memory;
-    assert_eq!(
-        need + registry.margin_bytes,
-        registry.total_bytes,
-        "the estimate's parts"
+    // The KV cache is reserved per token of context: up to a byte per token is rounded off.
+    assert!(
+        need.abs_diff(registry.total_bytes) <= config.context_tokens as u64 + 2,
+        "the estimate's parts, margin included: {need} vs {}",
+        registry.total_bytes
     );
 
     // A 24 GiB machine: the pool's never-fits error, estimate vs budget.

@@ -110,13 +110,26 @@ pub struct MemoryBreakdown {
 }
 
 impl MemoryBreakdown {
-    /// Bytes held while the model is loaded, shared by concurrent requests.
+    /// Bytes a pool reserves while the model is loaded, shared by concurrent requests: weights
+    /// and overhead with their share of the margin.
     pub const fn resident_bytes(&self) -> u64 {
-        self.weights_bytes + self.overhead_bytes
+        self.with_margin(self.weights_bytes + self.overhead_bytes)
     }
 
-    /// Bytes each concurrent request holds while it runs.
+    /// Bytes a pool reserves for each concurrent request: KV cache and working set with their
+    /// share of the margin. With the resident bytes, one request reserves `total_bytes`.
     pub const fn per_request_bytes(&self) -> u64 {
-        self.kv_cache_bytes + self.activations_bytes
+        self.with_margin(self.kv_cache_bytes + self.activations_bytes)
+    }
+
+    /// `part` plus its proportional share of the margin (rounded up): the margin covers what
+    /// the formulas miss in every part alike, so a reservation carries it too.
+    pub const fn with_margin(&self, part: u64) -> u64 {
+        let bare = self.total_bytes - self.margin_bytes;
+        if bare == 0 {
+            return part;
+        }
+        let share = (part as u128 * self.margin_bytes as u128).div_ceil(bare as u128);
+        part + share as u64
     }
 }

@@ -68,6 +68,23 @@ pub struct MemoryEstimate {
     pub notes: Vec<String>,
 }
 
+/// `percent` % of `bytes`, rounded up: the margin the estimate adds to its parts' sum.
+pub fn margin_on(bytes: u64, percent: u64) -> u64 {
+    (u128::from(bytes) * u128::from(percent)).div_ceil(100) as u64
+}
+
+impl MemoryEstimate {
+    /// `part` plus its proportional share of the margin (rounded up): what a pool reserves for
+    /// that part, so that resident + one request reserves `total_bytes`.
+    pub fn with_margin(&self, part: u64) -> u64 {
+        let bare = self.total_bytes - self.margin_bytes;
+        if bare == 0 {
+            return part;
+        }
+        part + (u128::from(part) * u128::from(self.margin_bytes)).div_ceil(u128::from(bare)) as u64
+    }
+}
+
 /// Why an estimate could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("model `{model}`: {message}")]
@@ -187,9 +204,7 @@ pub fn cpu_repacked_bytes(c: &Component, p: &RunProfile) -> u64 {
             }
             match r.dtype {
                 DType::Q4K => r.bytes * 4 / 3,
-                DType::Q6K if multi_row && name != Some(shapes::LOGITS_TENSOR) => {
-                    r.bytes * 32 / 21
-                }
+                DType::Q6K if multi_row && name != Some(shapes::LOGITS_TENSOR) => r.bytes * 32 / 21,
                 _ => 0,
             }
         })
@@ -550,7 +565,7 @@ pub fn estimate(spec: &ModelSpec, profile: &RunProfile) -> Result<MemoryEstimate
         ));
     }
     let subtotal = weights + kv_cache + activations + overhead;
-    let margin = (subtotal * profile.margin_percent).div_ceil(100);
+    let margin = margin_on(subtotal, profile.margin_percent);
     let total = subtotal + margin;
     let est_mb = total.div_ceil(MB).div_ceil(100) * 100;
     notes.push(format!(

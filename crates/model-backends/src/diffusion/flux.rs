@@ -242,7 +242,7 @@ impl Flux {
                 let ids = self.clip_tokenizer.encode(&request.prompt)?;
                 clip.forward(&ids.ids, ids.eos, device)?.pooled
             };
-            super::run::trim_heap();
+            crate::memory::trim_heap();
             let t5 = Held::get(r.map(|r| &r.t5), || self.load_t5())?;
             let ids = self.t5_tokenizer.encode(&request.prompt)?;
             let context = t5.encode(&ids.ids, device)?;

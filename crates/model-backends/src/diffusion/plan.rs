@@ -204,8 +204,10 @@ impl MemoryPlan {
         let estimate = self.estimate(width, height)?;
         let staged = self.staged();
         let weights: u64 = estimate.components.iter().map(|c| c.weights_bytes).sum();
-        let margin = self.profile.margin_percent;
-        let m = |b: u64| b + (b * margin).div_ceil(100);
+        // The profile's margin on each part (not a share of this size's margin): the resident
+        // bytes are then the same whatever size a request asks for.
+        let percent = self.profile.margin_percent;
+        let m = |b: u64| b + model_spec::estimate::margin_on(b, percent);
         let resident_bytes = m(estimate.overhead_bytes + if staged { 0 } else { weights });
         let stages = STAGES
             .iter()

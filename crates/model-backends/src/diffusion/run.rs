@@ -99,7 +99,7 @@ impl Run<'_> {
         let out = f();
         // The stage's components (when staged) and working set are dropped by now; give the
         // freed heap back before the reservation goes, so that the next stage really has it.
-        trim_heap();
+        crate::memory::trim_heap();
         drop(reservation);
         let out = out.map_err(|f| match f {
             Failure::Backend(e) => ImageError::backend(self.model, e),
@@ -154,23 +154,3 @@ impl Run<'_> {
         }
     }
 }
-
-/// Returns freed heap memory to the operating system.
-///
-/// glibc serves allocations below its mmap threshold from its arenas, and the threshold
-/// rises (to 32 MiB) as large blocks are freed, so most tensors of a network end up there;
-/// freed, they stay in the process. After a staged denoiser is dropped that was measured at
-/// 2 GiB kept over into the decoder stage, memory the governor had already handed back.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) fn trim_heap() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: `malloc_trim` takes no pointers and only releases memory that is free.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub(crate) fn trim_heap() {}

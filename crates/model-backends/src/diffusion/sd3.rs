@@ -391,7 +391,7 @@ impl Sd3 {
                 penultimate.push(out.penultimate);
                 pooled.push(out.pooled);
                 drop(clip);
-                super::run::trim_heap();
+                crate::memory::trim_heap();
             }
             let clip_context = Tensor::cat(&penultimate, D::Minus1)?;
             let width = clip_context.dim(D::Minus1)?;
