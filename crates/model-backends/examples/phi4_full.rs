@@ -383,7 +383,21 @@ fn direct(file: &Path, o: &Opts) {
     profile.context_tokens = Some((o.prompt + o.new) as u64);
     profile.prompt_tokens = Some(o.prompt as u64);
     let est = estimate_checkpoint(KEY, Backend::Phi3Gguf, file, Some(&profile)).unwrap();
-    let expected = est.total_bytes - est.margin_bytes + repack;
+    // The estimate counts the repacked tiles since estimator version 2; `repack` is the same
+    // quantity counted here independently from the written tensors, as a cross-check.
+    let counted: u64 = model_backends::registry::specs()
+        .ok()
+        .and_then(|r| {
+            let spec = &r.get(KEY)?.spec.spec;
+            Some(
+                spec.components
+                    .iter()
+                    .map(|c| model_spec::estimate::cpu_repacked_bytes(c, &profile))
+                    .sum(),
+            )
+        })
+        .unwrap_or(0);
+    let expected = est.total_bytes - est.margin_bytes;
     let available = mem_available();
     println!(
         "estimate for this run (context {}): {:.0} MB = weights {:.0} + kv {:.0} + activations {:.0} + overhead {:.0} + margin {:.0}",
@@ -401,10 +415,11 @@ fn direct(file: &Path, o: &Opts) {
         default_est.total_bytes as f64 / MB
     );
     println!(
-        "repacked tiles expected: {:.0} MB (Q4_K {:.0} MB × 4/3, prefill Q6_K {:.0} MB × 1.524); expected peak ≈ {:.0} MB, available {:.0} MB",
+        "repacked tiles expected: {:.0} MB (Q4_K {:.0} MB × 4/3, prefill Q6_K {:.0} MB × 1.524; the estimator counts {:.0} MB); expected peak ≈ {:.0} MB, available {:.0} MB",
         repack as f64 / MB,
         of(model_spec::DType::Q4K) as f64 / MB,
         q6_prefill as f64 / MB,
+        counted as f64 / MB,
         expected as f64 / MB,
         available as f64 / MB
     );
