@@ -1,13 +1,45 @@
 //! The BERT CPU kernels against candle-transformers' `bert` on the same weights: a tiny
-//! random-weight checkpoint (always) and, in `minilm_reference.rs`, the real all-MiniLM-L6-v2.
-//! Rows of different lengths share a padded batch, so padding handling is compared too.
+//! random-weight checkpoint, and the real all-MiniLM-L6-v2 against the independent reference
+//! embeddings (`../shared/minilm-reference.json`; the checkpoint comes from
+//! `tools/fetch-minilm.sh`, without it that test fails and says so). Rows of different
+//! lengths share a padded batch, so padding handling is compared too. (A process of its own:
+//! the loads here would disturb the load-memory measurement in `minilm_reference.rs`.)
 
 mod common;
 
 use candle_core::{DType, Device};
 use model_backends::ModelDir;
+use model_backends::config::ModelConfig;
 use model_backends::models::bert::{Backend, Model};
 use model_backends::text::{Encoded, pad_right};
+use model_backends::{EmbeddingModel, TextMode};
+
+const KEY: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    text: String,
+    embedding: Vec<f32>,
+}
+
+fn checkpoint() -> std::path::PathBuf {
+    let dir = std::env::var_os("MINILM_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::workspace().join(".cache/all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file(),
+        "the real all-MiniLM-L6-v2 is not in {}: run `tools/fetch-minilm.sh` (or set MINILM_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+fn reference() -> Vec<Reference> {
+    let path = common::workspace().join("../shared/minilm-reference.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reference embeddings missing: {} ({e})", path.display()));
+    serde_json::from_str(&text).expect("minilm-reference.json: [{text, n_tokens, embedding}]")
+}
 
 fn rows() -> Vec<Encoded> {
     // [CLS] … [SEP] with ids inside the tiny vocabulary; lengths 3 to 24 (the tiny limit).
@@ -72,4 +104,30 @@ fn kernels_refuse_what_they_cannot_run() {
     assert!(err.to_string().contains("f32"), "{err}");
     let f16 = Model::load(&dir, DType::F16, &Device::Cpu).unwrap();
     assert_eq!(f16.backend(), Backend::Candle);
+}
+
+#[test]
+fn cpu_kernels_and_candle_agree_with_the_reference() {
+    let refs = reference();
+    let config = ModelConfig::registry(KEY, checkpoint()).unwrap();
+    let tokens = EmbeddingModel::load(&config).unwrap();
+    let texts: Vec<String> = refs.iter().map(|r| r.text.clone()).collect();
+    let encoded = tokens.tokenize(&texts, &TextMode::Document).unwrap();
+    let rows: Vec<_> = encoded.iter().collect();
+    let dir = ModelDir::local(checkpoint()).unwrap();
+    let batch = model_backends::text::pad_right(&rows, 0, &Device::Cpu).unwrap();
+    let mut worst = Vec::new();
+    for backend in [Backend::Kernels, Backend::Candle] {
+        let model = Model::load_with(&dir, DType::F32, &Device::Cpu, backend).unwrap();
+        assert_eq!(model.backend(), backend);
+        let pooled = model.forward(&batch).unwrap().to_vec2::<f32>().unwrap();
+        let min = refs
+            .iter()
+            .zip(&pooled)
+            .map(|(r, v)| common::cosine(v, &r.embedding))
+            .fold(f64::INFINITY, f64::min);
+        assert!(min >= 0.99999, "{backend:?}: worst cosine {min}");
+        worst.push((backend, min));
+    }
+    println!("worst cosine against the reference, padded batch: {worst:?}");
 }

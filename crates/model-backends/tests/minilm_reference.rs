@@ -168,31 +168,3 @@ fn cli_reports_estimate_against_measured_memory() {
     // 86.6 MiB of F32 weights must show up in what the load leaves resident and in the peak.
     assert!(measured > 60.0 && peak >= measured, "{row}");
 }
-
-#[test]
-fn cpu_kernels_and_candle_agree_with_the_reference() {
-    use candle_core::{DType, Device};
-    use model_backends::models::bert::{Backend, Model};
-    let refs = reference();
-    let config = ModelConfig::registry(KEY, checkpoint()).unwrap();
-    let tokens = EmbeddingModel::load(&config).unwrap();
-    let texts: Vec<String> = refs.iter().map(|r| r.text.clone()).collect();
-    let encoded = tokens.tokenize(&texts, &TextMode::Document).unwrap();
-    let rows: Vec<_> = encoded.iter().collect();
-    let dir = ModelDir::local(checkpoint()).unwrap();
-    let batch = model_backends::text::pad_right(&rows, 0, &Device::Cpu).unwrap();
-    let mut worst = Vec::new();
-    for backend in [Backend::Kernels, Backend::Candle] {
-        let model = Model::load_with(&dir, DType::F32, &Device::Cpu, backend).unwrap();
-        assert_eq!(model.backend(), backend);
-        let pooled = model.forward(&batch).unwrap().to_vec2::<f32>().unwrap();
-        let min = refs
-            .iter()
-            .zip(&pooled)
-            .map(|(r, v)| cosine(v, &r.embedding))
-            .fold(f64::INFINITY, f64::min);
-        assert!(min >= 0.99999, "{backend:?}: worst cosine {min}");
-        worst.push((backend, min));
-    }
-    println!("worst cosine against the reference, padded batch: {worst:?}");
-}
