@@ -16,30 +16,7 @@ use model_backends::{EmbeddingModel, TextMode};
 
 const KEY: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
-#[derive(serde::Deserialize)]
-struct Reference {
-    text: String,
-    embedding: Vec<f32>,
-}
-
-fn checkpoint() -> std::path::PathBuf {
-    let dir = std::env::var_os("MINILM_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| common::workspace().join(".cache/all-MiniLM-L6-v2"));
-    assert!(
-        dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file(),
-        "the real all-MiniLM-L6-v2 is not in {}: run `tools/fetch-minilm.sh` (or set MINILM_DIR)",
-        dir.display()
-    );
-    dir
-}
-
-fn reference() -> Vec<Reference> {
-    let path = common::workspace().join("../shared/minilm-reference.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reference embeddings missing: {} ({e})", path.display()));
-    serde_json::from_str(&text).expect("minilm-reference.json: [{text, n_tokens, embedding}]")
-}
+use common::minilm::{checkpoint, reference};
 
 fn rows() -> Vec<Encoded> {
     // [CLS] … [SEP] with ids inside the tiny vocabulary; lengths 3 to 24 (the tiny limit).

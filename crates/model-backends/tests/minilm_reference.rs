@@ -7,49 +7,16 @@
 
 mod common;
 
-use std::path::PathBuf;
 
 use common::cosine;
 use model_backends::config::ModelConfig;
 use model_backends::model_dir::ModelDir;
 use model_backends::{EmbeddingModel, EmbeddingPool, TextMode};
 use model_pool::{DeviceId, MemoryGovernor};
-use serde::Deserialize;
 
 const KEY: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
-#[derive(Deserialize)]
-struct Reference {
-    text: String,
-    n_tokens: usize,
-    embedding: Vec<f32>,
-}
-
-fn checkpoint() -> PathBuf {
-    let dir = std::env::var_os("MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::workspace().join(".cache/all-MiniLM-L6-v2"));
-    assert!(
-        dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file(),
-        "the real all-MiniLM-L6-v2 is not in {}: run `tools/fetch-minilm.sh` (or set MINILM_DIR)",
-        dir.display()
-    );
-    dir
-}
-
-fn reference() -> Vec<Reference> {
-    let path = common::workspace().join("../shared/minilm-reference.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "reference embeddings missing: cannot read {} ({e}); it ships in `shared/` beside the checkout",
-            path.display()
-        )
-    });
-    let refs: Vec<Reference> =
-        serde_json::from_str(&text).expect("minilm-reference.json: [{text, n_tokens, embedding}]");
-    assert!(!refs.is_empty());
-    refs
-}
+use common::minilm::{checkpoint, reference};
 
 fn pool() -> EmbeddingPool {
     let governor = MemoryGovernor::with_budgets([(DeviceId::Cpu, 8 << 30)]).unwrap();

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod minilm;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
