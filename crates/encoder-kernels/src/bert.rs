@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::linear::Linear;
+use crate::linear::{Linear, SendPtr};
 use crate::simd::{self, Activation};
 
 /// A layer norm's parameters.
@@ -279,11 +279,6 @@ impl Encoder {
             });
     }
 }
-
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint regions of one buffer to rayon tasks (see `attention`).
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 /// Mean of the rows `from..to` of `hidden` (`[T, width]`), appended to `out`.
 pub fn mean_rows(hidden: &[f32], width: usize, from: usize, to: usize, out: &mut Vec<f32>) {

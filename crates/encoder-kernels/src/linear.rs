@@ -162,8 +162,10 @@ impl Linear {
     }
 }
 
-struct SendPtr(*mut f32);
-// SAFETY: hands disjoint column bands of one buffer to rayon tasks (see `Linear::matmul`).
+/// A raw output pointer shared with rayon tasks that each write a disjoint region of it.
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: hands disjoint regions of one buffer to rayon tasks (column bands in
+// `Linear::matmul`, rows and heads in `bert::attention`); no two tasks touch the same element.
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
