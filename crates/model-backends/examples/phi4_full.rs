@@ -370,33 +370,20 @@ fn direct(file: &Path, o: &Opts) {
         .map(|t| t.bytes())
         .sum();
     let repack = of(model_spec::DType::Q4K) * 4 / 3 + q6_prefill * 5120 / 3360;
-    let mut profile: RunProfile = model_backends::registry::specs()
-        .unwrap()
-        .get(KEY)
-        .unwrap()
-        .spec
-        .spec
-        .profile()
-        .unwrap()
-        .clone();
+    let registry = model_backends::registry::specs().unwrap();
+    let spec = &registry.get(KEY).unwrap().spec.spec;
+    let mut profile: RunProfile = spec.profile().unwrap().clone();
     let default_est = estimate_checkpoint(KEY, Backend::Phi3Gguf, file, Some(&profile)).unwrap();
     profile.context_tokens = Some((o.prompt + o.new) as u64);
     profile.prompt_tokens = Some(o.prompt as u64);
     let est = estimate_checkpoint(KEY, Backend::Phi3Gguf, file, Some(&profile)).unwrap();
     // The estimate counts the repacked tiles since estimator version 2; `repack` is the same
     // quantity counted here independently from the written tensors, as a cross-check.
-    let counted: u64 = model_backends::registry::specs()
-        .ok()
-        .and_then(|r| {
-            let spec = &r.get(KEY)?.spec.spec;
-            Some(
-                spec.components
-                    .iter()
-                    .map(|c| model_spec::estimate::cpu_repacked_bytes(c, &profile))
-                    .sum(),
-            )
-        })
-        .unwrap_or(0);
+    let counted: u64 = spec
+        .components
+        .iter()
+        .map(|c| model_spec::estimate::cpu_repacked_bytes(c, &profile))
+        .sum();
     let expected = est.total_bytes - est.margin_bytes;
     let available = mem_available();
     println!(
