@@ -218,12 +218,24 @@ pub fn expand(input: TokenStream, cx: &Context) -> TokenStream {
                     Source::File(lit) => lit.value(),
                     Source::Inline(_) => format!("inline spec of `{ident}`"),
                 };
+                let spec_text = match (&d.source, tracked) {
+                    (Source::File(_), Some(abs)) => {
+                        let abs = abs.to_string_lossy();
+                        quote!(include_str!(#abs))
+                    }
+                    (Source::Inline(lit), _) | (Source::File(lit), None) => {
+                        let text = l.spec.text.as_str();
+                        let _ = lit;
+                        quote!(#text)
+                    }
+                };
                 let info = info_expr(
                     &InfoSource {
                         spec: &l.spec.spec,
                         memory,
                         quantization: derived_quantization(&l.spec.spec, &memory.profile),
                         spec_path,
+                        spec_text,
                     },
                     &target,
                 );

@@ -41,6 +41,8 @@ pub struct InfoSource<'a> {
     pub quantization: String,
     /// How the spec file is named in `spec_path`.
     pub spec_path: String,
+    /// An expression for the spec's text (`include_str!(…)` of the file, or the literal).
+    pub spec_text: TokenStream,
 }
 
 /// An integer literal, digits grouped by three (`90_856_960`) so the generated code reads well
@@ -140,6 +142,137 @@ pub fn profile_expr(p: &RunProfile, k: &TokenStream) -> TokenStream {
     }
 }
 
+/// The backend that serves a spec, from its capability, its main component's family and,
+/// for the two Qwen2 embedders, whether it has a Sentence-Transformers Dense head; `None`
+/// when no Candle backend runs the architecture. This is the one place that maps spec facts
+/// onto backends: the runtime reads the result from the registry.
+pub fn backend_of(spec: &ModelSpec) -> Option<&'static str> {
+    use model_spec::Family as F;
+    let main = spec
+        .components
+        .iter()
+        .find(|c| matches!(c.name.as_str(), "model" | "transformer"))
+        .or(spec.components.first())?;
+    let has = |f: F| spec.components.iter().any(|c| c.family == f);
+    Some(match (spec.capability, main.family) {
+        (Capability::TextEmbedding | Capability::ImageEmbedding, f) => match f {
+            F::Bert => "Bert",
+            F::JinaBert => "JinaBert",
+            F::Qwen2 if has(F::Dense) => "Stella",
+            F::Qwen2 => "GteQwen2",
+            F::NvEmbed => "NvEmbed",
+            F::Clip => "Clip",
+            _ => return None,
+        },
+        (Capability::TextToText | Capability::Vision, f) => match architecture(spec).as_str() {
+            "phi3" => "Phi3Gguf",
+            "qwen3moe" => "Qwen3MoeGguf",
+            _ if f == F::Llava => "Llava15",
+            _ => return None,
+        },
+        (Capability::TextToImage, F::Flux) => "Flux",
+        (Capability::TextToImage, F::Mmdit) => "Sd3",
+        (Capability::TextToImage, _) => return None,
+    })
+}
+
+/// The architecture as the weights name it: the recorded `gguf_architecture`, else the
+/// family of the main component.
+pub fn architecture(spec: &ModelSpec) -> String {
+    let Some(c) = spec.components.first() else {
+        return String::new();
+    };
+    c.architecture
+        .get("gguf_architecture")
+        .and_then(|f| f.get_ref().value.as_str().map(str::to_owned))
+        .unwrap_or_else(|| c.family.as_str().to_owned())
+}
+
+fn serving_str(spec: &ModelSpec, key: &str) -> Option<String> {
+    spec.serving
+        .get(key)
+        .and_then(|f| f.get_ref().value.as_str().map(str::to_owned))
+}
+
+fn serving_f64(spec: &ModelSpec, key: &str) -> Option<f64> {
+    spec.serving.get(key).and_then(|f| match &f.get_ref().value {
+        toml::Value::Float(x) => Some(*x),
+        toml::Value::Integer(i) => Some(*i as f64),
+        _ => None,
+    })
+}
+
+/// `ServingFacts { … }` for the generated code.
+pub fn serving_expr(spec: &ModelSpec, k: &TokenStream) -> TokenStream {
+    let architecture = architecture(spec);
+    let s = |key: &str| opt_str(serving_str(spec, key).as_deref());
+    let u = |key: &str| opt_u64(spec.serving_u64(key));
+    let pooling = s("pooling");
+    let query_instruction = s("query_instruction");
+    let chat_template = s("chat_template");
+    let normalize = match spec.serving.get("normalize").and_then(|f| f.get_ref().value.as_bool()) {
+        Some(b) => quote!(Some(#b)),
+        None => quote!(None),
+    };
+    let generator = matches!(spec.capability, Capability::TextToText | Capability::Vision);
+    let sampling = if generator {
+        let f = |key: &str, default: f64| {
+            Literal::f64_unsuffixed(serving_f64(spec, key).unwrap_or(default))
+        };
+        let temperature = f("temperature", 0.0);
+        let top_p = f("top_p", 1.0);
+        let top_k = lit_u64(spec.serving_u64("top_k").unwrap_or(0));
+        let repetition_penalty = f("repetition_penalty", 1.0);
+        quote!(Some(#k::SamplingDefaults {
+            temperature: #temperature,
+            top_p: #top_p,
+            top_k: #top_k,
+            repetition_penalty: #repetition_penalty,
+        }))
+    } else {
+        quote!(None)
+    };
+    let image_size = u("image_size");
+    let default_steps = u("default_steps");
+    let max_width = u("max_width");
+    let max_height = u("max_height");
+    quote! {
+        #k::ServingFacts {
+            architecture: #architecture,
+            pooling: #pooling,
+            normalize: #normalize,
+            query_instruction: #query_instruction,
+            chat_template: #chat_template,
+            sampling: #sampling,
+            image_size: #image_size,
+            default_steps: #default_steps,
+            max_width: #max_width,
+            max_height: #max_height,
+        }
+    }
+}
+
+fn components_expr(spec: &ModelSpec, k: &TokenStream) -> TokenStream {
+    let items = spec.components.iter().map(|c| {
+        let name = &c.name;
+        let family = c.family.as_str();
+        let stage = match c.stage {
+            model_spec::spec::Stage::Main => "main",
+            model_spec::spec::Stage::TextEncoder => "text_encoder",
+            model_spec::spec::Stage::Denoiser => "denoiser",
+            model_spec::spec::Stage::Decoder => "decoder",
+        };
+        let files = &c.files;
+        quote!(#k::ComponentInfo {
+            name: #name,
+            family: #family,
+            stage: #stage,
+            files: &[#(#files),*],
+        })
+    });
+    quote!(&[#(#items),*])
+}
+
 /// The text of a fact's value (`"unpinned"` for `revision = { value = "unpinned", … }`).
 pub fn fact_text(v: &toml::Value) -> String {
     match v {
@@ -182,6 +315,16 @@ pub fn info_expr(src: &InfoSource<'_>, target: &Target) -> TokenStream {
     .map(lit_u64);
     let fingerprint = &m.fingerprint;
     let spec_path = &src.spec_path;
+    let spec_text = &src.spec_text;
+    let backend = match backend_of(spec) {
+        Some(b) => {
+            let b = proc_macro2::Ident::new(b, proc_macro2::Span::call_site());
+            quote!(Some(#k::Backend::#b))
+        }
+        None => quote!(None),
+    };
+    let serving = serving_expr(spec, k);
+    let components = components_expr(spec, k);
     quote! {
         #k::CandleModelInfo {
             registry_key: #key,
@@ -206,7 +349,11 @@ pub fn info_expr(src: &InfoSource<'_>, target: &Target) -> TokenStream {
                 total_bytes: #total,
             },
             fingerprint: #fingerprint,
+            backend: #backend,
+            serving: #serving,
+            components: #components,
             spec_path: #spec_path,
+            spec_toml: #spec_text,
         }
     }
 }

@@ -26,6 +26,28 @@ pub struct GeneratedRegistry {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// Copies `models.toml` and every spec the generated module includes (`include_str!` of
+/// `$OUT_DIR/specs/…`) from `root` into `out_dir/specs/`, each written to a temporary file and
+/// renamed, so the compiled registry carries the exact text it was checked against.
+pub fn stage_sources(root: &Path, out_dir: &Path) -> std::io::Result<()> {
+    let Ok(registry) = Registry::load(root) else {
+        // The generated module is a `compile_error!` then and includes nothing.
+        return Ok(());
+    };
+    let mut files = vec![PathBuf::from(LIST_FILE)];
+    files.extend(registry.models.iter().map(|m| PathBuf::from(&m.entry.spec)));
+    for rel in files {
+        let to = out_dir.join("specs").join(&rel);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = to.with_extension("toml.tmp");
+        std::fs::copy(root.join(&rel), &tmp)?;
+        std::fs::rename(&tmp, &to)?;
+    }
+    Ok(())
+}
+
 /// Generates the registry module for the model-cards folder `root`.
 pub fn generate(root: &Path) -> GeneratedRegistry {
     let (tokens, header, inputs, diagnostics) = match Registry::load(root) {
@@ -112,12 +134,15 @@ fn model_item(
     let origin = Origin::File(spec_path.to_owned());
     match check_memory(spec, &origin, Some(&m.entry.profile)) {
         Ok(memory) => {
+            let rel = m.entry.spec.as_str();
+            let spec_text = quote!(include_str!(concat!(env!("OUT_DIR"), "/specs/", #rel)));
             let info = info_expr(
                 &InfoSource {
                     spec: &spec.spec,
                     memory,
                     quantization: m.entry.quantization.clone(),
                     spec_path: spec_path.to_owned(),
+                    spec_text,
                 },
                 target,
             );
@@ -244,6 +269,11 @@ pub fn registry_tokens(registry: &Registry, target: &Target) -> (TokenStream, Ve
         /// Every registry model, in `models.toml` order.
         pub static ALL: &[&#k::CandleModelInfo] = &[#(&#idents),*];
 
+        /// The text of `models.toml` the registry was generated from (each model's spec text
+        /// is its `spec_toml`): with them the estimator and the planner run in a binary
+        /// installed without the source tree.
+        pub const MODELS_TOML: &str = include_str!(concat!(env!("OUT_DIR"), "/specs/models.toml"));
+
         /// The registry model with this key (its Hub repo id), if there is one.
         pub fn by_key(key: &str) -> Option<&'static #k::CandleModelInfo> {
             match key {
@@ -265,6 +295,9 @@ fn failed_registry_tokens(d: &Diagnostic, target: &Target) -> TokenStream {
 
         /// Empty: the registry failed to load.
         pub static ALL: &[&#k::CandleModelInfo] = &[];
+
+        /// Empty: the registry failed to load.
+        pub const MODELS_TOML: &str = "";
 
         /// Always `None`: the registry failed to load.
         pub fn by_key(key: &str) -> Option<&'static #k::CandleModelInfo> {

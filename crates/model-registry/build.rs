@@ -17,7 +17,10 @@ fn main() {
     for input in &generated.inputs {
         println!("cargo::rerun-if-changed={}", input.display());
     }
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("models.rs");
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
+    build_support::registry::stage_sources(&cards, &out_dir)
+        .unwrap_or_else(|e| panic!("cannot copy the specs into {}: {e}", out_dir.display()));
+    let out = out_dir.join("models.rs");
     std::fs::write(&out, generated.source)
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
 }

@@ -26,7 +26,10 @@
 mod info;
 mod profile;
 
-pub use info::{CandleModelInfo, Capability, MB, MemoryBreakdown, WeightFormat};
+pub use info::{
+    Backend, CandleModelInfo, Capability, ComponentInfo, MB, MemoryBreakdown, SamplingDefaults,
+    ServingFacts, WeightFormat,
+};
 pub use profile::{Device, RunProfile};
 
 /// Declares `CandleModelInfo` statics from spec TOMLs, checked exactly like the registry's

@@ -1,0 +1,312 @@
+//! BERT encoders with mean pooling: all-MiniLM-L6-v2 (Sentence-Transformers: Transformer →
+//! Pooling(mean) → Normalize).
+//!
+//! Two networks read the same weights through the same [`var_builder`]:
+//! - [`Backend::Kernels`] (f32 on the CPU, the default there): the forward pass of
+//!   [`encoder_kernels::bert::Encoder`], which lays the rows of a batch end to end without
+//!   padding, runs each linear layer as one gemm over weights transposed (and Q/K/V fused) at
+//!   load, and fuses bias, activation, residual and layer norm into single vectorised passes.
+//!   Several times faster than candle's generic path on a CPU; the reasons are measured in
+//!   `docs/encoder-speed.md`.
+//! - [`Backend::Candle`]: candle-transformers' `bert`, for other dtypes and for GPUs.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{self, BertModel, HiddenAct, PositionEmbeddingType};
+use encoder_kernels::bert::{Embeddings, Encoder, Layer, LayerNorm};
+use encoder_kernels::{Activation, Linear};
+use serde::Deserialize;
+
+use super::{Batch, Net, Parts, defaults, mean_pool, rooted};
+use model_runtime::safetensors::var_builder;
+use model_runtime::{BackendError, ModelDir};
+use super::text::TextRules;
+
+/// `config.json` of a BERT checkpoint (the fields the encoder reads).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "gelu")]
+    pub hidden_act: HiddenAct,
+    pub max_position_embeddings: usize,
+    #[serde(default = "defaults::two")]
+    pub type_vocab_size: usize,
+    #[serde(default = "defaults::f64_1e_12")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: usize,
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+}
+
+fn gelu() -> HiddenAct {
+    HiddenAct::Gelu
+}
+
+impl Config {
+    /// Reads `config.json`.
+    pub fn read(dir: &ModelDir) -> Result<Self, BackendError> {
+        let c: Config = dir.json("config.json", "the BERT configuration")?;
+        if let Some(kind) = c
+            .position_embedding_type
+            .as_deref()
+            .filter(|k| *k != "absolute")
+        {
+            return Err(BackendError::config(
+                dir.root().join("config.json"),
+                format!(
+                    "position_embedding_type `{kind}` is not supported by the BERT backend (ALiBi models are JinaBERT)"
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The architecture values the memory estimator reads.
+    pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("hidden_size", self.hidden_size as u64),
+            ("num_hidden_layers", self.num_hidden_layers as u64),
+            ("num_attention_heads", self.num_attention_heads as u64),
+            ("intermediate_size", self.intermediate_size as u64),
+            ("vocab_size", self.vocab_size as u64),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings as u64,
+            ),
+            ("type_vocab_size", self.type_vocab_size as u64),
+        ]
+    }
+
+    fn to_candle(&self) -> bert::Config {
+        bert::Config {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            intermediate_size: self.intermediate_size,
+            hidden_act: self.hidden_act,
+            hidden_dropout_prob: 0.0,
+            max_position_embeddings: self.max_position_embeddings,
+            type_vocab_size: self.type_vocab_size,
+            initializer_range: 0.02,
+            layer_norm_eps: self.layer_norm_eps,
+            pad_token_id: self.pad_token_id,
+            position_embedding_type: PositionEmbeddingType::Absolute,
+            use_cache: false,
+            classifier_dropout: None,
+            model_type: Some("bert".to_owned()),
+        }
+    }
+}
+
+/// Which network runs a BERT checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The workspace's CPU kernels ([`encoder_kernels`]): f32 on the CPU only.
+    Kernels,
+    /// candle-transformers' `bert`: any dtype, any device.
+    Candle,
+}
+
+impl Backend {
+    /// The faster backend that can run `dtype` on `device` with `config`.
+    pub fn best(config: &Config, dtype: DType, device: &Device) -> Backend {
+        if device.is_cpu() && dtype == DType::F32 && activation(config.hidden_act).is_some() {
+            Backend::Kernels
+        } else {
+            Backend::Candle
+        }
+    }
+}
+
+fn activation(act: HiddenAct) -> Option<Activation> {
+    match act {
+        HiddenAct::Gelu => Some(Activation::GeluErf),
+        HiddenAct::GeluApproximate => Some(Activation::GeluTanh),
+        HiddenAct::Relu => Some(Activation::Relu),
+    }
+}
+
+enum Network {
+    Kernels(Encoder),
+    Candle(BertModel),
+}
+
+/// A BERT encoder with masked mean pooling.
+pub struct Model {
+    network: Network,
+    config: Config,
+    device: Device,
+}
+
+impl Model {
+    /// Loads `model.safetensors` (encoder at the root or under `bert.`) for the best backend.
+    pub fn load(dir: &ModelDir, dtype: DType, device: &Device) -> Result<Self, BackendError> {
+        let config = Config::read(dir)?;
+        let backend = Backend::best(&config, dtype, device);
+        Self::load_with(dir, dtype, device, backend)
+    }
+
+    /// Loads the checkpoint for `backend`.
+    pub fn load_with(
+        dir: &ModelDir,
+        dtype: DType,
+        device: &Device,
+        backend: Backend,
+    ) -> Result<Self, BackendError> {
+        let config = Config::read(dir)?;
+        let vb = var_builder(&dir.safetensors("")?, dtype, device)?;
+        let vb = rooted(vb, "embeddings.word_embeddings.weight", &["bert"]);
+        let network = match backend {
+            Backend::Kernels => {
+                if !(device.is_cpu() && dtype == DType::F32) {
+                    return Err(BackendError::config(
+                        dir.root().join("config.json"),
+                        format!(
+                            "the BERT CPU kernels run f32 on the CPU, not {dtype:?} on {device:?}"
+                        ),
+                    ));
+                }
+                Network::Kernels(encoder(&vb, &config).map_err(|e| {
+                    BackendError::config(dir.root().join("model.safetensors"), e.to_string())
+                })?)
+            }
+            Backend::Candle => Network::Candle(BertModel::load(vb, &config.to_candle())?),
+        };
+        Ok(Model {
+            network,
+            config,
+            device: device.clone(),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self.network {
+            Network::Kernels(_) => Backend::Kernels,
+            Network::Candle(_) => Backend::Candle,
+        }
+    }
+
+    /// Mean-pooled hidden states, `[batch, hidden]`.
+    pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+        match &self.network {
+            Network::Candle(bert) => {
+                let token_types = batch.ids.zeros_like()?;
+                let hidden = bert.forward(&batch.ids, &token_types, Some(&batch.mask))?;
+                mean_pool(&hidden, &batch.pool_mask)
+            }
+            Network::Kernels(encoder) => {
+                let ids = batch.ids.to_vec2::<u32>()?;
+                let pool = batch.pool_mask.to_vec2::<f32>()?;
+                let rows: Vec<&[u32]> = ids
+                    .iter()
+                    .zip(&batch.lens)
+                    .map(|(row, &len)| &row[..len])
+                    .collect();
+                let hidden = encoder.forward(&rows);
+                let h = encoder.hidden;
+                let mut pooled = Vec::with_capacity(rows.len() * h);
+                let mut start = 0;
+                for (mask, &len) in pool.iter().zip(&batch.lens) {
+                    // The pooled tokens are one run: from the first to the last marked one.
+                    let from = mask[..len].iter().position(|&m| m > 0.0).unwrap_or(0);
+                    let to = mask[..len]
+                        .iter()
+                        .rposition(|&m| m > 0.0)
+                        .map_or(from, |i| i + 1);
+                    debug_assert!(mask[from..to].iter().all(|&m| m > 0.0));
+                    encoder_kernels::bert::mean_rows(
+                        &hidden,
+                        h,
+                        start + from,
+                        start + to,
+                        &mut pooled,
+                    );
+                    start += len;
+                }
+                Tensor::from_vec(pooled, (rows.len(), h), &self.device)
+            }
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> Parts {
+        let (limit, dim) = (self.config.max_position_embeddings, self.config.hidden_size);
+        Parts::new(Net::Bert(self), limit, dim, TextRules::default())
+    }
+}
+
+/// The weights of `vb` laid out for [`Encoder`]: each tensor is read, rearranged and dropped
+/// in turn, so the load holds the weights once plus one tensor.
+fn encoder(vb: &VarBuilder<'static>, c: &Config) -> candle_core::Result<Encoder> {
+    let h = c.hidden_size;
+    if c.num_attention_heads == 0 || !h.is_multiple_of(c.num_attention_heads) {
+        candle_core::bail!(
+            "hidden_size {h} is not a multiple of num_attention_heads {}",
+            c.num_attention_heads
+        );
+    }
+    let act = activation(c.hidden_act)
+        .ok_or_else(|| candle_core::Error::Msg(format!("{:?}", c.hidden_act)))?;
+    let read =
+        |vb: &VarBuilder<'static>, shape: &[usize], name: &str| -> candle_core::Result<Vec<f32>> {
+            vb.get(shape, name)?.flatten_all()?.to_vec1::<f32>()
+        };
+    let linear =
+        |vb: VarBuilder<'static>, outputs: usize, inputs: usize| -> candle_core::Result<Linear> {
+            let w = read(&vb, &[outputs, inputs], "weight")?;
+            let b = read(&vb, &[outputs], "bias")?;
+            Ok(Linear::new(&w, Some(&b), outputs, inputs))
+        };
+    let norm = |vb: VarBuilder<'static>| -> candle_core::Result<LayerNorm> {
+        Ok(LayerNorm {
+            gamma: read(&vb, &[h], "weight")?,
+            beta: read(&vb, &[h], "bias")?,
+            eps: c.layer_norm_eps as f32,
+        })
+    };
+    let e = vb.pp("embeddings");
+    let mut token_type = read(&e, &[c.type_vocab_size, h], "token_type_embeddings.weight")?;
+    token_type.truncate(h);
+    let embeddings = Embeddings {
+        words: read(&e, &[c.vocab_size, h], "word_embeddings.weight")?,
+        positions: read(
+            &e,
+            &[c.max_position_embeddings, h],
+            "position_embeddings.weight",
+        )?,
+        token_type,
+        norm: norm(e.pp("LayerNorm"))?,
+    };
+    let layers = (0..c.num_hidden_layers)
+        .map(|i| {
+            let l = vb.pp(format!("encoder.layer.{i}"));
+            let a = l.pp("attention");
+            let s = a.pp("self");
+            Ok(Layer {
+                qkv: Linear::concat(&[
+                    linear(s.pp("query"), h, h)?,
+                    linear(s.pp("key"), h, h)?,
+                    linear(s.pp("value"), h, h)?,
+                ]),
+                attn_out: linear(a.pp("output").pp("dense"), h, h)?,
+                attn_norm: norm(a.pp("output").pp("LayerNorm"))?,
+                up: linear(l.pp("intermediate").pp("dense"), c.intermediate_size, h)?,
+                down: linear(l.pp("output").pp("dense"), h, c.intermediate_size)?,
+                ffn_norm: norm(l.pp("output").pp("LayerNorm"))?,
+            })
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Encoder {
+        hidden: h,
+        heads: c.num_attention_heads,
+        activation: act,
+        embeddings,
+        layers,
+    })
+}

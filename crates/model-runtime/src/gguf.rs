@@ -1,0 +1,290 @@
+//! Reading GGUF files: the header (metadata and tensor table, without the weights), typed
+//! metadata lookups under the file's architecture prefix, the tensor inventory in the
+//! estimator's terms, and the tokenizer (`tokenizer.json` beside the file when there is one,
+//! else rebuilt from the `tokenizer.ggml.*` metadata by candle's `TokenizerFromGguf`).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use model_spec::shapes::TensorDesc;
+use tokenizers::Tokenizer;
+
+use crate::error::BackendError;
+
+/// A GGUF file with its header read.
+pub struct GgufFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Metadata and tensor table.
+    pub content: Content,
+    /// The open file, for reading tensors.
+    pub reader: BufReader<File>,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("tensors", &self.content.tensor_infos.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Opens `path` and reads its header (not its tensors).
+    pub fn open(path: &Path) -> Result<Self, BackendError> {
+        let file = File::open(path).map_err(|e| BackendError::io(path, e))?;
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader)
+            .map_err(|e| BackendError::config(path, format!("not a readable GGUF file: {e}")))?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        })
+    }
+
+    /// `general.architecture` (`phi3`, `qwen3moe`, `deepseek2` …).
+    pub fn architecture(&self) -> Result<String, BackendError> {
+        self.string("general.architecture")
+    }
+
+    /// A metadata string.
+    pub fn string(&self, key: &str) -> Result<String, BackendError> {
+        self.value(key)?
+            .to_string()
+            .cloned()
+            .map_err(|e| self.bad(key, e))
+    }
+
+    /// A metadata value.
+    pub fn value(&self, key: &str) -> Result<&Value, BackendError> {
+        self.content.metadata.get(key).ok_or_else(|| {
+            BackendError::config(&self.path, format!("GGUF metadata `{key}` is missing"))
+        })
+    }
+
+    /// An unsigned metadata number (any integer width).
+    pub fn usize(&self, key: &str) -> Result<usize, BackendError> {
+        let v = self.value(key)?;
+        let n = match v {
+            Value::U8(x) => *x as u64,
+            Value::U16(x) => *x as u64,
+            Value::U32(x) => *x as u64,
+            Value::U64(x) => *x,
+            Value::I8(x) if *x >= 0 => *x as u64,
+            Value::I16(x) if *x >= 0 => *x as u64,
+            Value::I32(x) if *x >= 0 => *x as u64,
+            Value::I64(x) if *x >= 0 => *x as u64,
+            other => return Err(self.bad(key, format!("{other:?} is not a count"))),
+        };
+        Ok(n as usize)
+    }
+
+    /// A float metadata value (any float width).
+    pub fn f64(&self, key: &str) -> Result<f64, BackendError> {
+        match self.value(key)? {
+            Value::F32(x) => Ok(*x as f64),
+            Value::F64(x) => Ok(*x),
+            other => Err(self.bad(key, format!("{other:?} is not a number"))),
+        }
+    }
+
+    /// An optional value: `None` when absent, an error when present but malformed.
+    pub fn optional<T>(
+        &self,
+        key: &str,
+        get: impl Fn(&Self, &str) -> Result<T, BackendError>,
+    ) -> Result<Option<T>, BackendError> {
+        if self.content.metadata.contains_key(key) {
+            get(self, key).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Reads tensor `name` onto `device`.
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        device: &candle_core::Device,
+    ) -> Result<QTensor, BackendError> {
+        self.content
+            .tensor(&mut self.reader, name, device)
+            .map_err(|e| BackendError::config(&self.path, format!("tensor `{name}`: {e}")))
+    }
+
+    /// Reads a stacked 3-D tensor `[n_experts, rows, cols]` as one 2-D tensor per expert,
+    /// straight from the file (each expert's slice is contiguous in ggml's layout), so the
+    /// stacked tensor is never held in memory next to its parts.
+    pub fn split_experts(
+        &mut self,
+        name: &str,
+        device: &candle_core::Device,
+    ) -> Result<Vec<QTensor>, BackendError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.path.clone();
+        let bad = |m: String| BackendError::config(&path, format!("tensor `{name}`: {m}"));
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| bad("missing".into()))?;
+        let (experts, rows, cols) = info
+            .shape
+            .dims3()
+            .map_err(|e| bad(format!("not a stack of expert matrices: {e}")))?;
+        let dtype = info.ggml_dtype;
+        if !(rows * cols).is_multiple_of(dtype.block_size()) {
+            return Err(bad(format!(
+                "{rows}×{cols} is not a whole number of {dtype:?} blocks"
+            )));
+        }
+        let bytes = rows * cols / dtype.block_size() * dtype.type_size();
+        let start = self.content.tensor_data_offset + info.offset;
+        self.reader
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| BackendError::io(&path, e))?;
+        let mut buf = vec![0u8; bytes];
+        let mut out = Vec::with_capacity(experts);
+        for _ in 0..experts {
+            self.reader
+                .read_exact(&mut buf)
+                .map_err(|e| BackendError::io(&path, e))?;
+            let storage = candle_core::quantized::QStorage::from_data(
+                std::borrow::Cow::Borrowed(&buf),
+                device,
+                dtype,
+            )?;
+            out.push(QTensor::new(storage, (rows, cols))?);
+        }
+        Ok(out)
+    }
+
+    /// Whether the file has tensor `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Every tensor in the estimator's terms (ggml `ne` order, spec dtype names).
+    pub fn tensor_descs(&self) -> Result<Vec<TensorDesc>, BackendError> {
+        let mut out = Vec::with_capacity(self.content.tensor_infos.len());
+        for (name, info) in &self.content.tensor_infos {
+            let dtype = spec_dtype(info.ggml_dtype).ok_or_else(|| {
+                BackendError::config(
+                    &self.path,
+                    format!(
+                        "tensor `{name}`: ggml type {:?} unknown to the estimator",
+                        info.ggml_dtype
+                    ),
+                )
+            })?;
+            out.push(TensorDesc {
+                name: name.clone(),
+                shape: info.shape.dims().iter().rev().map(|&d| d as u64).collect(),
+                dtype,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The tokenizer: `tokenizer` if given, else `tokenizer.json` in the file's directory,
+    /// else rebuilt from the GGUF's own vocabulary.
+    pub fn tokenizer(&self, tokenizer: Option<&Path>) -> Result<Tokenizer, BackendError> {
+        let beside = self.path.parent().map(|d| d.join("tokenizer.json"));
+        let json = tokenizer
+            .map(Path::to_path_buf)
+            .or_else(|| beside.filter(|p| p.is_file()));
+        if let Some(path) = json {
+            return Tokenizer::from_file(&path)
+                .map_err(|e| BackendError::Tokenizer(format!("{}: {e}", path.display())));
+        }
+        use candle_core::quantized::tokenizer::TokenizerFromGguf;
+        let mut tokenizer = Tokenizer::from_gguf(&self.content).map_err(|e| {
+            BackendError::Tokenizer(format!(
+                "{}: no tokenizer.json beside the file and the GGUF vocabulary could not be rebuilt: {e}",
+                self.path.display()
+            ))
+        })?;
+        let pre = self.string("tokenizer.ggml.pre").unwrap_or_default();
+        if !CANDLE_PRE_TOKENIZERS.contains(&pre.as_str()) {
+            // candle falls back to GPT-2's byte-level pre-tokenizer, which puts a space in
+            // front of the text after every special token ("<|im_start|> user"). The other
+            // byte-level BPE vocabularies llama.cpp names (`dbrx` is Phi-4's cl100k split)
+            // use the cl100k pattern without a prefix space, as their tokenizer.json does.
+            use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+            use tokenizers::pre_tokenizers::sequence::Sequence;
+            use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+            let split = Split::new(
+                SplitPattern::Regex(CL100K_PATTERN.to_owned()),
+                tokenizers::SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| BackendError::Tokenizer(e.to_string()))?;
+            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])));
+            tokenizer.with_decoder(Some(ByteLevel::new(false, true, false)));
+        }
+        Ok(tokenizer)
+    }
+
+    fn bad(&self, key: &str, e: impl std::fmt::Display) -> BackendError {
+        BackendError::config(&self.path, format!("GGUF metadata `{key}`: {e}"))
+    }
+}
+
+/// `tokenizer.ggml.pre` values candle's `TokenizerFromGguf` configures itself.
+const CANDLE_PRE_TOKENIZERS: [&str; 4] = ["qwen2", "smaug-bpe", "lfm2", "llama3"];
+
+/// The cl100k split (llama.cpp's `dbrx`/`llama3` pre-tokenizer).
+const CL100K_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The spec dtype of a ggml type.
+pub fn spec_dtype(t: GgmlDType) -> Option<model_spec::DType> {
+    use model_spec::DType as D;
+    Some(match t {
+        GgmlDType::F32 => D::F32,
+        GgmlDType::F16 => D::F16,
+        GgmlDType::BF16 => D::BF16,
+        GgmlDType::Q4_0 => D::Q4_0,
+        GgmlDType::Q4_1 => D::Q4_1,
+        GgmlDType::Q5_0 => D::Q5_0,
+        GgmlDType::Q5_1 => D::Q5_1,
+        GgmlDType::Q8_0 => D::Q8_0,
+        GgmlDType::Q2K => D::Q2K,
+        GgmlDType::Q3K => D::Q3K,
+        GgmlDType::Q4K => D::Q4K,
+        GgmlDType::Q5K => D::Q5K,
+        GgmlDType::Q6K => D::Q6K,
+        GgmlDType::Q8K => D::Q8K,
+        _ => return None,
+    })
+}
+
+/// The ggml type of a spec dtype (for writing checkpoints of a spec's geometry).
+pub fn ggml_dtype(t: model_spec::DType) -> Option<GgmlDType> {
+    use model_spec::DType as D;
+    Some(match t {
+        D::F32 => GgmlDType::F32,
+        D::F16 => GgmlDType::F16,
+        D::BF16 => GgmlDType::BF16,
+        D::Q4_0 => GgmlDType::Q4_0,
+        D::Q4_1 => GgmlDType::Q4_1,
+        D::Q5_0 => GgmlDType::Q5_0,
+        D::Q5_1 => GgmlDType::Q5_1,
+        D::Q8_0 => GgmlDType::Q8_0,
+        D::Q2K => GgmlDType::Q2K,
+        D::Q3K => GgmlDType::Q3K,
+        D::Q4K => GgmlDType::Q4K,
+        D::Q5K => GgmlDType::Q5K,
+        D::Q6K => GgmlDType::Q6K,
+        D::Q8K => GgmlDType::Q8K,
+        _ => return None,
+    })
+}
