@@ -23,5 +23,5 @@ pub mod safetensors;
 pub use device::{device, dtype_of, parse_dtype};
 pub use error::BackendError;
 pub use gguf::GgufFile;
-pub use load::{LoadClock, LoadMeasurement, measure, measured_load};
+pub use load::{LoadClock, LoadMeasurement, measure, measured_load, measured_load_blocking};
 pub use model_dir::ModelDir;

@@ -127,6 +127,18 @@ pub async fn measured_load<M: Send + 'static>(
         .map_err(|e| BackendError::config("load task", e))?
 }
 
+/// [`measured_load`] for synchronous callers (tools and measurement programs): blocks on the
+/// device's load lock, then measures on the calling thread. Must not be called from inside an
+/// async task.
+pub fn measured_load_blocking<M>(
+    device: DeviceId,
+    load: impl FnOnce(&mut LoadClock) -> Result<M, BackendError>,
+) -> Result<(M, LoadMeasurement), BackendError> {
+    let lock = device_lock(device);
+    let _one_at_a_time = lock.blocking_lock();
+    measure(device, load)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

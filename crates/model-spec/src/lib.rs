@@ -66,6 +66,31 @@ impl Registry {
         })
     }
 
+    /// The registry from texts instead of files: `list` is models.toml, `spec` gives the text
+    /// of each spec path it names (relative to `root`, which only names files in errors).
+    /// This is how a binary rebuilds the registry it was compiled with, without the files.
+    pub fn from_texts<'a>(
+        root: &Path,
+        list: &str,
+        spec: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<Registry, SpecError> {
+        let list = parse_list(&root.join(LIST_FILE), list)?;
+        let mut models = Vec::with_capacity(list.models.len());
+        for entry in list.models {
+            let path = root.join(&entry.spec);
+            let text = spec(&entry.spec).ok_or_else(|| {
+                SpecError::new(&path, "(file)", "the spec text is missing from the registry")
+            })?;
+            let spec = parse_spec(&path, text)?;
+            validate::check_against_entry(&spec, &entry)?;
+            models.push(RegistryModel { entry, spec });
+        }
+        Ok(Registry {
+            root: root.to_path_buf(),
+            models,
+        })
+    }
+
     /// Every spec file path (for `cargo::rerun-if-changed`).
     pub fn files(&self) -> Vec<PathBuf> {
         let mut v = vec![self.root.join(LIST_FILE)];

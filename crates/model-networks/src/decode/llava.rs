@@ -160,6 +160,31 @@ defaults!(
 );
 
 impl Config {
+    /// The values the memory estimator reads, under the spec's names.
+    pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
+        let (t, v) = (&self.text_config, &self.vision_config);
+        let n = |x: usize| x as u64;
+        vec![
+            ("text_hidden_size", n(t.hidden_size)),
+            ("text_num_hidden_layers", n(t.num_hidden_layers)),
+            ("text_num_attention_heads", n(t.num_attention_heads)),
+            (
+                "text_num_key_value_heads",
+                n(t.num_key_value_heads.unwrap_or(t.num_attention_heads)),
+            ),
+            ("text_intermediate_size", n(t.intermediate_size)),
+            ("text_vocab_size", n(t.vocab_size)),
+            ("text_max_position_embeddings", n(t.max_position_embeddings)),
+            ("vision_hidden_size", n(v.hidden_size)),
+            ("vision_num_hidden_layers", n(v.num_hidden_layers)),
+            ("vision_num_attention_heads", n(v.num_attention_heads)),
+            ("vision_intermediate_size", n(v.intermediate_size)),
+            ("vision_image_size", n(v.image_size)),
+            ("vision_patch_size", n(v.patch_size)),
+            ("image_token_index", u64::from(self.image_token_index)),
+        ]
+    }
+
     /// Reads `config.json`.
     pub fn read(dir: &ModelDir) -> Result<Self, BackendError> {
         let c: Config = dir.json("config.json", "the LLaVA configuration")?;

@@ -51,6 +51,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The values the memory estimator reads, under the spec's names.
+    pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("hidden_size", self.hidden as u64),
+            ("num_hidden_layers", self.n_layer as u64),
+            ("num_attention_heads", self.n_head as u64),
+            ("num_key_value_heads", self.n_kv_head as u64),
+            ("head_dim", self.head_dim as u64),
+            ("intermediate_size", self.ffn as u64),
+            ("vocab_size", self.vocab as u64),
+            ("max_position_embeddings", self.context_length as u64),
+        ]
+    }
+
     /// Reads the hyper-parameters of a phi3 GGUF.
     pub fn from_gguf(f: &GgufFile) -> std::result::Result<Self, BackendError> {
         let arch = f.architecture()?;

@@ -521,3 +521,56 @@ pub(crate) mod defaults {
 
 /// A padded batch, for family modules.
 pub(crate) type Batch = Padded;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(n: usize) -> Encoded {
+        Encoded {
+            ids: vec![1; n],
+            pool_from: 0,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn packing_respects_the_token_budget_and_the_batch_size() {
+        let items: Vec<Encoded> = [5, 100, 7, 100, 60, 3, 64].into_iter().map(enc).collect();
+        let refs: Vec<&Encoded> = items.iter().collect();
+        let limits = BatchLimits {
+            max_batch_tokens: 200,
+            max_batch_size: 3,
+            max_queued: 1,
+        };
+        let groups = pack(&refs, limits);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            (0..items.len()).collect::<Vec<_>>(),
+            "every item exactly once"
+        );
+        for g in &groups {
+            let longest = g.iter().map(|&i| items[i].len()).max().unwrap();
+            assert!(g.len() <= 3 && g.len() * longest <= 200, "{g:?}");
+        }
+        // Longest first: the two 100-token texts share the first pass.
+        assert_eq!(groups[0], vec![1, 3]);
+    }
+
+    #[test]
+    fn an_input_longer_than_the_budget_still_gets_its_own_pass() {
+        let items = [enc(300), enc(10)];
+        let refs: Vec<&Encoded> = items.iter().collect();
+        let groups = pack(
+            &refs,
+            BatchLimits {
+                max_batch_tokens: 100,
+                max_batch_size: 8,
+                max_queued: 1,
+            },
+        );
+        assert_eq!(groups, vec![vec![0], vec![1]]);
+    }
+}
