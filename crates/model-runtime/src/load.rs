@@ -138,27 +138,3 @@ pub fn measured_load_blocking<M>(
     let _one_at_a_time = lock.blocking_lock();
     measure(device, load)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn loads_on_one_device_never_overlap_and_each_sees_its_own_bytes() {
-        let load = |mib: usize| {
-            measured_load(DeviceId::Cpu, move |clock| {
-                let block = vec![1u8; mib << 20];
-                clock.weights_read();
-                std::thread::sleep(Duration::from_millis(30));
-                Ok(block)
-            })
-        };
-        let (a, b) = tokio::join!(load(64), load(8));
-        let ((_, a), (_, b)) = (a.unwrap(), b.unwrap());
-        let (first, second) = if a.window.0 < b.window.0 { (a, b) } else { (b, a) };
-        assert!(first.window.1 <= second.window.0, "{first:?} overlaps {second:?}");
-        assert!(a.resident_bytes >= 48 << 20, "{a:?}");
-        assert!(b.resident_bytes < 32 << 20, "{b:?}");
-        assert!(a.warmup_millis >= 25, "the sleep after weights_read is warm-up: {a:?}");
-    }
-}

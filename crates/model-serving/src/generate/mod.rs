@@ -452,3 +452,31 @@ pub(crate) fn start(
         deadline,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model_pool::size::GIB;
+
+    #[test]
+    fn kimi_never_fits_a_workstation_and_has_no_backend_on_a_large_host() {
+        let kimi = crate::ServedModel::registry("unsloth/Kimi-K2-Instruct-GGUF", "k.gguf").unwrap();
+        let o = kimi.generate_options("generate text").unwrap();
+        match refusal(&kimi.key, o, DeviceId::Cpu, 24 * GIB) {
+            ServeError::Pool(PoolError::NeverFits { need, budget, .. }) => {
+                assert!(need.0 > 570 * GIB, "{need}");
+                assert_eq!(budget.0, 24 * GIB);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = refusal(&kimi.key, o, DeviceId::Cpu, 2048 * GIB);
+        assert!(
+            matches!(&err, ServeError::NoBackend { architecture, .. } if architecture == "deepseek2"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("no backend for architecture deepseek2"),
+            "{err}"
+        );
+    }
+}
