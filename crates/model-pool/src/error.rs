@@ -83,7 +83,7 @@ pub enum PoolError {
 
     /// The loader returned an error.
     #[error(
-        "model `{model}` failed to load (attempt {attempts}): {message}; retry after {retry_after:?}"
+        "model `{model}` failed to load (attempt {attempts}): {message}"
     )]
     LoadFailed {
         /// The model.
@@ -98,7 +98,7 @@ pub enum PoolError {
 
     /// The loader panicked. The panic was contained; the model is cooling down.
     #[error(
-        "model `{model}` panicked while loading (attempt {attempts}): {message}; retry after {retry_after:?}"
+        "model `{model}` panicked while loading (attempt {attempts}): {message}"
     )]
     LoadPanicked {
         /// The model.
@@ -115,7 +115,7 @@ pub enum PoolError {
     /// model on the device.
     #[error(
         "model `{model}` ran out of memory loading on {device} (reserved {need} of the {budget} budget) even after \
-         evicting idle models: {message}; the estimate is probably too low; retry after {retry_after:?}"
+         evicting idle models: {message}; the estimate is probably too low"
     )]
     LoadOutOfMemory {
         /// The model.

@@ -12,7 +12,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use model_spec::shapes::TensorDesc;
 use tokenizers::Tokenizer;
 
-use crate::error::BackendError;
+use crate::error::{BackendError, without_backtrace};
 
 /// A GGUF file with its header read.
 pub struct GgufFile {
@@ -39,7 +39,12 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| BackendError::io(path, e))?;
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader)
-            .map_err(|e| BackendError::config(path, format!("not a readable GGUF file: {e}")))?;
+            .map_err(|e| {
+                BackendError::config(
+                    path,
+                    format!("not a readable GGUF file: {}", without_backtrace(e)),
+                )
+            })?;
         Ok(GgufFile {
             path: path.to_path_buf(),
             content,
@@ -57,7 +62,7 @@ impl GgufFile {
         self.value(key)?
             .to_string()
             .cloned()
-            .map_err(|e| self.bad(key, e))
+            .map_err(|e| self.bad(key, without_backtrace(e)))
     }
 
     /// A metadata value.
@@ -114,7 +119,12 @@ impl GgufFile {
     ) -> Result<QTensor, BackendError> {
         self.content
             .tensor(&mut self.reader, name, device)
-            .map_err(|e| BackendError::config(&self.path, format!("tensor `{name}`: {e}")))
+            .map_err(|e| {
+                BackendError::config(
+                    &self.path,
+                    format!("tensor `{name}`: {}", without_backtrace(e)),
+                )
+            })
     }
 
     /// Reads a stacked 3-D tensor `[n_experts, rows, cols]` as one 2-D tensor per expert,
@@ -206,8 +216,9 @@ impl GgufFile {
         use candle_core::quantized::tokenizer::TokenizerFromGguf;
         let mut tokenizer = Tokenizer::from_gguf(&self.content).map_err(|e| {
             BackendError::Tokenizer(format!(
-                "{}: no tokenizer.json beside the file and the GGUF vocabulary could not be rebuilt: {e}",
-                self.path.display()
+                "{}: no tokenizer.json beside the file and the GGUF vocabulary could not be rebuilt: {}",
+                self.path.display(),
+                without_backtrace(e)
             ))
         })?;
         let pre = self.string("tokenizer.ggml.pre").unwrap_or_default();

@@ -201,7 +201,8 @@ impl ServedModel {
         let options = match template.capability {
             Capability::TextToImage => ModelOptions::TextToImage(ImageOptions::registry(template)?),
             capability => {
-                let (spec, profile) = crate::checkpoint::checkpoint_spec(backend, &path, None)?;
+                let (spec, profile) = crate::checkpoint::checkpoint_spec(backend, &path, None)
+                    .map_err(|e| e.for_model(key))?;
                 let estimate = model_spec::estimate(&spec, &profile).map_err(|e| {
                     ServeError::backend(key, BackendError::config(&path, e))
                 })?;

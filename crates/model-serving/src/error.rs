@@ -244,6 +244,22 @@ impl ServeError {
         }
     }
 
+    /// The same failure, attributed to `model` (errors found while reading a checkpoint name
+    /// its path until the caller knows the model's key).
+    pub fn for_model(self, model: &str) -> Self {
+        match self {
+            ServeError::Backend { source, .. } => ServeError::Backend {
+                model: model.to_owned(),
+                source,
+            },
+            ServeError::Input { source, .. } => ServeError::Input {
+                model: model.to_owned(),
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// A malformed request to `model`.
     pub fn invalid(model: &str, reason: impl Into<String>) -> Self {
         ServeError::InvalidRequest {

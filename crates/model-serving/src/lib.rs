@@ -58,6 +58,7 @@ pub use generate::{
 pub use loader::LoadedModel;
 pub use model_networks::embed::text::{Overflow, TextMode};
 pub use model_networks::embed::BatchLimits;
+pub use model_networks::image::decode as decode_image;
 pub use model_networks::{Decoder, Family, Pipeline};
 pub use pool::{ModelPool, ModelPoolBuilder};
 pub use text_to_image::{ImageOptions, ImageRequest, Progress};

@@ -174,9 +174,11 @@ impl ModelLoader for ServingLoader {
                     measurements.lock().insert(key, m);
                     Ok(Loaded::measured(model, m.resident_bytes))
                 }
+                // The pool's message names the model already; the loader says what failed.
                 Err(ServeError::Backend { source, .. }) if source.is_out_of_memory() => {
                     Err(LoadError::out_of_memory(source))
                 }
+                Err(ServeError::Backend { source, .. }) => Err(LoadError::failed(source)),
                 Err(e) => Err(LoadError::failed(e)),
             }
         }

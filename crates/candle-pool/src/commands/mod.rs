@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod embed;
+pub mod generate;
+pub mod list;
+pub mod plan;
+pub mod report;
+pub mod text_to_image;
