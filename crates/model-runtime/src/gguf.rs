@@ -45,6 +45,12 @@ impl GgufFile {
                     format!("not a readable GGUF file: {}", without_backtrace(e)),
                 )
             })?;
+        let file_len = reader
+            .get_ref()
+            .metadata()
+            .map_err(|e| BackendError::io(path, e))?
+            .len();
+        check_tensor_table(&content, file_len).map_err(|m| BackendError::config(path, m))?;
         Ok(GgufFile {
             path: path.to_path_buf(),
             content,
@@ -248,6 +254,42 @@ impl GgufFile {
     fn bad(&self, key: &str, e: impl std::fmt::Display) -> BackendError {
         BackendError::config(&self.path, format!("GGUF metadata `{key}`: {e}"))
     }
+}
+
+/// Checks every entry of the tensor table against the file before anything is read: candle
+/// computes element counts without overflow checks and views a zero-length read as a slice of
+/// blocks from a dangling pointer, so a corrupt shape must be refused here.
+fn check_tensor_table(content: &Content, file_len: u64) -> Result<(), String> {
+    for (name, info) in &content.tensor_infos {
+        let dims = info.shape.dims();
+        let elems = dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("tensor `{name}`: shape {dims:?} holds no elements or overflows"))?;
+        let block = info.ggml_dtype.block_size();
+        if !elems.is_multiple_of(block) {
+            return Err(format!(
+                "tensor `{name}`: {elems} elements are not a whole number of {:?} blocks of {block}",
+                info.ggml_dtype
+            ));
+        }
+        let bytes = ((elems / block) as u64).checked_mul(info.ggml_dtype.type_size() as u64);
+        let end = content
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .zip(bytes)
+            .and_then(|(start, bytes)| start.checked_add(bytes));
+        if end.is_none_or(|end| end > file_len) {
+            let bytes = bytes.map_or_else(|| "more than 2^64".to_owned(), |b| b.to_string());
+            return Err(format!(
+                "tensor `{name}` ({bytes} bytes at offset {}) runs past the end of the {file_len}-byte file: \
+                 the file is truncated; download it again",
+                info.offset
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `tokenizer.ggml.pre` values candle's `TokenizerFromGguf` configures itself.
