@@ -152,27 +152,7 @@ pub fn simd() -> Simd {
     Simd { detected, compiled }
 }
 
-/// The Hugging Face hub cache, as `hf-hub` and the Python client resolve it: `HF_HUB_CACHE`,
-/// else `HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
-pub fn hf_hub_cache_dir() -> Option<PathBuf> {
-    hf_hub_cache_dir_from(|k| std::env::var_os(k))
-}
-
-/// [`hf_hub_cache_dir`] with the environment given as a lookup function (tests).
-pub fn hf_hub_cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
-    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(p) = var("HF_HUB_CACHE") {
-        return Some(p);
-    }
-    if let Some(p) = var("HF_HOME") {
-        return Some(p.join("hub"));
-    }
-    if let Some(p) = var("XDG_CACHE_HOME") {
-        return Some(p.join("huggingface").join("hub"));
-    }
-    let home = var("HOME").or_else(|| var("USERPROFILE"))?;
-    Some(home.join(".cache").join("huggingface").join("hub"))
-}
+pub use model_spec::hub_cache::{cache_dir as hf_hub_cache_dir, cache_dir_from as hf_hub_cache_dir_from};
 
 /// Free bytes on the file system that holds `path` (or would hold it: the nearest existing
 /// ancestor is used, so a cache that was never created still gets a figure).

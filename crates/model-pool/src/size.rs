@@ -55,87 +55,16 @@ impl fmt::Display for ByteSize {
     }
 }
 
-/// Why a size string was not understood.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid byte size `{input}`: {reason} (examples: `18GiB`, `512 MiB`, `1.5G`, `1073741824`)"
-)]
-pub struct ParseSizeError {
-    /// What was given.
-    pub input: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
+pub use model_spec::size::ParseSizeError;
 
 impl FromStr for ByteSize {
     type Err = ParseSizeError;
 
-    /// Accepts an integer or decimal number followed by an optional unit. Binary units
-    /// (`KiB`, `MiB`, `GiB`, `TiB`) and their one-letter forms (`K`, `M`, `G`, `T`, as in
-    /// Docker and most tools) are powers of 1024; `KB`, `MB`, `GB`, `TB` are powers of 1000;
-    /// `B` or no unit means bytes. Case does not matter. Fractions are computed exactly and
-    /// rounded up to whole bytes, so "1.5GiB" is 1610612736.
+    /// The workspace's one size grammar (`model_spec::size::parse_size`): a number, `_`
+    /// allowed, then an optional unit; `KiB`…`TiB` (and `K`…`T`) are powers of 1024, `KB`…`TB`
+    /// powers of 1000; fractions round up to whole bytes, so "1.5GiB" is 1610612736.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ParseSizeError {
-            input: s.to_owned(),
-            reason,
-        };
-        let trimmed = s.trim();
-        let split = trimmed
-            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
-            .unwrap_or(trimmed.len());
-        let (number, unit) = trimmed.split_at(split);
-        let number: String = number.chars().filter(|&c| c != '_').collect();
-        if number.is_empty() {
-            return Err(err("no number"));
-        }
-        let multiplier: u128 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kib" => 1 << 10,
-            "m" | "mib" => 1 << 20,
-            "g" | "gib" => 1 << 30,
-            "t" | "tib" => 1 << 40,
-            "kb" => 1_000,
-            "mb" => 1_000_000,
-            "gb" => 1_000_000_000,
-            "tb" => 1_000_000_000_000,
-            _ => return Err(err("unknown unit")),
-        };
-        let (whole, fraction) = match number.split_once('.') {
-            Some((w, f)) => (w, f),
-            None => (number.as_str(), ""),
-        };
-        if fraction.contains('.') {
-            return Err(err("more than one decimal point"));
-        }
-        if whole.is_empty() && fraction.is_empty() {
-            return Err(err("no digits"));
-        }
-        if fraction.len() > 18 {
-            return Err(err("too many decimal places"));
-        }
-        let parse = |digits: &str| -> Result<u128, ParseSizeError> {
-            if digits.is_empty() {
-                Ok(0)
-            } else {
-                digits.parse::<u128>().map_err(|_| err("number too large"))
-            }
-        };
-        let whole = parse(whole)?;
-        let frac_digits = parse(fraction)?;
-        let scale = 10u128.pow(fraction.len() as u32);
-        let bytes = whole
-            .checked_mul(multiplier)
-            .and_then(|w| {
-                let frac = frac_digits.checked_mul(multiplier)?;
-                // Round the fractional part up: a budget of "1.5 bytes" cannot hold 2 bytes,
-                // but a figure someone wrote down is a lower bound of what they meant.
-                w.checked_add(frac.div_ceil(scale))
-            })
-            .ok_or_else(|| err("number too large"))?;
-        u64::try_from(bytes)
-            .map(ByteSize)
-            .map_err(|_| err("number too large"))
+        model_spec::size::parse_size(s).map(ByteSize)
     }
 }
 
@@ -174,7 +103,7 @@ mod tests {
             ".",
         ] {
             let e = input.parse::<ByteSize>().expect_err(input);
-            assert!(e.to_string().contains("invalid byte size"), "{e}");
+            assert!(e.to_string().contains("invalid size"), "{e}");
         }
     }
 

@@ -2,8 +2,9 @@
 //! `tokenizer.json`, `model.safetensors` (or shards named by `model.safetensors.index.json`) and
 //! the Sentence-Transformers files (`modules.json`, `sentence_bert_config.json`, `2_Dense_*/`).
 //!
-//! A directory is either given directly or found in the hf-hub cache
-//! (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`), where a repo lives in
+//! A directory is either given directly or found in the Hub cache (located by
+//! `model_spec::hub_cache`: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+//! `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`), where a repo lives in
 //! `models--<owner>--<name>/snapshots/<commit>/` and `refs/<revision>` names the commit. Nothing
 //! is downloaded here: fetching is a separate, explicit step.
 
@@ -48,7 +49,7 @@ impl ModelDir {
     /// The snapshot of `repo` (`owner/name`) at `revision` (a branch, a tag or a commit sha;
     /// `main` when `None`) in the hf-hub cache.
     pub fn hf_cache(repo: &str, revision: Option<&str>) -> Result<Self, BackendError> {
-        let cache = hf_cache_root().ok_or_else(|| BackendError::MissingFile {
+        let cache = model_spec::hub_cache::cache_dir().ok_or_else(|| BackendError::MissingFile {
             dir: PathBuf::from("~/.cache/huggingface/hub"),
             file: repo.to_owned(),
             why: "no hf-hub cache directory (set HF_HUB_CACHE or HF_HOME)",
@@ -62,7 +63,7 @@ impl ModelDir {
         repo: &str,
         revision: Option<&str>,
     ) -> Result<Self, BackendError> {
-        let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+        let repo_dir = model_spec::hub_cache::repo_dir(cache, repo);
         let revision = revision.unwrap_or("main");
         let commit = if revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
             revision.to_owned()
@@ -183,21 +184,6 @@ impl ModelDir {
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, BackendError> {
     let text = std::fs::read_to_string(path).map_err(|e| BackendError::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| BackendError::config(path, e))
-}
-
-fn hf_cache_root() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
-        return Some(PathBuf::from(dir));
-    }
-    if let Some(home) = std::env::var_os("HF_HOME") {
-        return Some(PathBuf::from(home).join("hub"));
-    }
-    std::env::var_os("HOME").map(|h| {
-        PathBuf::from(h)
-            .join(".cache")
-            .join("huggingface")
-            .join("hub")
-    })
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@
 pub mod dtype;
 pub mod error;
 pub mod estimate;
+pub mod hub_cache;
 pub mod list;
 pub mod memory;
 pub mod profile;
 pub mod shapes;
+pub mod size;
 pub mod spec;
 pub mod specgen;
 pub mod validate;
