@@ -3,7 +3,7 @@
 //! Hugging Face cache, and GPUs through [`GpuProbe`] hooks. Nothing here shells out.
 
 use crate::machine::{Gpu, Machine, Simd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use sysinfo::{Disks, MemoryRefreshKind, RefreshKind, System};
 
 /// A source of GPU memory figures.
@@ -206,40 +206,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn hub_cache_follows_the_hugging_face_variables() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| std::ffi::OsString::from(v))
-            }
-        };
-        let home: &'static [(&str, &str)] = &[("HOME", "/home/u")];
-        assert_eq!(
-            hf_hub_cache_dir_from(env(home)),
-            Some(PathBuf::from("/home/u/.cache/huggingface/hub"))
-        );
-        let hf_home: &'static [(&str, &str)] = &[("HOME", "/home/u"), ("HF_HOME", "/data/hf")];
-        assert_eq!(
-            hf_hub_cache_dir_from(env(hf_home)),
-            Some(PathBuf::from("/data/hf/hub"))
-        );
-        let both: &'static [(&str, &str)] =
-            &[("HF_HOME", "/data/hf"), ("HF_HUB_CACHE", "/fast/hub")];
-        assert_eq!(
-            hf_hub_cache_dir_from(env(both)),
-            Some(PathBuf::from("/fast/hub"))
-        );
-        let empty: &'static [(&str, &str)] = &[("HF_HOME", ""), ("XDG_CACHE_HOME", "/xdg")];
-        assert_eq!(
-            hf_hub_cache_dir_from(env(empty)),
-            Some(PathBuf::from("/xdg/huggingface/hub"))
-        );
-        assert_eq!(hf_hub_cache_dir_from(env(&[])), None);
     }
 
     #[test]

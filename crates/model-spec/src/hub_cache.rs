@@ -31,3 +31,42 @@ pub fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Optio
 pub fn repo_dir(cache: &Path, repo: &str) -> PathBuf {
     cache.join(format!("models--{}", repo.replace('/', "--")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_cache_follows_the_hugging_face_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let home: &'static [(&str, &str)] = &[("HOME", "/home/u")];
+        assert_eq!(
+            cache_dir_from(env(home)),
+            Some(PathBuf::from("/home/u/.cache/huggingface/hub"))
+        );
+        let hf_home: &'static [(&str, &str)] = &[("HOME", "/home/u"), ("HF_HOME", "/data/hf")];
+        assert_eq!(
+            cache_dir_from(env(hf_home)),
+            Some(PathBuf::from("/data/hf/hub"))
+        );
+        let both: &'static [(&str, &str)] =
+            &[("HF_HOME", "/data/hf"), ("HF_HUB_CACHE", "/fast/hub")];
+        assert_eq!(
+            cache_dir_from(env(both)),
+            Some(PathBuf::from("/fast/hub"))
+        );
+        let empty: &'static [(&str, &str)] = &[("HF_HOME", ""), ("XDG_CACHE_HOME", "/xdg")];
+        assert_eq!(
+            cache_dir_from(env(empty)),
+            Some(PathBuf::from("/xdg/huggingface/hub"))
+        );
+        assert_eq!(cache_dir_from(env(&[])), None);
+    }
+}
