@@ -101,6 +101,15 @@ impl ImageOptions {
         self
     }
 
+    /// The dtype the pipeline runs in on `device`: the configured one, except that candle's
+    /// CPU backend has no BF16 matmul, so BF16 (the registry's GPU profile) runs in F32 there.
+    pub fn dtype_on(&self, device: DeviceId) -> DType {
+        match (device, self.dtype) {
+            (DeviceId::Cpu, DType::BF16) => DType::F32,
+            (_, dtype) => dtype,
+        }
+    }
+
     /// The registry model whose spec describes this pipeline.
     fn template(&self) -> Result<&'static CandleModelInfo, ServeError> {
         crate::registry::template(backend_of(self.pipeline))
@@ -121,7 +130,7 @@ impl ImageOptions {
             DeviceId::Cuda(_) => model_spec::Device::Cuda,
             DeviceId::Metal(_) => model_spec::Device::Metal,
         };
-        p.load_dtype = Some(match self.dtype {
+        p.load_dtype = Some(match self.dtype_on(device) {
             DType::F16 => model_spec::DType::F16,
             DType::BF16 => model_spec::DType::BF16,
             DType::F64 => model_spec::DType::F64,

@@ -63,7 +63,7 @@ impl DiffusionModel {
         let candle_device = model_runtime::device(device)?;
         let spec = plan.spec();
         let tokens = plan.text_tokens();
-        let (dtype, staged) = (options.dtype, plan.staged());
+        let (dtype, staged) = (options.dtype_on(device), plan.staged());
         let inner = match options.pipeline {
             Pipeline::Flux => Inner::Flux(Box::new(Flux::load(
                 spec,

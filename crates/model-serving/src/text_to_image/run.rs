@@ -26,7 +26,7 @@ pub(crate) enum Failure {
 
 impl From<candle_core::Error> for Failure {
     fn from(e: candle_core::Error) -> Self {
-        Failure::Backend(BackendError::Candle(e))
+        Failure::Backend(e.into())
     }
 }
 

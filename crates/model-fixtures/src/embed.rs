@@ -1,0 +1,702 @@
+//! Tiny random-weight checkpoints of the six families, written in the Hub layout the real
+//! ones use: `config.json` in each model's own format, safetensors with the checkpoints' tensor
+//! names (written by candle), a `tokenizer.json` built with the tokenizers crate, and the
+//! Sentence-Transformers files where the real model has them. They are loaded by the same code
+//! as real checkpoints.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use model_serving::{DeclaredMemory, EmbedOptions, Family, ServedModel};
+use serde_json::json;
+
+use crate::Rng;
+
+/// Writes a JSON file of the checkpoint (fixtures write into fresh scratch folders, so a
+/// failure is a broken test machine).
+fn write_json(path: &Path, value: serde_json::Value) {
+    crate::write_json(path, &value).unwrap();
+}
+use tokenizers::Tokenizer;
+use tokenizers::models::wordlevel::WordLevel;
+use tokenizers::normalizers::Lowercase;
+use tokenizers::pre_tokenizers::whitespace::Whitespace;
+use tokenizers::processors::template::TemplateProcessing;
+
+/// Words the tiny tokenizers know (others become the unknown token).
+pub const WORDS: &[&str] = &[
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "hello",
+    "world",
+    "a",
+    "memory",
+    "aware",
+    "pool",
+    "keeps",
+    "models",
+    "resident",
+    "until",
+    "they",
+    "are",
+    "idle",
+    "rust",
+    "makes",
+    "systems",
+    "programming",
+    "safer",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "red",
+    "blue",
+    "green",
+    "search",
+    "engine",
+    "cooks",
+    "pasta",
+    "with",
+    "tomato",
+    "sauce",
+    "instruct",
+    "given",
+    "web",
+    "query",
+    "retrieve",
+    "relevant",
+    "passages",
+    "that",
+    "answer",
+    "question",
+    "photo",
+    "of",
+    "is",
+    "and",
+    "to",
+    "in",
+    ":",
+    ".",
+    ",",
+];
+
+/// Vocabulary size in every tiny config (specials + words, rounded up).
+pub const VOCAB: usize = 96;
+
+/// Writes the tiny checkpoint of `family` into a fresh directory and returns it.
+pub fn tiny(family: Family) -> PathBuf {
+    let dir = crate::scratch(family.as_str());
+    write_tiny(&dir, family);
+    dir
+}
+
+/// Writes the tiny checkpoint of `family` into `dir`.
+pub fn write_tiny(dir: &Path, family: Family) {
+    let dir = dir.to_path_buf();
+    match family {
+        Family::Bert => bert(&dir),
+        Family::Stella => stella(&dir),
+        Family::GteQwen2 => gte(&dir),
+        Family::JinaBert => jina(&dir),
+        Family::NvEmbed => nvembed(&dir),
+        Family::Clip => clip(&dir),
+    }
+}
+
+/// The estimator's figure for a tiny checkpoint, split the way the pool declares it (without
+/// the margin: the tiny figures are exact inventories).
+pub fn tiny_memory(family: Family, dir: &Path) -> DeclaredMemory {
+    let backend = model_serving::config::backend_of_family(family);
+    let (spec, profile) = model_serving::checkpoint::checkpoint_spec(backend, dir, None).unwrap();
+    let e = model_spec::estimate(&spec, &profile).unwrap();
+    let base = DeclaredMemory::of(model_serving::registry::template(backend).unwrap());
+    DeclaredMemory {
+        resident_bytes: e.weights_bytes + e.overhead_bytes,
+        per_request_bytes: e.kv_cache_bytes + e.activations_bytes,
+        profile_batch: base.profile_batch,
+        profile_seq_len: base.profile_seq_len,
+        estimate_mb: Some(e.est_memory_allocation_mb),
+    }
+}
+
+/// A tiny embedder served as `tiny/<family>` with its estimated memory and the registry
+/// template's dtype.
+pub fn tiny_served(family: Family, dir: &Path) -> ServedModel {
+    let backend = model_serving::config::backend_of_family(family);
+    let template = model_serving::registry::template(backend).unwrap();
+    let mut options = EmbedOptions::new()
+        .family(family)
+        .memory(tiny_memory(family, dir));
+    if let Some(d) = template.default_profile.load_dtype {
+        options = options.dtype(model_runtime::parse_dtype(d).unwrap());
+    }
+    ServedModel::new(format!("tiny/{family}"), dir, options)
+}
+
+/// Random tensors with a deterministic generator.
+struct Weights {
+    map: HashMap<String, Tensor>,
+    rng: Rng,
+    dtype: DType,
+}
+
+impl Weights {
+    fn new(dtype: DType, seed: u64) -> Self {
+        Weights {
+            map: HashMap::new(),
+            rng: Rng::new(seed),
+            dtype,
+        }
+    }
+
+    fn put(&mut self, name: impl Into<String>, shape: &[usize], center: f32, spread: f32) {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = self.rng.vec(n, center, spread);
+        let t = Tensor::from_vec(data, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(self.dtype)
+            .unwrap();
+        self.map.insert(name.into(), t);
+    }
+
+    fn rand(&mut self, name: impl Into<String>, shape: &[usize]) {
+        self.put(name, shape, 0.0, 0.2);
+    }
+
+    fn linear(&mut self, p: &str, i: usize, o: usize, bias: bool) {
+        self.rand(format!("{p}.weight"), &[o, i]);
+        if bias {
+            self.put(format!("{p}.bias"), &[o], 0.0, 0.05);
+        }
+    }
+
+    fn layer_norm(&mut self, p: &str, n: usize) {
+        self.put(format!("{p}.weight"), &[n], 1.0, 0.1);
+        self.put(format!("{p}.bias"), &[n], 0.0, 0.05);
+    }
+
+    fn rms(&mut self, p: &str, n: usize) {
+        self.put(format!("{p}.weight"), &[n], 1.0, 0.1);
+    }
+
+    fn save(self, path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        candle_core::safetensors::save(&self.map, path).unwrap();
+    }
+
+    /// Saves into `n` shards plus `model.safetensors.index.json`, like sharded Hub checkpoints.
+    fn save_sharded(self, dir: &Path, n: usize) {
+        let mut names: Vec<String> = self.map.keys().cloned().collect();
+        names.sort();
+        let mut weight_map = serde_json::Map::new();
+        let chunk = names.len().div_ceil(n);
+        for (s, group) in names.chunks(chunk).enumerate() {
+            let file = format!("model-{:05}-of-{:05}.safetensors", s + 1, n);
+            let part: HashMap<String, Tensor> = group
+                .iter()
+                .map(|k| (k.clone(), self.map[k].clone()))
+                .collect();
+            candle_core::safetensors::save(&part, dir.join(&file)).unwrap();
+            for k in group {
+                weight_map.insert(k.clone(), json!(file));
+            }
+        }
+        write_json(
+            &dir.join("model.safetensors.index.json"),
+            json!({ "metadata": {}, "weight_map": weight_map }),
+        );
+    }
+}
+
+/// A word-level tokenizer: `specials` first (ids 0…), then [`WORDS`]; `template` wraps a
+/// single input (e.g. `"[CLS] $A [SEP]"`).
+fn tokenizer(dir: &Path, specials: &[&str], template: Option<&str>) {
+    let vocab: Vec<(String, u32)> = specials
+        .iter()
+        .chain(WORDS)
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), i as u32))
+        .collect();
+    assert!(vocab.len() <= VOCAB);
+    let unk = specials
+        .iter()
+        .find(|s| s.contains("unk") || s.contains("UNK"))
+        .unwrap_or(&specials[0]);
+    let model = WordLevel::builder()
+        .vocab(vocab.iter().cloned().collect())
+        .unk_token(unk.to_string())
+        .build()
+        .unwrap();
+    let mut tok = Tokenizer::new(model);
+    tok.with_normalizer(Some(Lowercase)).unwrap();
+    tok.with_pre_tokenizer(Some(Whitespace {}));
+    if let Some(t) = template {
+        let ids: HashMap<&str, u32> = vocab.iter().map(|(w, i)| (w.as_str(), *i)).collect();
+        let specials_used: Vec<(&str, u32)> = specials
+            .iter()
+            .filter(|s| t.contains(**s))
+            .map(|s| (*s, ids[s]))
+            .collect();
+        let post = TemplateProcessing::builder()
+            .try_single(t)
+            .unwrap()
+            .special_tokens(specials_used)
+            .build()
+            .unwrap();
+        tok.with_post_processor(Some(post));
+    }
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
+}
+
+const H: usize = 32;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const INTER: usize = 64;
+const LAYERS: usize = 2;
+
+fn bert(dir: &Path) {
+    let max_pos = 64;
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["BertModel"], "model_type": "bert", "vocab_size": VOCAB, "hidden_size": H,
+            "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "intermediate_size": INTER,
+            "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+            "max_position_embeddings": max_pos, "type_vocab_size": 2, "initializer_range": 0.02,
+            "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute"
+        }),
+    );
+    // Sentence-Transformers truncates at max_seq_length: 24 here, so tests can exceed it.
+    write_json(
+        &dir.join("sentence_bert_config.json"),
+        json!({ "max_seq_length": 24, "do_lower_case": false }),
+    );
+    write_json(
+        &dir.join("modules.json"),
+        json!([
+            { "idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer" },
+            { "idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling" },
+            { "idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize" }
+        ]),
+    );
+    tokenizer(
+        dir,
+        &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        Some("[CLS] $A [SEP]"),
+    );
+    let mut w = Weights::new(DType::F32, 1);
+    w.map.insert(
+        "embeddings.position_ids".into(),
+        Tensor::arange(0i64, max_pos as i64, &Device::Cpu)
+            .unwrap()
+            .reshape((1, max_pos))
+            .unwrap(),
+    );
+    w.rand("embeddings.word_embeddings.weight", &[VOCAB, H]);
+    w.rand("embeddings.position_embeddings.weight", &[max_pos, H]);
+    w.rand("embeddings.token_type_embeddings.weight", &[2, H]);
+    w.layer_norm("embeddings.LayerNorm", H);
+    for n in 0..LAYERS {
+        let p = format!("encoder.layer.{n}");
+        for m in ["query", "key", "value"] {
+            w.linear(&format!("{p}.attention.self.{m}"), H, H, true);
+        }
+        w.linear(&format!("{p}.attention.output.dense"), H, H, true);
+        w.layer_norm(&format!("{p}.attention.output.LayerNorm"), H);
+        w.linear(&format!("{p}.intermediate.dense"), H, INTER, true);
+        w.linear(&format!("{p}.output.dense"), INTER, H, true);
+        w.layer_norm(&format!("{p}.output.LayerNorm"), H);
+    }
+    w.linear("pooler.dense", H, H, true);
+    w.save(&dir.join("model.safetensors"));
+}
+
+fn qwen2_config(dir: &Path) {
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": VOCAB, "hidden_size": H,
+            "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+            "num_key_value_heads": KV_HEADS, "max_position_embeddings": 4096, "sliding_window": 4096,
+            "max_window_layers": LAYERS, "use_sliding_window": false, "tie_word_embeddings": false,
+            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu", "torch_dtype": "float32"
+        }),
+    );
+}
+
+fn qwen2_weights(w: &mut Weights, prefix: &str) {
+    let hd = H / HEADS;
+    w.rand(format!("{prefix}embed_tokens.weight"), &[VOCAB, H]);
+    for n in 0..LAYERS {
+        let p = format!("{prefix}layers.{n}");
+        w.linear(&format!("{p}.self_attn.q_proj"), H, HEADS * hd, true);
+        w.linear(&format!("{p}.self_attn.k_proj"), H, KV_HEADS * hd, true);
+        w.linear(&format!("{p}.self_attn.v_proj"), H, KV_HEADS * hd, true);
+        w.linear(&format!("{p}.self_attn.o_proj"), HEADS * hd, H, false);
+        w.linear(&format!("{p}.mlp.gate_proj"), H, INTER, false);
+        w.linear(&format!("{p}.mlp.up_proj"), H, INTER, false);
+        w.linear(&format!("{p}.mlp.down_proj"), INTER, H, false);
+        w.rms(&format!("{p}.input_layernorm"), H);
+        w.rms(&format!("{p}.post_attention_layernorm"), H);
+    }
+    w.rms(&format!("{prefix}norm"), H);
+}
+
+/// Stella: encoder saved without the `model.` prefix, Dense head in the folder modules.json
+/// names (24 outputs here, 1024 in the real `2_Dense_1024`).
+fn stella(dir: &Path) {
+    qwen2_config(dir);
+    write_json(
+        &dir.join("sentence_bert_config.json"),
+        json!({ "max_seq_length": 32 }),
+    );
+    write_json(
+        &dir.join("modules.json"),
+        json!([
+            { "idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer" },
+            { "idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling" },
+            { "idx": 2, "name": "2", "path": "2_Dense_24", "type": "sentence_transformers.models.Dense" }
+        ]),
+    );
+    write_json(
+        &dir.join("2_Dense_24/config.json"),
+        json!({ "in_features": H, "out_features": 24, "bias": true, "activation_function": "torch.nn.modules.linear.Identity" }),
+    );
+    tokenizer(
+        dir,
+        &["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"],
+        None,
+    );
+    let mut w = Weights::new(DType::F32, 2);
+    qwen2_weights(&mut w, "");
+    w.save(&dir.join("model.safetensors"));
+    let mut head = Weights::new(DType::F32, 3);
+    head.linear("linear", H, 24, true);
+    head.save(&dir.join("2_Dense_24/model.safetensors"));
+}
+
+/// GTE-Qwen2: `model.`-prefixed encoder plus an `lm_head` the embedder never loads, in two
+/// shards; the tokenizer appends `<|endoftext|>`, the token last-token pooling reads.
+fn gte(dir: &Path) {
+    qwen2_config(dir);
+    tokenizer(
+        dir,
+        &["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"],
+        Some("$A <|endoftext|>"),
+    );
+    let mut w = Weights::new(DType::F32, 4);
+    qwen2_weights(&mut w, "model.");
+    w.rand("lm_head.weight", &[VOCAB, H]);
+    w.save_sharded(dir, 2);
+}
+
+/// Sizes of a JinaBERT checkpoint.
+pub struct JinaGeometry {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub max_positions: usize,
+}
+
+impl JinaGeometry {
+    /// The tiny test geometry.
+    pub const TINY: JinaGeometry = JinaGeometry {
+        vocab: VOCAB,
+        hidden: H,
+        heads: HEADS,
+        intermediate: INTER,
+        layers: LAYERS,
+        max_positions: 512,
+    };
+    /// jina-embeddings-v2-base-en's geometry (its config.json).
+    pub const BASE: JinaGeometry = JinaGeometry {
+        vocab: 30528,
+        hidden: 768,
+        heads: 12,
+        intermediate: 3072,
+        layers: 12,
+        max_positions: 8192,
+    };
+}
+
+fn jina(dir: &Path) {
+    write_jina(dir, &JinaGeometry::TINY);
+}
+
+/// JinaBERT, stored in F16 like the real checkpoint (loaded as F32).
+pub fn write_jina(dir: &Path, g: &JinaGeometry) {
+    let h = g.hidden;
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["JinaBertForMaskedLM"], "model_type": "bert", "vocab_size": g.vocab, "hidden_size": h,
+            "num_hidden_layers": g.layers, "num_attention_heads": g.heads, "intermediate_size": g.intermediate,
+            "hidden_act": "gelu", "max_position_embeddings": g.max_positions, "type_vocab_size": 2,
+            "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+            "position_embedding_type": "alibi", "feed_forward_type": "geglu", "emb_pooler": "mean"
+        }),
+    );
+    tokenizer(
+        dir,
+        &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        Some("[CLS] $A [SEP]"),
+    );
+    let mut w = Weights::new(DType::F16, 5);
+    w.rand("embeddings.word_embeddings.weight", &[g.vocab, h]);
+    w.rand("embeddings.token_type_embeddings.weight", &[2, h]);
+    w.layer_norm("embeddings.LayerNorm", h);
+    for n in 0..g.layers {
+        let p = format!("encoder.layer.{n}");
+        for m in ["query", "key", "value"] {
+            w.linear(&format!("{p}.attention.self.{m}"), h, h, true);
+        }
+        w.linear(&format!("{p}.attention.output.dense"), h, h, true);
+        w.layer_norm(&format!("{p}.attention.output.LayerNorm"), h);
+        w.linear(
+            &format!("{p}.mlp.gated_layers"),
+            h,
+            2 * g.intermediate,
+            false,
+        );
+        w.linear(&format!("{p}.mlp.wo"), g.intermediate, h, true);
+        w.layer_norm(&format!("{p}.mlp.layernorm"), h);
+    }
+    w.linear("pooler.dense", h, h, true);
+    w.save(&dir.join("model.safetensors"));
+}
+
+/// NV-Embed: Mistral decoder + latent attention, F16, in two shards.
+fn nvembed(dir: &Path) {
+    let (latents, cross_heads) = (8, 2);
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["NVEmbedModel"], "model_type": "nvembed", "add_eos": true, "add_pad_token": true,
+            "is_mask_instruction": true, "padding_side": "right",
+            "latent_attention_config": {
+                "model_type": "latent_attention", "num_latents_value": latents, "num_cross_heads": cross_heads,
+                "latent_dim": H, "cross_dim_head": H, "hidden_dim": H, "output_normalize": true
+            },
+            "text_config": {
+                "model_type": "bidir_mistral", "vocab_size": VOCAB, "hidden_size": H, "intermediate_size": INTER,
+                "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+                "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
+                "sliding_window": 4096, "bos_token_id": 1, "eos_token_id": 2
+            },
+            "torch_dtype": "float16"
+        }),
+    );
+    tokenizer(dir, &["<unk>", "<s>", "</s>"], Some("<s> $A"));
+    let mut w = Weights::new(DType::F16, 6);
+    let hd = H / HEADS;
+    w.rand("embedding_model.embed_tokens.weight", &[VOCAB, H]);
+    for n in 0..LAYERS {
+        let p = format!("embedding_model.layers.{n}");
+        w.linear(&format!("{p}.self_attn.q_proj"), H, HEADS * hd, false);
+        w.linear(&format!("{p}.self_attn.k_proj"), H, KV_HEADS * hd, false);
+        w.linear(&format!("{p}.self_attn.v_proj"), H, KV_HEADS * hd, false);
+        w.linear(&format!("{p}.self_attn.o_proj"), HEADS * hd, H, false);
+        w.linear(&format!("{p}.mlp.gate_proj"), H, INTER, false);
+        w.linear(&format!("{p}.mlp.up_proj"), H, INTER, false);
+        w.linear(&format!("{p}.mlp.down_proj"), INTER, H, false);
+        w.rms(&format!("{p}.input_layernorm"), H);
+        w.rms(&format!("{p}.post_attention_layernorm"), H);
+    }
+    w.rms("embedding_model.norm", H);
+    let inner = cross_heads * H;
+    let l = "latent_attention_model";
+    w.rand(format!("{l}.latents"), &[latents, H]);
+    w.layer_norm(&format!("{l}.cross_attend_blocks.0.norm"), H);
+    w.layer_norm(&format!("{l}.cross_attend_blocks.0.norm_context"), H);
+    w.linear(
+        &format!("{l}.cross_attend_blocks.0.fn.to_q"),
+        H,
+        inner,
+        false,
+    );
+    w.linear(
+        &format!("{l}.cross_attend_blocks.0.fn.to_kv"),
+        H,
+        2 * inner,
+        false,
+    );
+    w.linear(
+        &format!("{l}.cross_attend_blocks.0.fn.to_out"),
+        inner,
+        H,
+        false,
+    );
+    w.layer_norm(&format!("{l}.cross_attend_blocks.1.norm"), H);
+    w.linear(
+        &format!("{l}.cross_attend_blocks.1.fn.net.0"),
+        H,
+        2 * 4 * H,
+        true,
+    );
+    w.linear(
+        &format!("{l}.cross_attend_blocks.1.fn.net.2"),
+        4 * H,
+        H,
+        true,
+    );
+    w.save_sharded(dir, 2);
+}
+
+/// Sizes of a CLIP checkpoint.
+pub struct ClipGeometry {
+    pub projection: usize,
+    pub text_vocab: usize,
+    pub text_hidden: usize,
+    pub text_heads: usize,
+    pub text_intermediate: usize,
+    pub text_layers: usize,
+    pub text_positions: usize,
+    pub vision_hidden: usize,
+    pub vision_heads: usize,
+    pub vision_intermediate: usize,
+    pub vision_layers: usize,
+    pub image: usize,
+    pub patch: usize,
+}
+
+impl ClipGeometry {
+    /// The tiny test geometry: a 16-token text limit, 32-pixel images in 8-pixel patches.
+    pub const TINY: ClipGeometry = ClipGeometry {
+        projection: 16,
+        text_vocab: VOCAB,
+        text_hidden: H,
+        text_heads: HEADS,
+        text_intermediate: INTER,
+        text_layers: LAYERS,
+        text_positions: 16,
+        vision_hidden: H,
+        vision_heads: HEADS,
+        vision_intermediate: INTER,
+        vision_layers: LAYERS,
+        image: 32,
+        patch: 8,
+    };
+    /// clip-vit-base-patch32's geometry.
+    pub const VIT_B_32: ClipGeometry = ClipGeometry {
+        projection: 512,
+        text_vocab: 49408,
+        text_hidden: 512,
+        text_heads: 8,
+        text_intermediate: 2048,
+        text_layers: 12,
+        text_positions: 77,
+        vision_hidden: 768,
+        vision_heads: 12,
+        vision_intermediate: 3072,
+        vision_layers: 12,
+        image: 224,
+        patch: 32,
+    };
+}
+
+fn clip(dir: &Path) {
+    write_clip(dir, &ClipGeometry::TINY);
+}
+
+/// CLIP in F32, like the real checkpoint.
+pub fn write_clip(dir: &Path, g: &ClipGeometry) {
+    write_json(
+        &dir.join("config.json"),
+        json!({
+            "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": g.projection,
+            "logit_scale_init_value": 2.6592,
+            "text_config": {
+                "vocab_size": g.text_vocab, "hidden_size": g.text_hidden, "intermediate_size": g.text_intermediate,
+                "num_hidden_layers": g.text_layers, "num_attention_heads": g.text_heads,
+                "max_position_embeddings": g.text_positions, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+                "projection_dim": g.projection
+            },
+            "vision_config": {
+                "hidden_size": g.vision_hidden, "intermediate_size": g.vision_intermediate,
+                "num_hidden_layers": g.vision_layers, "num_attention_heads": g.vision_heads, "image_size": g.image,
+                "patch_size": g.patch, "num_channels": 3, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+                "projection_dim": g.projection
+            }
+        }),
+    );
+    write_json(
+        &dir.join("preprocessor_config.json"),
+        json!({
+            "crop_size": { "height": g.image, "width": g.image }, "do_center_crop": true, "do_normalize": true,
+            "do_resize": true, "image_processor_type": "CLIPImageProcessor", "resample": 3,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "size": { "shortest_edge": g.image }
+        }),
+    );
+    tokenizer(
+        dir,
+        &["<|startoftext|>", "<|endoftext|>", "<unk>"],
+        Some("<|startoftext|> $A <|endoftext|>"),
+    );
+    let mut w = Weights::new(DType::F32, 7);
+    let (th, vh) = (g.text_hidden, g.vision_hidden);
+    w.rand(
+        "text_model.embeddings.token_embedding.weight",
+        &[g.text_vocab, th],
+    );
+    w.rand(
+        "text_model.embeddings.position_embedding.weight",
+        &[g.text_positions, th],
+    );
+    encoder(
+        &mut w,
+        "text_model.encoder",
+        th,
+        g.text_intermediate,
+        g.text_layers,
+    );
+    w.layer_norm("text_model.final_layer_norm", th);
+    let positions = (g.image / g.patch) * (g.image / g.patch) + 1;
+    w.rand("vision_model.embeddings.class_embedding", &[vh]);
+    w.rand(
+        "vision_model.embeddings.patch_embedding.weight",
+        &[vh, 3, g.patch, g.patch],
+    );
+    w.rand(
+        "vision_model.embeddings.position_embedding.weight",
+        &[positions, vh],
+    );
+    w.layer_norm("vision_model.pre_layrnorm", vh);
+    encoder(
+        &mut w,
+        "vision_model.encoder",
+        vh,
+        g.vision_intermediate,
+        g.vision_layers,
+    );
+    w.layer_norm("vision_model.post_layernorm", vh);
+    w.linear("visual_projection", vh, g.projection, false);
+    w.linear("text_projection", th, g.projection, false);
+    w.map.insert(
+        "logit_scale".into(),
+        Tensor::new(2.6592f32, &Device::Cpu).unwrap(),
+    );
+    w.save(&dir.join("model.safetensors"));
+}
+
+fn encoder(w: &mut Weights, p: &str, h: usize, inter: usize, layers: usize) {
+    for n in 0..layers {
+        let q = format!("{p}.layers.{n}");
+        for m in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            w.linear(&format!("{q}.self_attn.{m}"), h, h, true);
+        }
+        w.layer_norm(&format!("{q}.layer_norm1"), h);
+        w.linear(&format!("{q}.mlp.fc1"), h, inter, true);
+        w.linear(&format!("{q}.mlp.fc2"), inter, h, true);
+        w.layer_norm(&format!("{q}.layer_norm2"), h);
+    }
+}
