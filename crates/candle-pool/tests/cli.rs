@@ -2,7 +2,7 @@
 //! the binary (no `model-cards/` to read), one-line errors, integers parsed as integers.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn scratch(name: &str) -> PathBuf {
     // Unique within the process: the tests run in parallel.
@@ -164,4 +164,102 @@ fn every_subcommand_has_help() {
         assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
         assert!(text(&out.stdout).contains("Usage: candle-pool"), "{cmd}");
     }
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_candle-pool"));
+    c.env_remove("MODEL_CARDS_DIR");
+    c
+}
+
+#[test]
+fn cli_lists_the_registry_with_estimates_and_fit() {
+    let out = bin()
+        .arg("list")
+        .env("MODEL_POOL_BUDGET", "4GiB")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("cpu budget: 4.0 GiB"), "{text}");
+    let minilm = text
+        .lines()
+        .find(|l| l.starts_with("sentence-transformers/all-MiniLM-L6-v2"))
+        .unwrap();
+    assert!(
+        minilm.contains(" bert ") && minilm.contains(" 200 ") && minilm.trim_end().ends_with("yes"),
+        "{minilm}"
+    );
+    let stella = text
+        .lines()
+        .find(|l| l.starts_with("dunzhang/stella_en_1.5B_v5"))
+        .unwrap();
+    assert!(
+        stella.trim_end().ends_with("no"),
+        "6900 MB does not fit 4 GiB: {stella}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains('/')).count(),
+        12,
+        "{text}"
+    );
+}
+
+#[test]
+fn cli_embeds_arguments_and_stdin_as_json() {
+    let dir = model_fixtures::embed::tiny(model_serving::Family::Bert);
+    let out = bin()
+        .args(["embed", "--model", "my/tiny-bert", "--weights"])
+        .arg(&dir)
+        .args(["hello world", "rust"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = json.as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["text"], "hello world");
+    assert_eq!(items[1]["embedding"].as_array().unwrap().len(), 32);
+
+    let mut child = bin()
+        .args(["embed", "--model", "my/tiny-bert", "--weights"])
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello world\n\nrust\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let from_stdin: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_stdin, json, "stdin lines embed like arguments");
+
+    let out = bin()
+        .args([
+            "embed",
+            "--model",
+            "x",
+            "--weights",
+            "/nonexistent/dir",
+            "hi",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/dir"), "{err}");
 }

@@ -126,8 +126,8 @@ pub fn tiny_memory(family: Family, dir: &Path) -> DeclaredMemory {
     }
 }
 
-/// A tiny embedder served as `tiny/<family>` with its estimated memory and the registry
-/// template's dtype.
+/// A tiny embedder served as `tiny/<family>` the way the registry model of its family is:
+/// the template's dtype and query instruction, and the estimator's figure for its headers.
 pub fn tiny_served(family: Family, dir: &Path) -> ServedModel {
     let backend = model_serving::config::backend_of_family(family);
     let template = model_serving::registry::template(backend).unwrap();
@@ -136,6 +136,9 @@ pub fn tiny_served(family: Family, dir: &Path) -> ServedModel {
         .memory(tiny_memory(family, dir));
     if let Some(d) = template.default_profile.load_dtype {
         options = options.dtype(model_runtime::parse_dtype(d).unwrap());
+    }
+    if let Some(q) = template.serving.query_instruction {
+        options = options.query_instruction(q);
     }
     ServedModel::new(format!("tiny/{family}"), dir, options)
 }
