@@ -1,0 +1,117 @@
+//! The BERT CPU kernels against candle-transformers' `bert` on the same weights: a tiny
+//! random-weight checkpoint, and the real all-MiniLM-L6-v2 against the reference embeddings
+//! kept in the repository (the checkpoint comes from `tools/fetch-minilm.sh`; without it that
+//! test fails and says so). Rows of different
+//! lengths share a padded batch, so padding handling is compared too. (A process of its own:
+//! the loads here would disturb the load-memory measurement in `minilm_reference.rs`.)
+
+use candle_core::{DType, Device};
+use model_fixtures::cosine;
+use model_fixtures::minilm::{checkpoint, reference};
+use model_networks::embed::bert::{Backend, Model};
+use model_networks::embed::text::{Encoded, Overflow, TextMode, pad_right};
+use model_networks::embed::{BatchLimits, EncoderParams};
+use model_networks::{EmbeddingModel, Family};
+use model_runtime::ModelDir;
+
+const KEY: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+fn rows() -> Vec<Encoded> {
+    // [CLS] … [SEP] with ids inside the tiny vocabulary; lengths 3 to 24 (the tiny limit).
+    [3usize, 24, 7, 11, 1 + 1 + 1, 17]
+        .iter()
+        .enumerate()
+        .map(|(r, &len)| {
+            let mut ids = vec![2u32];
+            ids.extend((0..len - 2).map(|i| 5 + ((r * 13 + i * 7) % 90) as u32));
+            ids.push(3);
+            Encoded {
+                ids,
+                pool_from: 0,
+                truncated: false,
+            }
+        })
+        .collect()
+}
+
+fn embed(model: &Model, rows: &[Encoded]) -> Vec<Vec<f32>> {
+    let refs: Vec<&Encoded> = rows.iter().collect();
+    let batch = pad_right(&refs, 0, &Device::Cpu).unwrap();
+    model.forward(&batch).unwrap().to_vec2::<f32>().unwrap()
+}
+
+#[test]
+fn kernels_match_candle_on_a_tiny_bert() {
+    let dir = ModelDir::local(model_fixtures::embed::tiny(Family::Bert)).unwrap();
+    let kernels = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        kernels.backend(),
+        Backend::Kernels,
+        "f32 on the CPU runs the kernels"
+    );
+    let candle = Model::load_with(&dir, DType::F32, &Device::Cpu, Backend::Candle).unwrap();
+    let rows = rows();
+    let (a, b) = (embed(&kernels, &rows), embed(&candle, &rows));
+    for (r, (x, y)) in a.iter().zip(&b).enumerate() {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "row {r}: max |Δ| {worst}");
+        assert!(cosine(x, y) > 0.99999, "row {r}");
+    }
+    // Each row alone gives what it gave in the padded batch.
+    for (r, row) in rows.iter().enumerate() {
+        let alone = embed(&kernels, std::slice::from_ref(row));
+        assert!(cosine(&alone[0], &a[r]) > 0.999999, "row {r} alone");
+    }
+    // And the comparison can fail: a row's embedding is not another's.
+    assert!(cosine(&a[0], &b[1]) < 0.999);
+}
+
+#[test]
+fn kernels_refuse_what_they_cannot_run() {
+    let dir = ModelDir::local(model_fixtures::embed::tiny(Family::Bert)).unwrap();
+    let err = Model::load_with(&dir, DType::F16, &Device::Cpu, Backend::Kernels)
+        .err()
+        .expect("f16 is candle's");
+    assert!(err.to_string().contains("f32"), "{err}");
+    let f16 = Model::load(&dir, DType::F16, &Device::Cpu).unwrap();
+    assert_eq!(f16.backend(), Backend::Candle);
+}
+
+#[test]
+fn cpu_kernels_and_candle_agree_with_the_reference() {
+    let refs = reference();
+    let dir = ModelDir::local(checkpoint()).unwrap();
+    let params = EncoderParams {
+        key: KEY.to_owned(),
+        family: Family::Bert,
+        dtype: DType::F32,
+        max_input_tokens: Some(256),
+        overflow: Overflow::Truncate,
+        normalize: true,
+        query_instruction: None,
+        batch: BatchLimits::default(),
+    };
+    let tokens = EmbeddingModel::load(&dir, &params, &Device::Cpu).unwrap();
+    let texts: Vec<String> = refs.iter().map(|r| r.text.clone()).collect();
+    let encoded = tokens.tokenize(&texts, &TextMode::Document).unwrap();
+    let rows: Vec<_> = encoded.iter().collect();
+    let batch = pad_right(&rows, 0, &Device::Cpu).unwrap();
+    let mut worst = Vec::new();
+    for backend in [Backend::Kernels, Backend::Candle] {
+        let model = Model::load_with(&dir, DType::F32, &Device::Cpu, backend).unwrap();
+        assert_eq!(model.backend(), backend);
+        let pooled = model.forward(&batch).unwrap().to_vec2::<f32>().unwrap();
+        let min = refs
+            .iter()
+            .zip(&pooled)
+            .map(|(r, v)| cosine(v, &r.embedding))
+            .fold(f64::INFINITY, f64::min);
+        assert!(min >= 0.99999, "{backend:?}: worst cosine {min}");
+        worst.push((backend, min));
+    }
+    println!("worst cosine against the reference, padded batch: {worst:?}");
+}
