@@ -1,13 +1,29 @@
 //! `cargo xtask <command>`: the project's automation, one binary with subcommands.
 //!
 //! Only `fetch-cards` touches the network; everything else works offline on what is checked in.
+//! `fetch-cards` and `fixtures` live in crates of their own (the Hub client, candle), which this
+//! binary builds and runs only for those subcommands (see [`xtask::dispatch`]).
 
 mod gen_memory_specs;
 mod plan;
 
 use clap::{Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use xtask::dispatch::{self, Delegate};
+
+/// `cargo xtask fetch-cards …` runs this binary with the same arguments.
+const FETCH_CARDS: Delegate = Delegate {
+    package: "fetch-cards",
+    bin: None,
+};
+
+/// `cargo xtask fixtures DIR` runs this binary with the same arguments.
+const FIXTURES: Delegate = Delegate {
+    package: "model-fixtures",
+    bin: Some("write-fixtures"),
+};
 
 #[derive(Parser)]
 #[command(
@@ -33,23 +49,21 @@ enum Command {
         cards: PathBuf,
     },
     /// Refresh model-cards/<capability>/<slug>.toml and <SLUG>.md from the Hub: repo info,
-    /// configs and weight headers (byte ranges only; weights are never downloaded).
+    /// configs and weight headers (byte ranges only; weights are never downloaded). Builds and
+    /// runs the fetch-cards crate; `cargo xtask fetch-cards --help` lists its options.
+    #[command(disable_help_flag = true)]
     FetchCards {
-        /// Registry keys to fetch (default: every model in models.toml).
-        #[arg(long, num_args = 1..)]
-        models: Vec<String>,
-        /// Folder to write into (default: the model-cards folder).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Branch, tag or commit to fetch instead of each entry's `revision` (default `main`).
-        #[arg(long)]
-        revision: Option<String>,
-        /// Write nothing; exit non-zero if a card or spec differs from a fresh fetch.
-        #[arg(long)]
-        check: bool,
-        /// The model-cards folder holding models.toml.
-        #[arg(long, default_value_os_t = default_cards())]
-        cards: PathBuf,
+        /// Passed to fetch-cards unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Write the tiny random-weight checkpoints of every family into DIR: builds and runs
+    /// `write-fixtures DIR` of the model-fixtures crate.
+    #[command(disable_help_flag = true)]
+    Fixtures {
+        /// Passed to write-fixtures unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
     /// Which registry models fit this machine together: hot (kept resident), warm (loaded on
     /// demand), never (and by how much). Detected values can be overridden (`--ram 64GiB`).
@@ -79,22 +93,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::GenMemorySpecs { check, cards } => gen_memory_specs::run(&cards, check),
         Command::Plan { args, cards } => plan::run(&args, &cards),
-        Command::FetchCards {
-            models,
-            out,
-            revision,
-            check,
-            cards,
-        } => {
-            return xtask::fetch_cards::cli(&xtask::fetch_cards::FetchOptions {
-                cards,
-                out,
-                models,
-                revision,
-                check,
-                hub: Default::default(),
-            });
-        }
+        Command::FetchCards { args } => return dispatch::run(FETCH_CARDS, &args),
+        Command::Fixtures { args } => return dispatch::run(FIXTURES, &args),
     };
     match result {
         Ok(code) => code,

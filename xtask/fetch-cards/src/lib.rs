@@ -1,4 +1,4 @@
-//! `cargo xtask fetch-cards`: model cards and weight facts from the Hub.
+//! `cargo xtask fetch-cards` (this crate, run by xtask): model specs and cards from the Hub.
 //!
 //! For each model in `model-cards/models.toml` it resolves the revision to a commit, lists the
 //! repo, downloads the small files (README, configs, indexes) into the hub cache, reads weight

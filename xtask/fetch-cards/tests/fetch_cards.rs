@@ -3,15 +3,15 @@
 
 mod support;
 
+use fetch_cards::{
+    FetchError, FetchOptions, HubOptions, Log, ModelReport, Outcome, RunReport, run,
+};
 use model_spec::shapes::inventory;
 use model_spec::{Family, load_spec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::fixture_hub::{Body, Fault, FixtureHub, FixtureRepo};
 use support::fixtures::*;
-use xtask::fetch_cards::{
-    FetchError, FetchOptions, HubOptions, Log, ModelReport, Outcome, RunReport, run,
-};
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -712,10 +712,9 @@ fn a_failed_refresh_leaves_the_previous_files_intact() {
     no_temp_files(&s.cards);
 }
 
-fn xtask_cmd(hub_url: &str, s: &Setup) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.arg("fetch-cards")
-        .arg("--cards")
+fn fetch_cards_cmd(hub_url: &str, s: &Setup) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fetch-cards"));
+    c.arg("--cards")
         .arg(&s.cards)
         .env("HF_ENDPOINT", hub_url)
         .env("HF_HOME", s.cache.join("home"))
@@ -741,7 +740,7 @@ fn cli_end_to_end() {
         ),
     ]);
     let out_dir = s.cards.with_file_name("out");
-    let o = xtask_cmd(&hub.url, &s)
+    let o = fetch_cards_cmd(&hub.url, &s)
         .arg("--out")
         .arg(&out_dir)
         .output()
@@ -764,7 +763,7 @@ fn cli_end_to_end() {
     assert!(!s.cards.join("text_embedding").exists(), "--out honoured");
     println!("{stderr}{stdout}");
 
-    let again = xtask_cmd(&hub.url, &s)
+    let again = fetch_cards_cmd(&hub.url, &s)
         .args(["--check", "--models", "fixture/stella-dense", "--out"])
         .arg(&out_dir)
         .output()
@@ -775,7 +774,7 @@ fn cli_end_to_end() {
         String::from_utf8_lossy(&again.stderr)
     );
     std::fs::write(out_dir.join("text_embedding/STELLA-DENSE.md"), "x").unwrap();
-    let stale = xtask_cmd(&hub.url, &s)
+    let stale = fetch_cards_cmd(&hub.url, &s)
         .args(["--check", "--models", "fixture/stella-dense", "--out"])
         .arg(&out_dir)
         .output()
@@ -799,7 +798,7 @@ fn killing_the_command_mid_fetch_leaves_the_previous_files_intact() {
     hub.fault(Fault::Stall {
         path: "model.safetensors".into(),
     });
-    let mut child = xtask_cmd(&hub.url, &s)
+    let mut child = fetch_cards_cmd(&hub.url, &s)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -915,7 +914,7 @@ fn one_run_over_every_fixture_reports_bytes_per_model() {
         assert_eq!(sent, m.transfer.range_bytes, "{}", m.key);
     }
     assert_eq!(r.models.len(), 5);
-    // To look at what was written: FETCH_CARDS_SAMPLE_OUT=<dir> cargo test -p xtask one_run
+    // To look at what was written: FETCH_CARDS_SAMPLE_OUT=<dir> cargo test -p fetch-cards one_run
     if let Some(dir) = std::env::var_os("FETCH_CARDS_SAMPLE_OUT") {
         for f in walk(&s.cards) {
             let to = Path::new(&dir).join(f.strip_prefix(&s.cards).unwrap());
