@@ -138,28 +138,6 @@ pub enum ServeError {
         reason: String,
     },
 
-    /// A text-to-image stage's memory is not free now (other requests or models hold it).
-    /// Retrying later may succeed.
-    #[error(
-        "model `{model}`: the {} stage needs {need} on {device}, but only {free} of the {budget} budget is free; \
-         retry when other requests finish, or ask for a smaller image",
-        stage_name(*stage)
-    )]
-    InsufficientMemory {
-        /// The model.
-        model: String,
-        /// The stage that could not reserve its memory.
-        stage: Stage,
-        /// The device.
-        device: DeviceId,
-        /// Bytes the stage needs.
-        need: ByteSize,
-        /// Bytes free when it asked.
-        free: ByteSize,
-        /// The device budget.
-        budget: ByteSize,
-    },
-
     /// A text-to-image request's peak (resident weights plus its largest stage) exceeds the
     /// whole device budget: it can never run there.
     #[error(
@@ -201,11 +179,10 @@ pub enum ServeError {
 }
 
 impl ServeError {
-    /// When retrying makes sense (busy queues, load cooldowns, memory other requests hold).
+    /// When retrying makes sense (busy queues, load cooldowns).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ServeError::Busy { retry_after, .. } => Some(*retry_after),
-            ServeError::InsufficientMemory { .. } => Some(Duration::from_secs(1)),
             ServeError::Pool(e) => e.retry_after(),
             _ => None,
         }
@@ -223,7 +200,6 @@ impl ServeError {
             | ServeError::NoBackend { model, .. }
             | ServeError::ContextTooLong { model, .. }
             | ServeError::InvalidRequest { model, .. }
-            | ServeError::InsufficientMemory { model, .. }
             | ServeError::ImageNeverFits { model, .. }
             | ServeError::Cancelled { model }
             | ServeError::Backend { model, .. } => Some(model),

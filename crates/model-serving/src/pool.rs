@@ -379,12 +379,14 @@ impl ModelPool {
         }
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancel));
-        let governor = self.governor.clone();
         let key = model.to_owned();
+        // The lease holds this request's largest stage: the scheduler admits it by that size,
+        // evicting idle models of any capability to make room, like any other request.
+        let bytes = Some(memory.lease_bytes());
         self.pool
-            .run(model, entry.model.timeout(), move |lease| async move {
+            .run_sized(model, bytes, entry.model.timeout(), move |lease| async move {
                 let work = tokio::task::spawn_blocking(move || match lease.as_text_to_image() {
-                    Some(m) => m.generate(&request, &governor, &progress, &cancel),
+                    Some(m) => m.generate(&request, &progress, &cancel),
                     None => Err(ServeError::WrongCapability {
                         model: lease.key().to_owned(),
                         capability: lease.capability(),

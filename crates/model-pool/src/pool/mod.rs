@@ -148,7 +148,7 @@ impl<L: ModelLoader> Pool<L> {
     /// memory or a concurrency slot as needed. Dropping the returned future gives up: the
     /// request leaves its queue, and a load nobody else waits for is aborted.
     pub async fn acquire(&self, key: &str) -> Result<Lease<L::Model>, PoolError> {
-        self.acquire_inner(key, None).await
+        self.acquire_inner(key, None, None).await
     }
 
     /// Like [`acquire`](Self::acquire) with its own deadline.
@@ -157,16 +157,29 @@ impl<L: ModelLoader> Pool<L> {
         key: &str,
         timeout: Duration,
     ) -> Result<Lease<L::Model>, PoolError> {
-        self.acquire_inner(key, Some(timeout)).await
+        self.acquire_inner(key, Some(timeout), None).await
+    }
+
+    /// Like [`acquire`](Self::acquire) for a request whose working memory is `bytes` instead
+    /// of the model's `per_request_bytes` (a larger image, a shorter context): admission,
+    /// eviction and the never-fits refusal all use this figure, and the lease holds it.
+    pub async fn acquire_sized(
+        &self,
+        key: &str,
+        bytes: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Lease<L::Model>, PoolError> {
+        self.acquire_inner(key, timeout, Some(bytes)).await
     }
 
     async fn acquire_inner(
         &self,
         key: &str,
         timeout: Option<Duration>,
+        bytes: Option<u64>,
     ) -> Result<Lease<L::Model>, PoolError> {
         let model = self.model_id(key)?;
-        match self.shared.start_acquire(model, timeout) {
+        match self.shared.start_acquire(model, timeout, bytes) {
             Start::Done(result) => result,
             Start::Waiting(request, receiver) => {
                 let mut guard = CancelOnDrop {
@@ -200,10 +213,26 @@ impl<L: ModelLoader> Pool<L> {
         F: FnOnce(Lease<L::Model>) -> Fut,
         Fut: Future<Output = T>,
     {
+        self.run_sized(key, None, timeout, work).await
+    }
+
+    /// Like [`run`](Self::run) for a request whose working memory is `bytes` (the model's
+    /// `per_request_bytes` when `None`; see [`acquire_sized`](Self::acquire_sized)).
+    pub async fn run_sized<T, F, Fut>(
+        &self,
+        key: &str,
+        bytes: Option<u64>,
+        timeout: Option<Duration>,
+        work: F,
+    ) -> Result<T, PoolError>
+    where
+        F: FnOnce(Lease<L::Model>) -> Fut,
+        Fut: Future<Output = T>,
+    {
         let timeout = timeout.unwrap_or(self.shared.request_timeout);
         let started = Instant::now();
         let deadline = crate::scheduler::after(started, timeout);
-        let lease = self.acquire_inner(key, Some(timeout)).await?;
+        let lease = self.acquire_inner(key, Some(timeout), bytes).await?;
         let model = lease.model_id();
         let fault = |fault| self.shared.dispatch(Event::RequestFault { model, fault });
         let running = async move {

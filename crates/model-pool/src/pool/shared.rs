@@ -148,12 +148,14 @@ impl<L: ModelLoader> Shared<L> {
         self: &Arc<Self>,
         model: ModelId,
         timeout: Option<Duration>,
+        bytes: Option<u64>,
     ) -> Start<L::Model> {
         let request = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
         let event = Event::Acquire {
             request,
             model,
             timeout,
+            bytes,
         };
         let run = || {
             self.process(event, None, Some(request)).unwrap_or_else(|| {

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Held;
+
 use super::{
     Candidate, Effect, Entry, LeaseId, ModelId, RequestId, Scheduler, State, UnloadReason, Waiter,
     after, choose_victims,
@@ -82,6 +84,7 @@ impl Scheduler {
         request: RequestId,
         model: ModelId,
         timeout: Option<Duration>,
+        bytes: Option<u64>,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
@@ -102,7 +105,8 @@ impl Scheduler {
             });
             return;
         }
-        if let Some(error) = self.refusal(model, now) {
+        let bytes = bytes.unwrap_or(entry.spec.per_request_bytes);
+        if let Some(error) = self.refusal(model, bytes, now) {
             fx.push(Effect::Reject { request, error });
             return;
         }
@@ -111,9 +115,7 @@ impl Scheduler {
         if matches!(entry.state, State::Ready)
             && self.waiters.is_empty()
             && entry.leases.len() < entry.spec.max_concurrency
-            && let Ok(reservation) = self
-                .governor
-                .try_reserve(entry.spec.device, entry.spec.per_request_bytes)
+            && let Ok(reservation) = self.governor.try_reserve(entry.spec.device, bytes)
         {
             self.grant(model, request, reservation, now, fx);
             return;
@@ -157,6 +159,7 @@ impl Scheduler {
                     model,
                     deadline,
                     enqueued: now,
+                    bytes,
                 },
             )
             .is_some()
@@ -171,11 +174,12 @@ impl Scheduler {
         entry.idle_deadline = None;
     }
 
-    /// Errors that refuse a request at once, before it is queued.
-    fn refusal(&mut self, model: ModelId, now: Instant) -> Option<PoolError> {
+    /// Errors that refuse a request holding `bytes` of working memory at once, before it is
+    /// queued.
+    fn refusal(&mut self, model: ModelId, bytes: u64, now: Instant) -> Option<PoolError> {
         let entry = &self.entries[model.index()];
         let device = entry.spec.device;
-        let need = entry.spec.need_bytes();
+        let need = entry.spec.resident_bytes.saturating_add(bytes);
         let budget = self.governor.budget(device).unwrap_or(0);
         let key = || entry.spec.key.clone();
         let error = if need > budget {
@@ -185,7 +189,7 @@ impl Scheduler {
                 budget: ByteSize(budget),
                 device,
             }
-        } else if let Some(pinned) = self.pinned_bytes_blocking(model, budget) {
+        } else if let Some(pinned) = self.pinned_bytes_blocking(model, need, budget) {
             PoolError::BlockedByPinned {
                 model: key(),
                 need: ByteSize(need),
@@ -217,7 +221,7 @@ impl Scheduler {
     /// If the pinned models on `model`'s device leave too little of the budget for it, the
     /// bytes they hold. Pinned models count whether loaded or not: they are meant to be
     /// resident, and a failed one is retried.
-    fn pinned_bytes_blocking(&self, model: ModelId, budget: u64) -> Option<u64> {
+    fn pinned_bytes_blocking(&self, model: ModelId, need: u64, budget: u64) -> Option<u64> {
         let entry = &self.entries[model.index()];
         if entry.spec.tier.is_pinned() {
             return None;
@@ -228,7 +232,7 @@ impl Scheduler {
             .filter(|e| e.spec.device == entry.spec.device && e.spec.tier.is_pinned())
             .map(|e| e.spec.resident_bytes)
             .fold(0u64, u64::saturating_add);
-        (entry.spec.need_bytes() > budget.saturating_sub(pinned)).then_some(pinned)
+        (need > budget.saturating_sub(pinned)).then_some(pinned)
     }
 
     pub(super) fn on_cancel(&mut self, request: RequestId, _now: Instant, fx: &mut Vec<Effect>) {
@@ -283,7 +287,13 @@ impl Scheduler {
         let lease = LeaseId(self.next_lease);
         self.next_lease += 1;
         let entry = &mut self.entries[model.index()];
-        entry.leases.insert(lease, now);
+        entry.leases.insert(
+            lease,
+            Held {
+                since: now,
+                bytes: reservation.bytes(),
+            },
+        );
         entry.idle_deadline = None;
         entry.last_used = now;
         entry.counters.leases += 1;
@@ -293,6 +303,15 @@ impl Scheduler {
             lease,
             reservation,
         });
+    }
+
+    /// The working memory of the first request in `model`'s queue (0 when none).
+    pub(super) fn front_bytes(&self, model: ModelId) -> u64 {
+        self.entries[model.index()]
+            .queue
+            .front()
+            .and_then(|r| self.waiters.get(r))
+            .map_or(0, |w| w.bytes)
     }
 
     fn pop_waiter(&mut self, model: ModelId) -> Option<RequestId> {
@@ -371,7 +390,7 @@ impl Scheduler {
             {
                 return;
             }
-            let (device, need) = (entry.spec.device, entry.spec.per_request_bytes);
+            let (device, need) = (entry.spec.device, self.front_bytes(model));
             if let Some(reservation) = self.reserve_unclaimed(device, need, claims) {
                 if let Some(request) = self.pop_waiter(model) {
                     self.grant(model, request, reservation, now, fx);
@@ -395,7 +414,7 @@ impl Scheduler {
         let pinned = entry.spec.tier.is_pinned();
         let device = entry.spec.device;
         let per_request = if with_request {
-            entry.spec.per_request_bytes
+            self.front_bytes(model)
         } else {
             0
         };
@@ -494,9 +513,7 @@ impl Scheduler {
                     && (first_blocked || (e.leases.is_empty() && e.queue.is_empty()))
             })
             .map(|(i, e)| {
-                let bytes = e.held_bytes().saturating_add(
-                    (e.leases.len() as u64).saturating_mul(e.spec.per_request_bytes),
-                );
+                let bytes = e.held_bytes().saturating_add(e.leased_bytes());
                 let candidate = Candidate {
                     model: ModelId(i as u32),
                     bytes,

@@ -26,7 +26,7 @@ impl Scheduler {
         entry.last_used = now;
         entry.hold_ewma = Some(Self::ewma(
             entry.hold_ewma,
-            now.saturating_duration_since(granted),
+            now.saturating_duration_since(granted.since),
         ));
         self.after_last_use(model, now, fx);
     }
@@ -95,13 +95,21 @@ impl Scheduler {
                 if let Some(bytes) = measured_bytes {
                     self.on_measured(model, bytes);
                 }
+                // The memory reserved with the load goes to the first waiter when it covers
+                // that request (the waiter it was reserved for may have left); otherwise it
+                // goes back and the pump serves the queue.
+                let need = self.front_bytes(model);
                 let entry = &mut self.entries[model.index()];
-                if let Some(reservation) = entry.first_request.take()
+                if let Some(mut reservation) = entry.first_request.take()
                     && !entry.queue.is_empty()
+                    && reservation.bytes() >= need
                     && let Some(request) = entry.queue.pop_front()
                 {
                     if let Some(w) = self.waiters.remove(&request) {
                         self.deadlines.remove(&(w.deadline, request));
+                    }
+                    if let Some(exact) = reservation.split(need) {
+                        reservation = exact;
                     }
                     self.grant(model, request, reservation, now, fx);
                 }

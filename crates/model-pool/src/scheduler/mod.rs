@@ -73,6 +73,9 @@ pub enum Event {
         model: ModelId,
         /// Deadline, counted from now.
         timeout: Option<Duration>,
+        /// Working memory this request holds while it runs; the model's `per_request_bytes`
+        /// when `None` (a text-to-image request at another size, say, holds its own).
+        bytes: Option<u64>,
     },
     /// The caller of `request` gave up (its future was dropped).
     Cancel {
@@ -257,6 +260,15 @@ struct Waiter {
     model: ModelId,
     deadline: Instant,
     enqueued: Instant,
+    /// Working memory the request holds once granted.
+    bytes: u64,
+}
+
+/// A granted lease: since when, and the working memory it holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    since: Instant,
+    bytes: u64,
 }
 
 struct Entry {
@@ -267,7 +279,7 @@ struct Entry {
     /// One request's memory, reserved with the load so that the first waiter can run as
     /// soon as the model is ready.
     first_request: Option<Reservation>,
-    leases: BTreeMap<LeaseId, Instant>,
+    leases: BTreeMap<LeaseId, Held>,
     queue: VecDeque<RequestId>,
     /// A hot model that should be loaded without a waiter.
     preload: bool,
@@ -286,6 +298,14 @@ struct Entry {
 }
 
 impl Entry {
+    /// Working memory held by the model's leases.
+    fn leased_bytes(&self) -> u64 {
+        self.leases
+            .values()
+            .map(|h| h.bytes)
+            .fold(0u64, u64::saturating_add)
+    }
+
     fn held_bytes(&self) -> u64 {
         self.resident.as_ref().map_or(0, Reservation::bytes)
             + self.first_request.as_ref().map_or(0, Reservation::bytes)
@@ -388,7 +408,8 @@ impl Scheduler {
                 request,
                 model,
                 timeout,
-            } => self.on_acquire(request, model, timeout, now, &mut fx),
+                bytes,
+            } => self.on_acquire(request, model, timeout, bytes, now, &mut fx),
             Event::Cancel { request } => self.on_cancel(request, now, &mut fx),
             Event::LeaseReleased { model, lease } => {
                 self.on_lease_released(model, lease, now, &mut fx)
@@ -490,7 +511,7 @@ impl Scheduler {
             .iter()
             .map(|e| {
                 totals.add(&e.counters);
-                let lease_bytes = (e.leases.len() as u64).saturating_mul(e.spec.per_request_bytes);
+                let lease_bytes = e.leased_bytes();
                 ModelStatus {
                     key: e.spec.key.clone(),
                     device: e.spec.device,
@@ -519,7 +540,7 @@ impl Scheduler {
                         .leases
                         .values()
                         .next()
-                        .map(|t| now.saturating_duration_since(*t)),
+                        .map(|h| now.saturating_duration_since(h.since)),
                     counters: e.counters,
                 }
             })

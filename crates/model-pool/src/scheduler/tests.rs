@@ -126,6 +126,8 @@ impl Harness {
         let held: u64 = self.m.entries.iter().map(Entry::held_bytes).sum();
         let leased: u64 = self.leases.values().map(|(_, _, r)| r.bytes()).sum();
         assert_eq!(reserved, held + leased, "governor and scheduler disagree");
+        let counted: u64 = self.m.entries.iter().map(Entry::leased_bytes).sum();
+        assert_eq!(counted, leased, "the scheduler's lease bytes are the leases' reservations");
         for e in &self.m.entries {
             assert!(e.leases.len() <= e.spec.max_concurrency);
             assert!(e.queue.len() <= e.spec.max_queue);
@@ -150,12 +152,26 @@ impl Harness {
     }
 
     fn acquire_timeout(&mut self, model: u32, timeout: Option<Duration>) -> (u64, Vec<Fx>) {
+        self.acquire_with(model, timeout, None)
+    }
+
+    fn acquire_sized(&mut self, model: u32, bytes: u64) -> (u64, Vec<Fx>) {
+        self.acquire_with(model, None, Some(bytes))
+    }
+
+    fn acquire_with(
+        &mut self,
+        model: u32,
+        timeout: Option<Duration>,
+        bytes: Option<u64>,
+    ) -> (u64, Vec<Fx>) {
         let request = self.next_request;
         self.next_request += 1;
         let fx = self.step(Event::Acquire {
             request: RequestId(request),
             model: ModelId(model),
             timeout,
+            bytes,
         });
         (request, fx)
     }
@@ -336,6 +352,61 @@ fn model_that_can_never_fit_is_refused_without_eviction_loop() {
 }
 
 // ---------------------------------------------------------------- eviction policy
+
+// ---------------------------------------------------------------- requests of their own size
+
+#[test]
+fn a_request_of_its_own_size_is_admitted_by_that_size() {
+    // a: 2 GiB resident, 1 GiB per request by default; a request of 6 GiB takes 6.
+    let mut h = Harness::new(10, vec![warm("a", 2, 1), warm("b", 3, 1)]);
+    h.warm_up(0);
+    h.warm_up(1);
+    assert_eq!(h.reserved_gib(), 5.0);
+    // 2 + 3 + 6 > 10: b is idle and in the way, so it is evicted for the large request.
+    let (r, fx) = h.acquire_sized(0, 6 * GIB);
+    assert_eq!(fx, vec![Fx::Unload(1, UnloadReason::Evicted)]);
+    assert_eq!(h.finish_unload(1), vec![Fx::Grant(r, 0)]);
+    assert_eq!(h.reserved_gib(), 8.0, "a's weights and the 6 GiB request");
+    h.release(r);
+    assert_eq!(h.reserved_gib(), 2.0, "the whole 6 GiB came back");
+    // A small request is served beside it at its own size.
+    let (small, fx) = h.acquire_sized(0, GIB / 2);
+    assert_eq!(fx, vec![Fx::Grant(small, 0)]);
+    assert_eq!(h.reserved_gib(), 2.5);
+}
+
+#[test]
+fn a_request_too_large_for_the_budget_never_fits_whatever_the_default_size() {
+    let mut h = Harness::new(10, vec![warm("a", 2, 1)]);
+    let (r, fx) = h.acquire_sized(0, 9 * GIB);
+    assert_eq!(fx, vec![Fx::Reject(r)]);
+    assert!(
+        matches!(h.errors[&r], PoolError::NeverFits { need, .. } if need.0 == 11 * GIB),
+        "{:?}",
+        h.errors[&r]
+    );
+    // The default-size request still fits.
+    let (ok, fx) = h.acquire(0);
+    assert_eq!(fx, vec![Fx::Load(0)]);
+    assert_eq!(h.loaded(0), vec![Fx::Install(0), Fx::Grant(ok, 0)]);
+}
+
+#[test]
+fn the_memory_reserved_with_a_load_follows_the_waiter_that_gets_it() {
+    let mut h = Harness::new(10, vec![warm("a", 2, 1)]);
+    // The load reserves 2 + 4 for the first waiter; it leaves, a smaller one is next.
+    let (big, fx) = h.acquire_sized(0, 4 * GIB);
+    assert_eq!(fx, vec![Fx::Load(0)]);
+    let (small, fx) = h.acquire_sized(0, GIB);
+    assert!(fx.is_empty());
+    h.cancel(big);
+    assert_eq!(h.loaded(0), vec![Fx::Install(0), Fx::Grant(small, 0)]);
+    assert_eq!(h.reserved_gib(), 3.0, "the lease holds its own 1 GiB, not the 4 reserved");
+    h.release(small);
+    // Reserved for a small waiter, taken over by a larger one: the pump reserves the rest.
+    let (a, _) = h.acquire_sized(0, GIB);
+    h.release(a);
+}
 
 #[test]
 fn idle_models_are_evicted_least_recently_used_first() {
@@ -1259,6 +1330,8 @@ fn shutdown_fails_all_waiters_and_unloads_everything() {
 #[derive(Debug, Clone)]
 enum Op {
     Acquire(u32, u8),
+    /// A request of its own size, in eighths of a GiB.
+    AcquireSized(u32, u8),
     Release(usize),
     Cancel(usize),
     FinishLoad(usize, u8),
@@ -1269,6 +1342,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0u32..6, any::<u8>()).prop_map(|(m, t)| Op::Acquire(m, t)),
+        2 => (0u32..6, 0u8..96).prop_map(|(m, b)| Op::AcquireSized(m, b)),
         3 => any::<usize>().prop_map(Op::Release),
         1 => any::<usize>().prop_map(Op::Cancel),
         3 => (any::<usize>(), any::<u8>()).prop_map(|(i, o)| Op::FinishLoad(i, o)),
@@ -1303,6 +1377,9 @@ proptest! {
                 Op::Acquire(m, t) => {
                     let timeout = Some(Duration::from_millis(u64::from(t) * 20));
                     h.acquire_timeout(m, timeout);
+                }
+                Op::AcquireSized(m, b) => {
+                    h.acquire_sized(m, u64::from(b) * GIB / 8);
                 }
                 Op::Release(i) => if let Some(r) = pick(h.leases.keys().copied(), i) { h.release(r); },
                 Op::Cancel(i) => if let Some(r) = pick(h.m.waiters.keys().map(|r| r.0), i) { h.cancel(r); },

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use model_pool::{DeviceId, MemoryGovernor};
+use model_pool::DeviceId;
 
 use model_networks::Pipeline;
 use model_runtime::{BackendError, ModelDir};
@@ -44,7 +44,6 @@ enum Inner {
 pub struct DiffusionModel {
     key: String,
     pipeline: Pipeline,
-    device: DeviceId,
     plan: Arc<MemoryPlan>,
     limits: Limits,
     inner: Inner,
@@ -85,7 +84,6 @@ impl DiffusionModel {
         Ok(DiffusionModel {
             key: key.to_owned(),
             pipeline: options.pipeline,
-            device,
             limits: options.limits_for(&plan),
             plan,
             inner,
@@ -112,13 +110,12 @@ impl DiffusionModel {
         &self.plan
     }
 
-    /// Generates `request` (blocking: run it on a blocking thread), reserving each stage's
-    /// memory from `governor` for the stage's duration, reporting to `progress`, and stopping
-    /// at the next step once `cancel` is set.
+    /// Generates `request` (blocking: run it on a blocking thread) within the memory its lease
+    /// holds ([`RequestMemory::lease_bytes`]), reporting to `progress`, and stopping at the
+    /// next step once `cancel` is set.
     pub fn generate(
         &self,
         request: &ImageRequest,
-        governor: &MemoryGovernor,
         progress: &ProgressFn,
         cancel: &AtomicBool,
     ) -> Result<GeneratedImage, ServeError> {
@@ -129,9 +126,7 @@ impl DiffusionModel {
             .map_err(|e| ServeError::backend(&self.key, e))?;
         let run = Run {
             model: &self.key,
-            device: self.device,
             memory: &memory,
-            governor,
             progress,
             cancel,
         };

@@ -75,6 +75,16 @@ impl RequestMemory {
         self.stages.iter().find(|s| s.stage == stage)
     }
 
+    /// The largest stage: what the request's lease holds on top of the resident bytes (the
+    /// stages run one after another within it).
+    pub fn lease_bytes(&self) -> u64 {
+        self.stages
+            .iter()
+            .map(StageMemory::bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Resident bytes plus the largest stage: the most the request holds at once.
     pub fn peak_bytes(&self) -> u64 {
         self.resident_bytes

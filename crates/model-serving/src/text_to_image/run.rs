@@ -1,11 +1,11 @@
-//! What every pipeline does around its networks: run a stage under its own reservation from
-//! the governor, report progress, stop when cancelled, and hold components either for the
-//! model's lifetime (co-resident) or for one stage (staged).
+//! What every pipeline does around its networks: run its stages one after another inside the
+//! request's lease (which the pool sized for the largest stage of this request, evicting
+//! idle models of any capability to make room), report progress, stop when cancelled, and
+//! hold components either for the model's lifetime (co-resident) or for one stage (staged).
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use model_pool::{ByteSize, DeviceId, MemoryGovernor, Reservation, ReserveError};
 
 use model_networks::diffusion::Stage;
 use model_runtime::BackendError;
@@ -75,16 +75,15 @@ impl<T> Deref for Held<'_, T> {
 /// One request in flight.
 pub(crate) struct Run<'a> {
     pub model: &'a str,
-    pub device: DeviceId,
     pub memory: &'a RequestMemory,
-    pub governor: &'a MemoryGovernor,
     pub progress: &'a ProgressFn,
     pub cancel: &'a AtomicBool,
 }
 
 impl Run<'_> {
-    /// Runs `stage`: reserves what the plan says it needs, reports it, runs `f` (whose
-    /// stage-loaded components are dropped when it returns), then releases the reservation.
+    /// Runs `stage`: reports what the plan says it needs (within the lease's reservation),
+    /// runs `f` (whose stage-loaded components are dropped when it returns), and gives the
+    /// freed heap back so that the next stage really has it.
     pub(crate) fn stage<T>(
         &self,
         stage: Stage,
@@ -92,16 +91,12 @@ impl Run<'_> {
     ) -> Result<T, ServeError> {
         self.check_cancel()?;
         let need = self.memory.stage(stage).map_or(0, |s| s.bytes());
-        let reservation = self.reserve(stage, need)?;
         (self.progress)(Progress::StageStarted {
             stage,
             reserved_bytes: need,
         });
         let out = f();
-        // The stage's components (when staged) and working set are dropped by now; give the
-        // freed heap back before the reservation goes, so that the next stage really has it.
         model_runtime::memory::trim_heap();
-        drop(reservation);
         let out = out.map_err(|f| match f {
             Failure::Backend(e) => ServeError::backend(self.model, e),
             Failure::Image(e) => e,
@@ -124,34 +119,5 @@ impl Run<'_> {
             });
         }
         Ok(())
-    }
-
-    fn reserve(&self, stage: Stage, need: u64) -> Result<Option<Reservation>, ServeError> {
-        if need == 0 {
-            return Ok(None);
-        }
-        match self.governor.try_reserve(self.device, need) {
-            Ok(r) => Ok(Some(r)),
-            Err(ReserveError::Insufficient {
-                device,
-                need,
-                free,
-                budget,
-            }) => Err(ServeError::InsufficientMemory {
-                model: self.model.to_owned(),
-                stage,
-                device,
-                need,
-                free,
-                budget,
-            }),
-            Err(e) => Err(ServeError::backend(
-                self.model,
-                BackendError::config(
-                    "governor",
-                    format!("reserving {} for the stage: {e}", ByteSize(need)),
-                ),
-            )),
-        }
     }
 }
