@@ -2,7 +2,7 @@
 //! with random weights, for profiling the kernels without a checkpoint.
 //!
 //! ```sh
-//! cargo run --release -p encoder-kernels --example kernel_speed -- [TOKENS_PER_ROW] [ROWS]
+//! cargo run --release -p model-measure --bin kernel-speed -- [TOKENS_PER_ROW] [ROWS]
 //! ```
 
 use std::time::Instant;

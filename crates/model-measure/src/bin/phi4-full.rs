@@ -1,0 +1,522 @@
+//! Full-size Phi-4 Q4_K_M geometry with random weights: estimated vs measured memory and the
+//! decode rate on the CPU, directly and through the pool.
+//!
+//! ```text
+//! flock /tmp/heavy-measure.lock cargo run --release -p model-measure --bin phi4-full
+//! ```
+//!
+//! 1. Writes a GGUF with exactly the tensors the estimator derives from the Phi-4 model card
+//!    (names, ggml shapes, llama.cpp's Q4_K_M types; 9.05 GB) into a temporary directory,
+//!    streaming it so that the writer never holds the weights. Blocks are random, with small
+//!    valid f16 scales; the metadata are Phi-4's (RoPE base 250 000) plus a byte-level
+//!    vocabulary so that the pool can tokenize.
+//! 2. In a fresh process: loads it through the backend's loader (the same code as for the
+//!    real file), runs one request of the run profile (512 prompt tokens prefilled at once,
+//!    then greedy decoding) and records the resident set and its peak.
+//! 3. In another fresh process: decode throughput on one loaded copy, through
+//!    `ModelPool::generate`, then through a lease and a bare session, then the pool again
+//!    (a shorter prompt, `--tput-prompt`, 64 tokens by default).
+//! 4. Deletes the file (unless `--keep`).
+//!
+//! Options: `--dir D` (where to write), `--layers N` (fewer layers, same shapes, for a quick
+//! check), `--prompt P` (512), `--new N` (16), `--tput-prompt P` (64), `--keep`,
+//! `--skip-pool`.
+
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use model_fixtures::decode as support;
+use model_registry::Backend;
+use model_serving::checkpoint::estimate_checkpoint;
+use model_serving::generate::measure::measure_profile;
+use model_serving::generate::sampling::argmax;
+use model_serving::loader::{CapabilityLease, LoadedModel};
+use model_serving::{GenerateRequest, ModelPool, ServedModel};
+use model_pool::{DeviceId, MemoryGovernor};
+use model_spec::RunProfile;
+use model_spec::shapes::TensorDesc;
+
+const KEY: &str = "microsoft/phi-4";
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+const MB: f64 = 1_048_576.0;
+
+struct Opts {
+    dir: PathBuf,
+    layers: Option<u64>,
+    prompt: usize,
+    new: usize,
+    tput_prompt: usize,
+    keep: bool,
+    skip_pool: bool,
+}
+
+fn opts(args: &[String]) -> Opts {
+    let mut o = Opts {
+        dir: std::env::temp_dir().join(format!("phi4-full-{}", std::process::id())),
+        layers: None,
+        prompt: 512,
+        new: 16,
+        tput_prompt: 64,
+        keep: false,
+        skip_pool: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().expect("option value").clone();
+        match a.as_str() {
+            "--dir" => o.dir = PathBuf::from(val()),
+            "--layers" => o.layers = Some(val().parse().unwrap()),
+            "--prompt" => o.prompt = val().parse().unwrap(),
+            "--new" => o.new = val().parse().unwrap(),
+            "--tput-prompt" => o.tput_prompt = val().parse().unwrap(),
+            "--keep" => o.keep = true,
+            "--skip-pool" => o.skip_pool = true,
+            _ => {}
+        }
+    }
+    o
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let o = opts(&args);
+    let file = o.dir.join("phi-4-Q4_K_M.gguf");
+    match args.first().map(String::as_str) {
+        Some("write") => return write(&file, o.layers),
+        Some("direct") => return direct(&file, &o),
+        Some("pool") => return pool(&file, &o),
+        _ => {}
+    }
+    std::fs::create_dir_all(&o.dir).unwrap();
+    let child = |mode: &str| {
+        let status = Command::new(std::env::current_exe().unwrap())
+            .arg(mode)
+            .args(&args)
+            .args(["--dir", o.dir.to_str().unwrap()])
+            .status()
+            .expect("child");
+        assert!(status.success(), "{mode} failed: {status}");
+    };
+    child("write");
+    child("direct");
+    if !o.skip_pool {
+        child("pool");
+    }
+    if !o.keep {
+        std::fs::remove_dir_all(&o.dir).unwrap();
+        println!("deleted {}", o.dir.display());
+    }
+}
+
+/// The tensors of Phi-4 Q4_K_M as the estimator derives them from the model card.
+fn tensors(layers: Option<u64>) -> (Vec<TensorDesc>, model_spec::Component) {
+    let reg = model_serving::registry::specs().unwrap();
+    let mut c = reg.get(KEY).unwrap().spec.spec.components[0].clone();
+    if let Some(l) = layers {
+        let fact = c.architecture.get_mut("num_hidden_layers").unwrap();
+        *fact = toml::Spanned::new(
+            0..0,
+            model_spec::Fact {
+                value: toml::Value::Integer(l as i64),
+                ..fact.get_ref().clone()
+            },
+        );
+    }
+    (model_spec::shapes::derive(&c).unwrap(), c)
+}
+
+fn write(file: &Path, layers: Option<u64>) {
+    let started = Instant::now();
+    let (tensors, c) = tensors(layers);
+    let u = |k: &str| c.arch_u64(k).unwrap();
+    let vocab = support::Vocab::new();
+    use model_runtime::gguf::ggml_dtype;
+    let mut md: Vec<(String, Meta)> = vec![
+        ("general.architecture".into(), Meta::Str("phi3".into())),
+        (
+            "general.name".into(),
+            Meta::Str("phi-4 geometry, random weights".into()),
+        ),
+        ("general.alignment".into(), Meta::U32(32)),
+        (
+            "phi3.context_length".into(),
+            Meta::U32(u("max_position_embeddings") as u32),
+        ),
+        (
+            "phi3.embedding_length".into(),
+            Meta::U32(u("hidden_size") as u32),
+        ),
+        (
+            "phi3.feed_forward_length".into(),
+            Meta::U32(u("intermediate_size") as u32),
+        ),
+        (
+            "phi3.block_count".into(),
+            Meta::U32(u("num_hidden_layers") as u32),
+        ),
+        (
+            "phi3.attention.head_count".into(),
+            Meta::U32(u("num_attention_heads") as u32),
+        ),
+        (
+            "phi3.attention.head_count_kv".into(),
+            Meta::U32(u("num_key_value_heads") as u32),
+        ),
+        (
+            "phi3.attention.layer_norm_rms_epsilon".into(),
+            Meta::F32(1e-5),
+        ),
+        (
+            "phi3.rope.dimension_count".into(),
+            Meta::U32(u("head_dim") as u32),
+        ),
+        (
+            "phi3.rope.freq_base".into(),
+            Meta::F32(c.arch_f64("rope_theta").unwrap() as f32),
+        ),
+        ("tokenizer.ggml.model".into(), Meta::Str("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Meta::Str("dbrx".into())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Meta::Strs(vocab.tokens.clone()),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            Meta::Strs(vocab.merges.clone()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Meta::I32s(vocab.types.clone()),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            Meta::U32(vocab.id("<|im_end|>")),
+        ),
+    ];
+    md.sort_by(|a, b| a.0.cmp(&b.0));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let mut w = BufWriter::with_capacity(8 << 20, std::fs::File::create(file).unwrap());
+    let w32 = |w: &mut BufWriter<std::fs::File>, v: u32| w.write_all(&v.to_le_bytes()).unwrap();
+    let w64 = |w: &mut BufWriter<std::fs::File>, v: u64| w.write_all(&v.to_le_bytes()).unwrap();
+    let ws = |w: &mut BufWriter<std::fs::File>, s: &str| {
+        w.write_all(&(s.len() as u64).to_le_bytes()).unwrap();
+        w.write_all(s.as_bytes()).unwrap();
+    };
+    w.write_all(b"GGUF").unwrap();
+    w32(&mut w, 3);
+    w64(&mut w, tensors.len() as u64);
+    w64(&mut w, md.len() as u64);
+    for (k, v) in &md {
+        ws(&mut w, k);
+        match v {
+            Meta::U32(x) => {
+                w32(&mut w, 4);
+                w32(&mut w, *x)
+            }
+            Meta::F32(x) => {
+                w32(&mut w, 6);
+                w.write_all(&x.to_le_bytes()).unwrap()
+            }
+            Meta::Str(s) => {
+                w32(&mut w, 8);
+                ws(&mut w, s)
+            }
+            Meta::Strs(v) => {
+                w32(&mut w, 9);
+                w32(&mut w, 8);
+                w64(&mut w, v.len() as u64);
+                v.iter().for_each(|s| ws(&mut w, s));
+            }
+            Meta::I32s(v) => {
+                w32(&mut w, 9);
+                w32(&mut w, 5);
+                w64(&mut w, v.len() as u64);
+                v.iter()
+                    .for_each(|x| w.write_all(&x.to_le_bytes()).unwrap());
+            }
+        }
+    }
+    let pad = |n: u64| n.div_ceil(32) * 32;
+    let mut offset = 0u64;
+    for t in &tensors {
+        ws(&mut w, &t.name);
+        w32(&mut w, t.shape.len() as u32);
+        t.shape.iter().for_each(|d| w64(&mut w, *d));
+        w32(&mut w, ggml_type_id(t.dtype));
+        w64(&mut w, offset);
+        offset += pad(t.bytes());
+        assert!(ggml_dtype(t.dtype).is_some());
+    }
+    w.flush().unwrap();
+    let pos = w.get_ref().metadata().unwrap().len();
+    w.write_all(&vec![0u8; (pad(pos) - pos) as usize]).unwrap();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut total = 0u64;
+    for t in &tensors {
+        let bytes = t.bytes() as usize;
+        let mut buf = vec![0u8; bytes];
+        random_blocks(&mut buf, t.dtype, &mut rng);
+        w.write_all(&buf).unwrap();
+        w.write_all(&vec![0u8; (pad(bytes as u64) - bytes as u64) as usize])
+            .unwrap();
+        total += bytes as u64;
+    }
+    w.flush().unwrap();
+    println!(
+        "wrote {} tensors, {:.2} GB of weights ({:.2} GiB file) in {:.0} s: {}",
+        tensors.len(),
+        total as f64 / 1e9,
+        std::fs::metadata(file).unwrap().len() as f64 / GIB,
+        started.elapsed().as_secs_f64(),
+        file.display()
+    );
+}
+
+enum Meta {
+    U32(u32),
+    F32(f32),
+    Str(String),
+    Strs(Vec<String>),
+    I32s(Vec<i32>),
+}
+
+fn ggml_type_id(d: model_spec::DType) -> u32 {
+    use model_spec::DType as D;
+    match d {
+        D::F32 => 0,
+        D::F16 => 1,
+        D::Q4_0 => 2,
+        D::Q4_1 => 3,
+        D::Q5_0 => 6,
+        D::Q5_1 => 7,
+        D::Q8_0 => 8,
+        D::Q2K => 10,
+        D::Q3K => 11,
+        D::Q4K => 12,
+        D::Q5K => 13,
+        D::Q6K => 14,
+        D::Q8K => 15,
+        other => panic!("no ggml type for {other}"),
+    }
+}
+
+/// Random quantized blocks whose f16 scales are small and finite (2⁻¹⁴), so every weight is
+/// a modest finite number; F32 tensors (the norms) are near 1.
+fn random_blocks(buf: &mut [u8], dtype: model_spec::DType, state: &mut u64) {
+    use model_spec::DType as D;
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let b = state.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+    let scale = 0x0400u16.to_le_bytes();
+    match dtype {
+        D::Q4K | D::Q5K => {
+            let block = if dtype == D::Q4K { 144 } else { 176 };
+            for blk in buf.chunks_mut(block) {
+                blk[0..2].copy_from_slice(&scale);
+                blk[2..4].copy_from_slice(&scale);
+            }
+        }
+        D::Q6K => {
+            for blk in buf.chunks_mut(210) {
+                blk[208..210].copy_from_slice(&scale);
+            }
+        }
+        D::F32 => {
+            for (i, x) in buf.chunks_mut(4).enumerate() {
+                let v = 1.0f32 + ((i * 7919) % 200) as f32 / 1000.0 - 0.1;
+                x.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        other => panic!("no random blocks for {other}"),
+    }
+}
+
+fn config(file: &Path, o: &Opts) -> ServedModel {
+    ServedModel::registry(KEY, file)
+        .unwrap()
+        .map_generate(|g| g.prefill_chunk(o.prompt))
+        .unwrap()
+}
+
+fn mem_available() -> u64 {
+    let s = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(u64::MAX, |kb| kb * 1024)
+}
+
+fn direct(file: &Path, o: &Opts) {
+    let (tensors, _) = tensors(o.layers);
+    let of = |d: model_spec::DType| -> u64 {
+        tensors
+            .iter()
+            .filter(|t| t.dtype == d && t.name != "token_embd.weight")
+            .map(|t| t.bytes())
+            .sum()
+    };
+    // candle's x86 kernels keep a repacked copy of every Q4_K matrix after its first use
+    // (16-row tiles with f32 scales: 3072 B per 16×256 vs 2304 B of blocks, ×4/3), and of
+    // Q6_K matrices used with more than one row (5120 vs 3360 B, ×1.524): in a prefill, the
+    // ffn_down matrices (output.weight only ever sees the last position).
+    let q6_prefill: u64 = tensors
+        .iter()
+        .filter(|t| t.dtype == model_spec::DType::Q6K && t.name != "output.weight")
+        .map(|t| t.bytes())
+        .sum();
+    let repack = of(model_spec::DType::Q4K) * 4 / 3 + q6_prefill * 5120 / 3360;
+    let registry = model_serving::registry::specs().unwrap();
+    let spec = &registry.get(KEY).unwrap().spec.spec;
+    let mut profile: RunProfile = spec.profile().unwrap().clone();
+    let default_est = estimate_checkpoint(Backend::Phi3Gguf, file, Some(&profile)).unwrap();
+    profile.context_tokens = Some((o.prompt + o.new) as u64);
+    profile.prompt_tokens = Some(o.prompt as u64);
+    let est = estimate_checkpoint(Backend::Phi3Gguf, file, Some(&profile)).unwrap();
+    // The estimate counts the repacked tiles since estimator version 2; `repack` is the same
+    // quantity counted here independently from the written tensors, as a cross-check.
+    let counted: u64 = spec
+        .components
+        .iter()
+        .map(|c| model_spec::estimate::cpu_repacked_bytes(c, &profile))
+        .sum();
+    let expected = est.total_bytes - est.margin_bytes;
+    let available = mem_available();
+    println!(
+        "estimate for this run (context {}): {:.0} MB = weights {:.0} + kv {:.0} + activations {:.0} + overhead {:.0} + margin {:.0}",
+        o.prompt + o.new,
+        est.total_bytes as f64 / MB,
+        est.weights_bytes as f64 / MB,
+        est.kv_cache_bytes as f64 / MB,
+        est.activations_bytes as f64 / MB,
+        est.overhead_bytes as f64 / MB,
+        est.margin_bytes as f64 / MB
+    );
+    println!(
+        "default profile (context 4096): {} MB (total {:.0} MB)",
+        default_est.est_memory_allocation_mb,
+        default_est.total_bytes as f64 / MB
+    );
+    println!(
+        "repacked tiles expected: {:.0} MB (Q4_K {:.0} MB × 4/3, prefill Q6_K {:.0} MB × 1.524; the estimator counts {:.0} MB); expected peak ≈ {:.0} MB, available {:.0} MB",
+        repack as f64 / MB,
+        of(model_spec::DType::Q4K) as f64 / MB,
+        q6_prefill as f64 / MB,
+        counted as f64 / MB,
+        expected as f64 / MB,
+        available as f64 / MB
+    );
+    if expected + (1 << 30) > available {
+        eprintln!("not enough memory available for this run; stopping before the load");
+        std::process::exit(2);
+    }
+    let (_model, run) = measure_profile(&config(file, o), o.prompt, o.new, None).unwrap();
+    let mb = |b: u64| b as f64 / MB;
+    println!(
+        "direct: loaded {:.0} MB ({} ms), after warm-up {:.0} MB ({} ms), request +{:.0} MB (KV {:.0} MB), peak {:.0} MB; prefill {} tokens {:.1} s, decode {:.3} tok/s",
+        mb(run.load.loaded_bytes),
+        run.load.load_millis,
+        mb(run.load.resident_bytes),
+        run.load.warmup_millis,
+        mb(run.request_peak_bytes),
+        mb(run.kv_bytes.unwrap_or(0)),
+        mb(run.peak_bytes),
+        run.prompt_tokens,
+        run.prefill.as_secs_f64(),
+        run.decode_tokens_per_second()
+    );
+    println!(
+        "direct: estimate/peak = {:.3} (estimate {:.0} MB incl. margin, peak {:.0} MB)",
+        est.total_bytes as f64 / run.peak_bytes as f64,
+        mb(est.total_bytes),
+        mb(run.peak_bytes)
+    );
+}
+
+fn pool(file: &Path, o: &Opts) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // The whole machine less 512 MiB: the estimate (with its margin) is what the pool
+        // reserves, and on a 24 GiB machine it is close to the RAM itself.
+        let mut sys = sysinfo::System::new();
+        sys.refresh_memory();
+        let budget = sys.total_memory().saturating_sub(512 << 20);
+        let governor = MemoryGovernor::with_budgets([(DeviceId::Cpu, budget)]).unwrap();
+        let pool = ModelPool::builder()
+            .governor(governor)
+            .model(config(file, o))
+            .build()
+            .unwrap();
+        // Letters that never merge: one token each, so the prompt has exactly this length.
+        let prompt = "qz".repeat(o.tput_prompt / 2);
+        let through_pool = || async {
+            let g = pool
+                .generate(KEY, GenerateRequest::raw(prompt.clone()).greedy().max_tokens(o.new))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            g.usage
+        };
+        let started = Instant::now();
+        let first = through_pool().await;
+        println!(
+            "pool: first request (load included) {:.1} s; {} prompt tokens, {} new",
+            started.elapsed().as_secs_f64(),
+            first.prompt_tokens,
+            first.completion_tokens
+        );
+        // The same request on the same loaded weights, through a lease and a bare session
+        // (no stream, no sampler, no detokenizer), then through the pool again.
+        let lease = CapabilityLease::new(pool.pool().acquire(KEY).await.unwrap(), LoadedModel::as_generator)
+            .unwrap_or_else(|_| panic!("{KEY} is a generator"));
+        let (n, new) = (first.prompt_tokens, o.new);
+        let direct = tokio::task::spawn_blocking(move || {
+            let tokens = lease.encode(&"qz".repeat(n / 2)).unwrap();
+            let mut s = lease.session(tokens.len() + new).unwrap();
+            let t0 = Instant::now();
+            let mut logits = s.prefill(&tokens, None, 512).unwrap();
+            let prefill = t0.elapsed();
+            let t1 = Instant::now();
+            let mut next = argmax(&logits);
+            for _ in 1..new {
+                logits = s.step(next).unwrap();
+                next = argmax(&logits);
+            }
+            (prefill, (new - 1) as f64 / t1.elapsed().as_secs_f64())
+        })
+        .await
+        .unwrap();
+        let second = through_pool().await;
+        let status = pool.status();
+        let s = status.model(KEY).unwrap();
+        println!(
+            "decode tok/s on the loaded model: pool {:.3} (prefill {:.1} s), direct session {:.3} (prefill {:.1} s), pool again {:.3} (prefill {:.1} s)",
+            first.decode_tokens_per_second(),
+            first.prefill.as_secs_f64(),
+            direct.1,
+            direct.0.as_secs_f64(),
+            second.decode_tokens_per_second(),
+            second.prefill.as_secs_f64()
+        );
+        println!(
+            "pool: measured resident {:.0} MB vs declared {:.0} MB (estimate exceeded: {})",
+            s.measured_bytes.unwrap_or(0) as f64 / MB,
+            s.resident_bytes as f64 / MB,
+            s.estimate_exceeded
+        );
+        pool.shutdown().await;
+    });
+}
