@@ -17,9 +17,9 @@ reps="${2:-3}"
 cd "$root"
 
 if [ -z "${EMBED_THROUGHPUT:-}" ]; then
-  cargo build --quiet --release -p model-backends --example embed_throughput
+  cargo build --quiet --release -p model-measure --bin embed-throughput
 fi
-rust="${EMBED_THROUGHPUT:-$root/target/release/examples/embed_throughput}"
+rust="${EMBED_THROUGHPUT:-$root/target/release/embed-throughput}"
 "$root/tools/st-throughput.sh" --model-dir "$dir" --words 1 --batch 1 --n 1 >/dev/null 2>&1 # venv
 
 sides=(candle torch)

@@ -15,7 +15,7 @@ import os
 import resource
 import time
 
-# Same vocabulary and construction as crates/model-backends/examples/embed_throughput.rs.
+# Same vocabulary and construction as crates/model-measure/src/bin/embed-throughput.rs.
 VOCAB = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "river", "bank"]
 
 

@@ -1,7 +1,7 @@
 //! CPU kernels for the encoder embedders, f32 throughout.
 //!
 //! candle's generic CPU path spends most of a BERT forward pass outside the matmuls (see
-//! `crates/model-backends/docs/encoder-speed.md`); this crate owns that pass instead:
+//! `crates/model-networks/docs/encoder-speed.md`); this crate owns that pass instead:
 //! weights transposed and fused once at load ([`Linear`]), matmuls on [`gemm`] (the kernel
 //! candle uses), bias/activation/residual/layer-norm fused into single passes vectorised for
 //! the CPU at hand ([`simd`]), and attention over unpadded rows ([`bert::Encoder`]).

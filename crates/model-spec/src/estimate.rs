@@ -30,7 +30,7 @@ pub const MB: u64 = 1_048_576;
 
 /// CPU runtime base per model: allocator slack and candle's CPU scratch. Measured 2–9 MiB
 /// above the loaded weights (tokenizer included) for every embedder in
-/// `model-backends/examples/measure_memory.rs`; the process's own base (thread pools, code)
+/// `model-measure`'s `measure-memory`; the process's own base (thread pools, code)
 /// is the planner's reserve, not a per-model figure.
 pub const CPU_RUNTIME_OVERHEAD: u64 = 8 * MB;
 /// CUDA context + cuBLAS workspace on the device.
