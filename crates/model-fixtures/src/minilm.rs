@@ -1,4 +1,6 @@
-//! The real all-MiniLM-L6-v2 (from `tools/fetch-minilm.sh`) and its reference embeddings.
+//! The real all-MiniLM-L6-v2 (from `tools/fetch-minilm.sh`) and the independent reference
+//! embeddings in `tests/data/minilm-reference.json` (sentence-transformers on PyTorch, written
+//! by `tools/minilm-reference.sh`; versions and date in `minilm-reference.provenance.json`).
 
 use std::path::PathBuf;
 
@@ -10,7 +12,8 @@ pub fn workspace() -> PathBuf {
         .expect("workspace root")
 }
 
-/// One reference text and its embedding.
+/// One reference text, its token count after truncation at 256 and its embedding (the text
+/// encoded alone; the file also holds `embedding_batched`, from one call over every text).
 #[derive(serde::Deserialize)]
 pub struct Reference {
     pub text: String,
@@ -32,17 +35,23 @@ pub fn checkpoint() -> PathBuf {
     dir
 }
 
-/// `../shared/minilm-reference.json`.
+/// The reference texts and embeddings, `tests/data/minilm-reference.json`.
 pub fn reference() -> Vec<Reference> {
-    let path = workspace().join("../shared/minilm-reference.json");
+    let path = workspace().join("tests/data/minilm-reference.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "reference embeddings missing: cannot read {} ({e}); it ships in `shared/` beside the checkout",
+            "reference embeddings missing: cannot read {} ({e}); regenerate them with \
+             `tools/fetch-minilm.sh && tools/minilm-reference.sh`",
             path.display()
         )
     });
-    let refs: Vec<Reference> =
-        serde_json::from_str(&text).expect("minilm-reference.json: [{text, n_tokens, embedding}]");
-    assert!(!refs.is_empty());
+    let refs: Vec<Reference> = serde_json::from_str(&text)
+        .expect("minilm-reference.json: [{text, n_tokens, embedding, …}]");
+    assert!(
+        refs.len() >= 8,
+        "{} holds {} texts",
+        path.display(),
+        refs.len()
+    );
     refs
 }
