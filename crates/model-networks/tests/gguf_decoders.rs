@@ -35,6 +35,15 @@ fn load(arch: &str, path: &Path) -> GenerativeModel {
     try_load(arch, path, 512).unwrap()
 }
 
+/// The logits after `tokens`, prefilled `chunk` at a time into a fresh cache of `capacity`.
+fn prefill(model: &GenerativeModel, tokens: &[u32], capacity: usize, chunk: usize) -> Vec<f32> {
+    model
+        .session(capacity)
+        .unwrap()
+        .prefill(tokens, None, chunk)
+        .unwrap()
+}
+
 /// A prompt of `n` ids from the tiny vocabulary (bytes and merges, no specials).
 fn prompt(n: usize) -> Vec<u32> {
     (0..n as u32).map(|i| (i * 37 + 11) % 264).collect()
@@ -48,11 +57,7 @@ fn phi3_uses_the_rope_base_from_the_file_not_candles_10000() {
     let model = load("phi3", &path);
     assert_eq!(model.decoder(), Decoder::Phi3Gguf);
     let tokens = prompt(48);
-    let got = model
-        .session(64)
-        .unwrap()
-        .prefill(&tokens, None, 512)
-        .unwrap();
+    let got = prefill(&model, &tokens, 64, 512);
 
     let w = Dequantized::read(&path);
     let with_file_base = reference::reference_logits(&w, Arch::Phi3, &g, &tokens, 250_000.0);
@@ -94,11 +99,7 @@ fn with_f32_weights_both_decoders_match_the_reference_exactly() {
         };
         let model = load(name, &path);
         let tokens = prompt(32);
-        let got = model
-            .session(40)
-            .unwrap()
-            .prefill(&tokens, None, 512)
-            .unwrap();
+        let got = prefill(&model, &tokens, 40, 512);
         let w = Dequantized::read(&path);
         let d = reference::rel_dist(
             &got,
@@ -116,16 +117,8 @@ fn phi3_kv_cache_and_chunked_prefill_give_the_same_logits() {
     decode::write_phi3(&path, &g, 2);
     let model = load("phi3", &path);
     let tokens = prompt(20);
-    let whole = model
-        .session(32)
-        .unwrap()
-        .prefill(&tokens, None, 512)
-        .unwrap();
-    let chunked = model
-        .session(32)
-        .unwrap()
-        .prefill(&tokens, None, 6)
-        .unwrap();
+    let whole = prefill(&model, &tokens, 32, 512);
+    let chunked = prefill(&model, &tokens, 32, 6);
     let mut s = model.session(32).unwrap();
     s.prefill(&tokens[..19], None, 512).unwrap();
     let stepped = s.step(tokens[19]).unwrap();
@@ -150,11 +143,7 @@ fn qwen3_moe_runs_its_experts_on_the_cpu_and_matches_the_reference() {
     let model = load("qwen3moe", &path);
     assert_eq!(model.decoder(), Decoder::Qwen3MoeGguf);
     let tokens = prompt(24);
-    let got = model
-        .session(32)
-        .unwrap()
-        .prefill(&tokens, None, 512)
-        .unwrap();
+    let got = prefill(&model, &tokens, 32, 512);
     let w = Dequantized::read(&path);
     let reference = reference::reference_logits(&w, Arch::Qwen3Moe, &g, &tokens, g.rope_base);
     let d = reference::rel_dist(&got, &reference);

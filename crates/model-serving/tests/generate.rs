@@ -20,6 +20,7 @@ use model_serving::checkpoint::estimate_checkpoint;
 use model_serving::generate::{ChatTemplate, FinishReason, SamplingParams};
 use model_serving::loader::load_measured_blocking;
 use model_serving::{GenMemory, GenerateRequest, ModelPool, ServeError, ServedModel};
+use model_spec::RunProfile;
 
 const PHI4: &str = "microsoft/phi-4";
 const QWEN3_CODER: &str = "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF";
@@ -136,16 +137,13 @@ async fn dropping_the_stream_cancels_and_returns_the_lease_and_kv_memory() {
     let spec = config.pool_spec(0);
     let p = pool(4 * GIB, vec![config]);
     let g = p.governor().clone();
+    let request = |n| {
+        GenerateRequest::user("the answer is")
+            .greedy()
+            .max_tokens(n)
+    };
 
-    let mut stream = p
-        .generate(
-            "cancel",
-            GenerateRequest::user("the answer is")
-                .greedy()
-                .max_tokens(400),
-        )
-        .await
-        .unwrap();
+    let mut stream = p.generate("cancel", request(400)).await.unwrap();
     stream.next_token().await.unwrap().unwrap();
     assert_eq!(
         g.reserved(DeviceId::Cpu),
@@ -166,27 +164,14 @@ async fn dropping_the_stream_cancels_and_returns_the_lease_and_kv_memory() {
     assert_eq!(p.status().model("cancel").unwrap().leases, 0);
 
     // `cancel` returns once everything is released.
-    let mut stream = p
-        .generate(
-            "cancel",
-            GenerateRequest::user("the answer is")
-                .greedy()
-                .max_tokens(400),
-        )
-        .await
-        .unwrap();
+    let mut stream = p.generate("cancel", request(400)).await.unwrap();
     stream.next_token().await.unwrap().unwrap();
     stream.cancel().await;
     assert_eq!(g.reserved(DeviceId::Cpu), Some(spec.resident_bytes));
 
     // A stream read to its end has released everything by then too.
     let done = p
-        .generate(
-            "cancel",
-            GenerateRequest::user("the answer is")
-                .greedy()
-                .max_tokens(5),
-        )
+        .generate("cancel", request(5))
         .await
         .unwrap()
         .collect()
@@ -509,14 +494,11 @@ fn the_llava_hf_15_config_reads_with_transformers_defaults() {
 /// the tiny checkpoint on the CPU.
 fn tiny_llava(dir: &Path) -> ServedModel {
     let info = model_serving::registry::lookup(LLAVA).unwrap();
-    let mut profile = model_serving::registry::spec(info)
-        .unwrap()
-        .spec
-        .spec
-        .profile()
-        .unwrap()
-        .clone();
-    profile.device = model_spec::Device::Cpu;
+    let spec = &model_serving::registry::spec(info).unwrap().spec.spec;
+    let profile = RunProfile {
+        device: model_spec::Device::Cpu,
+        ..spec.profile().unwrap().clone()
+    };
     let m = estimate_checkpoint(Backend::Llava15, dir, Some(&profile)).unwrap();
     let mut served = ServedModel::registry(LLAVA, dir).unwrap();
     served.key = "tiny-llava".into();
