@@ -9,6 +9,7 @@
 //! assert_eq!(reg.models.len(), 12);
 //! ```
 
+pub mod card;
 pub mod dtype;
 pub mod error;
 pub mod estimate;

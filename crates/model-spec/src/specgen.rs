@@ -1,7 +1,10 @@
 //! What `cargo xtask gen-memory-specs` produces: refreshed derived inventories and `[memory]`
-//! tables in each spec, and `MEMORY_SPECS.md`. Pure functions from the checked-in facts to
-//! file contents, so `--check`, the tests and the generator agree byte for byte.
+//! tables in each spec, each model's card (`<capability>/<SLUG>.md`, see [`crate::card`]) and
+//! `MEMORY_SPECS.md`. Pure functions from the checked-in facts to file contents (a card keeps
+//! the Hub README overview fetch-cards wrote into it), so `--check`, the tests and the
+//! generator agree byte for byte.
 
+use crate::card::{self, Overview};
 use crate::error::SpecError;
 use crate::estimate::{MB, MemoryEstimate, estimate};
 use crate::list::{ModelEntry, load_list};
@@ -30,6 +33,10 @@ pub struct GeneratedModel {
     pub entry: ModelEntry,
     pub spec: ModelSpec,
     pub estimate: MemoryEstimate,
+    /// The figure in the spec's `[memory]` table before this run (`None` when it had none).
+    pub previous_mb: Option<u64>,
+    /// The card, relative to the model-cards folder (`text_embedding/ALL-MINILM-L6-V2.md`).
+    pub card: PathBuf,
 }
 
 fn gen_err(path: &Path, field: &str, message: impl Into<String>) -> SpecError {
@@ -154,15 +161,39 @@ pub fn generate(root: &Path) -> Result<(Vec<GeneratedFile>, Vec<GeneratedModel>)
             )
             .fix("run `cargo xtask fetch-cards` or fix the `spec` path in models.toml")
         })?;
+        let previous_mb = parse_spec(&path, &text)?
+            .spec
+            .memory
+            .map(|m| m.est_memory_allocation_mb);
         let (new_text, spec, est) = regenerate_spec(&path, &text, entry)?;
+        let card_path = card::card_path(&path);
+        let overview = std::fs::read_to_string(&card_path)
+            .map_or(Overview::FromSpec, |t| Overview::from_card(&t));
+        let spec_file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let card_text = card::card_md(&card::CardInputs {
+            entry,
+            spec: &spec,
+            estimate: &est,
+            spec_file: &spec_file,
+            overview: &overview,
+        });
         files.push(GeneratedFile {
             path,
             contents: new_text,
+        });
+        files.push(GeneratedFile {
+            path: card_path,
+            contents: card_text,
         });
         models.push(GeneratedModel {
             entry: entry.clone(),
             spec,
             estimate: est,
+            previous_mb,
+            card: card::card_path(Path::new(&entry.spec)),
         });
     }
     files.push(GeneratedFile {
@@ -186,6 +217,14 @@ fn provenance_summary(spec: &ModelSpec) -> String {
     kinds.join("; ")
 }
 
+/// A relative path as a markdown link target (always `/`).
+fn card_link(p: &Path) -> String {
+    p.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Renders MEMORY_SPECS.md.
 pub fn render_memory_specs(models: &[GeneratedModel]) -> String {
     let mut s = String::new();
@@ -199,8 +238,8 @@ pub fn render_memory_specs(models: &[GeneratedModel]) -> String {
         "`est_memory_allocation_mb` is the peak resident memory to load a model and serve one request of its \
          default run profile on its default device: weights as loaded + KV cache + activations + runtime \
          overhead, plus a margin, rounded **up** to the next 100 MB. 1 MB = 1,048,576 bytes. Every part is \
-         below in MB; the facts behind them (with their provenance) are in each model's spec TOML. \
-         Estimator version {}.\n",
+         below in MB; the facts behind them (with their provenance) are in each model's spec TOML, \
+         and each model's name links its card. Estimator version {}.\n",
         crate::ESTIMATOR_VERSION
     );
     let _ = writeln!(
@@ -213,8 +252,9 @@ pub fn render_memory_specs(models: &[GeneratedModel]) -> String {
         total += m.estimate.est_memory_allocation_mb;
         let _ = writeln!(
             s,
-            "| {} | `{}` | {} | {} | {} |",
+            "| [{}]({}) | `{}` | {} | {} | {} |",
             m.spec.name,
+            card_link(&m.card),
             m.entry.key.get_ref(),
             m.estimate.est_memory_allocation_mb,
             m.entry.quantization,

@@ -200,12 +200,7 @@ pub fn expand_files(ctx: &mut RepoCtx, entry: &ModelEntry) -> Result<Vec<String>
     Ok(out)
 }
 
-pub fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Safetensors => "safetensors",
-        Format::Gguf => "gguf",
-    }
-}
+pub use model_spec::card::format_name;
 
 /// `(stem, part count)` naming one set of shards.
 type ShardSet = (String, u32);

@@ -36,7 +36,10 @@ use toml::Spanned;
 
 /// Where the cards link to: the public Hub, whatever endpoint the facts were read from, so a
 /// card does not change with the mirror or fixture it was fetched through.
-pub const HUB_URL: &str = "https://huggingface.co";
+pub use model_spec::card::HUB_URL;
+/// The card markdown beside a spec (`text_embedding/all-minilm-l6-v2.toml` →
+/// `text_embedding/ALL-MINILM-L6-V2.md`).
+pub use model_spec::card::card_path;
 
 /// What to fetch and where to write it.
 #[derive(Debug, Clone)]
@@ -106,16 +109,6 @@ pub struct RunReport {
     pub failures: Vec<ModelFailure>,
     /// Set when the run read only the cache, with the reason.
     pub offline: Option<String>,
-}
-
-/// The card markdown beside a spec: `text_embedding/all-minilm-l6-v2.toml` →
-/// `text_embedding/ALL-MINILM-L6-V2.md`.
-pub fn card_path(spec_path: &Path) -> PathBuf {
-    let stem = spec_path
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_uppercase())
-        .unwrap_or_default();
-    spec_path.with_file_name(format!("{stem}.md"))
 }
 
 /// Fetches the selected models. `Err` only when nothing could start (unreadable list, unknown
@@ -528,24 +521,19 @@ fn fetch_model(
     model_spec::parse_spec(&spec_path, &text)?;
     let (spec_text, final_spec, estimate) =
         model_spec::specgen::regenerate_spec(&spec_path, &text, entry)?;
-    let weight_file_bytes: u64 = files
-        .iter()
-        .filter_map(|f| ctx.file(f))
-        .map(|f| f.size)
-        .sum();
     let spec_file = Path::new(&entry.spec)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let card = render::card_md(&render::CardInputs {
+    let card = model_spec::card::card_md(&model_spec::card::CardInputs {
         entry,
         spec: &final_spec,
-        sha: &sha,
-        endpoint: HUB_URL,
-        readme: readme.as_ref(),
         estimate: &estimate,
         spec_file: &spec_file,
-        weight_file_bytes,
+        overview: &model_spec::card::Overview::Hub {
+            commit: sha.clone(),
+            text: render::overview(readme.as_ref()),
+        },
     });
     let card_path = card_path(&spec_path);
 

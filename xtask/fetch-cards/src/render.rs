@@ -1,9 +1,10 @@
-//! The two files fetch-cards writes per model: the spec TOML (facts) and the card markdown.
+//! What fetch-cards renders itself: the spec TOML (facts) and the card's Overview from the Hub
+//! README; the rest of the card comes from `model_spec::card`, shared with gen-memory-specs.
 
 use super::readme::Card;
-use model_spec::estimate::MemoryEstimate;
-use model_spec::spec::{Component, Stage};
-use model_spec::{Fact, MB, ModelEntry, ModelSpec};
+use model_spec::card::{format_name, stage_name};
+use model_spec::spec::Stage;
+use model_spec::{Fact, ModelSpec};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -37,15 +38,6 @@ fn facts(out: &mut String, map: &BTreeMap<String, toml::Spanned<Fact>>, order: &
     keys.sort_by_key(|k| (order.iter().position(|o| o == k).unwrap_or(usize::MAX), *k));
     for k in keys {
         let _ = writeln!(out, "{k} = {}", fact(map[k].get_ref()));
-    }
-}
-
-fn stage_name(st: Stage) -> &'static str {
-    match st {
-        Stage::Main => "main",
-        Stage::TextEncoder => "text_encoder",
-        Stage::Denoiser => "denoiser",
-        Stage::Decoder => "decoder",
     }
 }
 
@@ -87,7 +79,7 @@ pub fn spec_toml(spec: &ModelSpec, sha: &str) -> String {
         let _ = writeln!(o, "\n[[component]]");
         let _ = writeln!(o, "name = {}", s(&c.name));
         let _ = writeln!(o, "family = \"{}\"", c.family);
-        let _ = writeln!(o, "format = \"{}\"", super::layout::format_name(c.format));
+        let _ = writeln!(o, "format = \"{}\"", format_name(c.format));
         let files: Vec<String> = c.files.iter().map(|f| s(f)).collect();
         let _ = writeln!(o, "files = [{}]", files.join(", "));
         if c.stage != Stage::Main {
@@ -128,288 +120,43 @@ fn cell(x: &str) -> String {
     x.replace('|', "\\|").replace('\n', " ")
 }
 
-fn thousands(n: u64) -> String {
-    let d = n.to_string();
-    let mut out = String::new();
-    for (i, c) in d.chars().enumerate() {
-        if i > 0 && (d.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn mb(b: u64) -> String {
-    format!("{:.1}", b as f64 / MB as f64)
-}
-
-fn fact_text(f: &Fact) -> String {
-    match &f.value {
-        toml::Value::String(x) => x.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Everything the card shows besides the spec.
-pub struct CardInputs<'a> {
-    pub entry: &'a ModelEntry,
-    pub spec: &'a ModelSpec,
-    pub sha: &'a str,
-    pub endpoint: &'a str,
-    pub readme: Option<&'a Card>,
-    pub estimate: &'a MemoryEstimate,
-    pub spec_file: &'a str,
-    pub weight_file_bytes: u64,
-}
-
-fn usage_notes(c: &CardInputs) -> Vec<String> {
-    let key = c.spec.registry_key.get_ref();
-    let p = &c.entry.profile;
-    let mut notes = vec![format!(
-        "Look the model up by its registry key `{key}`; the pool admits it when {} MB are free on `{}` (the estimate under Memory).",
-        c.estimate.est_memory_allocation_mb, p.device
-    )];
-    let serving = |k: &str| c.spec.serving.get(k).map(|f| fact_text(f.get_ref()));
-    match c.spec.capability {
-        model_spec::Capability::TextEmbedding => {
-            if let Some(n) = serving("max_input_tokens") {
-                notes.push(format!("Inputs longer than {n} tokens are truncated."));
-            }
-            if let Some(d) = serving("embedding_dim") {
-                let pool = serving("pooling").unwrap_or_else(|| "the card's".into());
-                notes.push(format!("Embeddings have {d} dimensions ({pool} pooling)."));
-            }
-        }
-        model_spec::Capability::TextToText => {
-            if let Some(n) = serving("max_input_tokens") {
-                notes.push(format!(
-                    "Context window {n} tokens; the memory figure assumes {} tokens of context.",
-                    p.context_tokens.unwrap_or(0)
-                ));
-            }
-        }
-        model_spec::Capability::TextToImage => notes.push(format!(
-            "The memory figure is for {}×{} images with every component {}.",
-            p.width.unwrap_or(0),
-            p.height.unwrap_or(0),
-            if p.co_resident {
-                "resident at once"
-            } else {
-                "loaded only for its stage"
-            }
-        )),
-        model_spec::Capability::ImageEmbedding | model_spec::Capability::Vision => {
-            if let Some(i) = p.image_size {
-                notes.push(format!("Images are resized to {i}×{i} pixels."));
-            }
-        }
-    }
-    if let Some(l) = &c.spec.license {
-        notes.push(format!(
-            "License `{l}` (from the card's front matter): check it before shipping the weights."
-        ));
-    }
-    notes.push(format!(
-        "Weights are not fetched by this command: {} file(s), {} B at commit `{}`.",
-        c.spec
-            .components
-            .iter()
-            .map(|x| x.files.len())
-            .sum::<usize>(),
-        thousands(c.weight_file_bytes),
-        &c.sha[..c.sha.len().min(12)]
-    ));
-    notes
-}
-
-fn arch_table(o: &mut String, comp: &Component) {
-    let _ = writeln!(o, "| Fact | Value | Provenance | Source |");
-    let _ = writeln!(o, "|---|---|---|---|");
-    let mut keys: Vec<&String> = comp.architecture.keys().collect();
-    let req = comp.family.required_keys();
-    keys.sort_by_key(|k| (req.iter().position(|r| r == k).unwrap_or(usize::MAX), *k));
-    for k in keys {
-        let f = comp.architecture[k].get_ref();
-        let src = f.source.as_deref().or(f.formula.as_deref()).unwrap_or("");
-        let _ = writeln!(
-            o,
-            "| `{k}` | {} | {} | {} |",
-            cell(&fact_text(f)),
-            f.provenance,
-            cell(src)
-        );
-    }
-}
-
-/// The card markdown.
-pub fn card_md(c: &CardInputs) -> String {
-    let spec = c.spec;
-    let key = spec.registry_key.get_ref();
-    let base = c.endpoint.trim_end_matches('/');
+/// The Overview fetch-cards puts into the card: the opening of the model's README and its
+/// front matter, or a line saying the repo has none. The rest of the card is rendered by
+/// [`model_spec::card::card_md`] from the spec, as gen-memory-specs renders it.
+pub fn overview(readme: Option<&Card>) -> String {
+    let Some(card) = readme else {
+        return "The repo has no README.md.".into();
+    };
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "<!-- generated by `cargo xtask fetch-cards` from {key} at commit {}; do not edit -->",
-        c.sha
-    );
-    let _ = writeln!(o, "# {}\n", spec.name);
-    let _ = writeln!(
-        o,
-        "`{key}` · {} · revision [`{}`]({base}/{key}/tree/{}) · license {}\n",
-        spec.capability,
-        &c.sha[..c.sha.len().min(12)],
-        c.sha,
-        spec.license
-            .as_deref()
-            .map_or("not stated".into(), |l| format!("`{l}`"))
-    );
-
-    let _ = writeln!(o, "## Overview\n");
-    match c.readme {
-        Some(card) => {
-            let ov = card.overview(40);
-            if ov.is_empty() {
-                let _ = writeln!(o, "The model card has no text.\n");
-            } else {
-                let _ = writeln!(o, "{ov}\n");
-            }
-            if let Some(e) = &card.front_matter_error {
-                let _ = writeln!(o, "_Card metadata could not be read: {e}._\n");
-            }
-            let fields = [
-                ("license", "License"),
-                ("license_name", "License name"),
-                ("license_link", "License link"),
-                ("pipeline_tag", "Pipeline"),
-                ("library_name", "Library"),
-                ("base_model", "Base model"),
-                ("language", "Languages"),
-                ("tags", "Tags"),
-            ];
-            let rows: Vec<(String, String)> = fields
-                .iter()
-                .filter_map(|(k, label)| card.field(k).map(|v| ((*label).to_owned(), v)))
-                .collect();
-            if !rows.is_empty() {
-                let _ = writeln!(o, "From the card's front matter:\n");
-                let _ = writeln!(o, "| Field | Value |\n|---|---|");
-                for (label, val) in rows {
-                    let _ = writeln!(o, "| {label} | {} |", cell(&val));
-                }
-                o.push('\n');
-            }
-        }
-        None => {
-            let _ = writeln!(o, "The repo has no README.md.\n");
+    let ov = card.overview(40);
+    if ov.is_empty() {
+        o.push_str("The model card has no text.\n\n");
+    } else {
+        let _ = writeln!(o, "{ov}\n");
+    }
+    if let Some(e) = &card.front_matter_error {
+        let _ = writeln!(o, "_Card metadata could not be read: {e}._\n");
+    }
+    let fields = [
+        ("license", "License"),
+        ("license_name", "License name"),
+        ("license_link", "License link"),
+        ("pipeline_tag", "Pipeline"),
+        ("library_name", "Library"),
+        ("base_model", "Base model"),
+        ("language", "Languages"),
+        ("tags", "Tags"),
+    ];
+    let rows: Vec<(String, String)> = fields
+        .iter()
+        .filter_map(|(k, label)| card.field(k).map(|v| ((*label).to_owned(), v)))
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(o, "From the card's front matter:\n");
+        let _ = writeln!(o, "| Field | Value |\n|---|---|");
+        for (label, val) in rows {
+            let _ = writeln!(o, "| {label} | {} |", cell(&val));
         }
     }
-
-    let _ = writeln!(o, "## Architecture\n");
-    for comp in &spec.components {
-        let _ = writeln!(
-            o,
-            "### `{}` — {} ({}, stage {})\n",
-            comp.name,
-            comp.family,
-            super::layout::format_name(comp.format),
-            stage_name(comp.stage)
-        );
-        arch_table(&mut o, comp);
-        o.push('\n');
-    }
-
-    let _ = writeln!(o, "## Tensor inventory\n");
-    let _ = writeln!(
-        o,
-        "Read from the weight headers (safetensors JSON header / GGUF tensor infos) by byte range; \
-         bytes are exact (ggml block sizes for quantized types).\n"
-    );
-    let _ = writeln!(
-        o,
-        "| Component | Type | Tensors | Parameters | Bytes | Note |\n|---|---|---:|---:|---:|---|"
-    );
-    let (mut tt, mut tp, mut tb) = (0, 0, 0);
-    for comp in &spec.components {
-        for r in &comp.weights.inventory {
-            tt += r.tensors;
-            tp += r.params;
-            tb += r.bytes;
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} | {} |",
-                comp.name,
-                r.dtype,
-                thousands(r.tensors),
-                thousands(r.params),
-                thousands(r.bytes),
-                r.name
-                    .as_deref()
-                    .map_or(String::new(), |n| format!("`{n}`"))
-            );
-        }
-    }
-    let _ = writeln!(
-        o,
-        "| **Total** | | **{}** | **{}** | **{}** | |\n",
-        thousands(tt),
-        thousands(tp),
-        thousands(tb)
-    );
-    let _ = writeln!(
-        o,
-        "The weight files are {} B on the Hub (headers and alignment included).\n",
-        thousands(c.weight_file_bytes)
-    );
-
-    let e = c.estimate;
-    let _ = writeln!(o, "## Memory\n");
-    let _ = writeln!(
-        o,
-        "`est_memory_allocation_mb` = **{}** for the run profile `{}` (estimator version {}, \
-         1 MB = 1,048,576 B; `cargo xtask gen-memory-specs` writes the same figure into the spec and \
-         MEMORY_SPECS.md).\n",
-        e.est_memory_allocation_mb,
-        c.entry.profile.summary(),
-        model_spec::ESTIMATOR_VERSION
-    );
-    let _ = writeln!(o, "| Part | MB |\n|---|---:|");
-    for (label, b) in [
-        ("Weights as loaded", e.weights_bytes),
-        ("KV cache", e.kv_cache_bytes),
-        ("Activations", e.activations_bytes),
-        ("Runtime overhead", e.overhead_bytes),
-        ("Margin", e.margin_bytes),
-        ("Sum", e.total_bytes),
-    ] {
-        let _ = writeln!(o, "| {label} | {} |", mb(b));
-    }
-    let _ = writeln!(
-        o,
-        "| **Estimate (rounded up to 100 MB)** | **{}** |\n",
-        e.est_memory_allocation_mb
-    );
-    for n in &e.notes {
-        let _ = writeln!(o, "- {n}");
-    }
-    o.push('\n');
-
-    let _ = writeln!(o, "## Usage notes\n");
-    for n in usage_notes(c) {
-        let _ = writeln!(o, "- {n}");
-    }
-    o.push('\n');
-
-    let _ = writeln!(o, "## Links\n");
-    let _ = writeln!(o, "- Model page: <{base}/{key}>");
-    let _ = writeln!(o, "- Files at this commit: <{base}/{key}/tree/{}>", c.sha);
-    if c.readme.is_some() {
-        let _ = writeln!(
-            o,
-            "- Model card at this commit: <{base}/{key}/blob/{}/README.md>",
-            c.sha
-        );
-    }
-    let _ = writeln!(o, "- Facts: [`{}`]({})", c.spec_file, c.spec_file);
-    o
+    o.trim_end().to_owned()
 }

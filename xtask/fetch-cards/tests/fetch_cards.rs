@@ -175,6 +175,10 @@ fn minilm_reproduces_the_real_header_inventory() {
         !stale.contains(&m.spec_path),
         "fetched spec is not gen-memory-specs output"
     );
+    assert!(
+        !stale.contains(&m.card_path),
+        "gen-memory-specs renders the fetched card again byte for byte, Hub overview included"
+    );
     // The same numbers as the checked-in spec, which was recorded from the same file.
     let recorded = checked_in_spec("text_embedding/all-minilm-l6-v2.toml");
     assert_eq!(
@@ -194,6 +198,19 @@ fn minilm_reproduces_the_real_header_inventory() {
     assert!(card.contains("<https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/tree/"));
     assert!(card.contains("| model | F32 | 103 | 22,713,216 | 90,852,864 |"));
     assert!(card.contains(&format!("**{}**", m.est_memory_allocation_mb)));
+    for section in [
+        "## Overview",
+        "## Architecture",
+        "## Memory Requirements",
+        "## Performance",
+        "## Usage Notes",
+        "## Links",
+    ] {
+        assert!(
+            card.contains(&format!("\n{section}\n")),
+            "{section}:\n{card}"
+        );
+    }
     no_temp_files(&s.cards);
 }
 
