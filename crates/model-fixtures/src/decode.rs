@@ -9,7 +9,6 @@
 //!
 //! The independent reference forward pass over these files is [`crate::reference`].
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{self, Value};
@@ -18,6 +17,8 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
 use crate::Rng;
+use crate::tokenizer::WordLevelTokenizer;
+use crate::weights::Weights;
 
 /// Special tokens of the tiny vocabulary (ChatML and Phi-4's `<|im_sep|>`).
 pub const SPECIALS: [&str; 4] = ["<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|im_end|>"];
@@ -138,6 +139,35 @@ impl GgufTensors {
         }
     }
 
+    /// A tiny decoder over the tiny vocabulary (which the caller writes into the metadata):
+    /// token embeddings, final norm and output head, then per block its attention norm and
+    /// what `block(tensors, name)` puts, `name` giving block `i`'s tensor names.
+    fn decoder(
+        g: &Geometry,
+        seed: u64,
+        storage: Storage,
+        block: impl Fn(&mut GgufTensors, &dyn Fn(&str) -> String),
+    ) -> (Vocab, Self) {
+        let vocab = Vocab::new();
+        let v = vocab.tokens.len();
+        let mut t = GgufTensors::new(seed, storage);
+        t.put(
+            "token_embd.weight",
+            &[v, g.hidden],
+            0.0,
+            1.0,
+            GgmlDType::Q4K,
+        );
+        t.norm("output_norm.weight", g.hidden);
+        t.matrix("output.weight", &[v, g.hidden], GgmlDType::Q6K);
+        for i in 0..g.layers {
+            let name = |s: &str| format!("blk.{i}.{s}");
+            t.norm(&name("attn_norm.weight"), g.hidden);
+            block(&mut t, &name);
+        }
+        (vocab, t)
+    }
+
     /// A tensor of candle shape `dims` (rows last-dim-contiguous), uniform around `center`.
     fn put(&mut self, name: &str, dims: &[usize], center: f32, spread: f32, dtype: GgmlDType) {
         let n = dims.iter().product();
@@ -160,10 +190,45 @@ impl GgufTensors {
         self.put(name, &[n], 1.0, 0.2, GgmlDType::F32);
     }
 
-    fn write(self, path: &Path, metadata: Vec<(&'static str, Value)>) {
+    /// Writes the GGUF of `arch` with its metadata: what every decoder states about `g`,
+    /// the architecture's own `keys` (under the `{arch}.` prefix) and the vocabulary (`pre`
+    /// names its pre-tokenizer).
+    fn write(
+        self,
+        path: &Path,
+        arch: &str,
+        g: &Geometry,
+        keys: Vec<(&str, Value)>,
+        vocab: &Vocab,
+        pre: &str,
+    ) {
+        let u = |x: usize| Value::U32(x as u32);
+        let common = [
+            ("context_length", u(g.context)),
+            ("embedding_length", u(g.hidden)),
+            ("block_count", u(g.layers)),
+            ("attention.head_count", u(g.heads)),
+            ("attention.head_count_kv", u(g.kv_heads)),
+        ];
+        let mut metadata: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::String(arch.into())),
+            ("general.name".into(), Value::String(format!("tiny-{arch}"))),
+        ];
+        metadata.extend(
+            common
+                .into_iter()
+                .chain(keys)
+                .map(|(k, v)| (format!("{arch}.{k}"), v)),
+        );
+        metadata.extend(
+            vocab
+                .metadata(pre)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v)),
+        );
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let mut file = std::fs::File::create(path).unwrap();
-        let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let ts: Vec<(&str, &QTensor)> = self.out.iter().map(|(k, v)| (k.as_str(), v)).collect();
         gguf_file::write(&mut file, &md, &ts).unwrap();
     }
@@ -204,16 +269,10 @@ impl Geometry {
     /// A 2-layer Qwen3-MoE with 4 experts, 2 per token, Qwen3-Coder's RoPE base.
     pub fn qwen3moe() -> Self {
         Geometry {
-            hidden: 256,
-            layers: 2,
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 64,
-            ffn: 256,
-            context: 512,
             rope_base: 10_000_000.0,
             experts: 4,
             experts_used: 2,
+            ..Geometry::phi3()
         }
     }
 }
@@ -225,22 +284,8 @@ pub fn write_phi3(path: &Path, g: &Geometry, seed: u64) {
 
 /// Writes a tiny Phi-3 GGUF with the given storage.
 pub fn write_phi3_stored(path: &Path, g: &Geometry, seed: u64, storage: Storage) {
-    let vocab = Vocab::new();
-    let v = vocab.tokens.len();
-    let mut t = GgufTensors::new(seed, storage);
-    t.put(
-        "token_embd.weight",
-        &[v, g.hidden],
-        0.0,
-        1.0,
-        GgmlDType::Q4K,
-    );
-    t.norm("output_norm.weight", g.hidden);
-    t.matrix("output.weight", &[v, g.hidden], GgmlDType::Q6K);
     let (q, kv) = (g.heads * g.head_dim, g.kv_heads * g.head_dim);
-    for i in 0..g.layers {
-        let p = |s: &str| format!("blk.{i}.{s}");
-        t.norm(&p("attn_norm.weight"), g.hidden);
+    let (vocab, t) = GgufTensors::decoder(g, seed, storage, |t, p| {
         t.matrix(
             &p("attn_qkv.weight"),
             &[q + 2 * kv, g.hidden],
@@ -250,23 +295,15 @@ pub fn write_phi3_stored(path: &Path, g: &Geometry, seed: u64, storage: Storage)
         t.norm(&p("ffn_norm.weight"), g.hidden);
         t.matrix(&p("ffn_up.weight"), &[2 * g.ffn, g.hidden], GgmlDType::Q4K);
         t.matrix(&p("ffn_down.weight"), &[g.hidden, g.ffn], GgmlDType::Q6K);
-    }
+    });
     let u = |x: usize| Value::U32(x as u32);
-    let mut md = vec![
-        ("general.architecture", Value::String("phi3".into())),
-        ("general.name", Value::String("tiny-phi3".into())),
-        ("phi3.context_length", u(g.context)),
-        ("phi3.embedding_length", u(g.hidden)),
-        ("phi3.feed_forward_length", u(g.ffn)),
-        ("phi3.block_count", u(g.layers)),
-        ("phi3.attention.head_count", u(g.heads)),
-        ("phi3.attention.head_count_kv", u(g.kv_heads)),
-        ("phi3.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("phi3.rope.dimension_count", u(g.head_dim)),
-        ("phi3.rope.freq_base", Value::F32(g.rope_base)),
+    let keys = vec![
+        ("feed_forward_length", u(g.ffn)),
+        ("attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("rope.dimension_count", u(g.head_dim)),
+        ("rope.freq_base", Value::F32(g.rope_base)),
     ];
-    md.extend(vocab.metadata("dbrx"));
-    t.write(path, md);
+    t.write(path, "phi3", g, keys, &vocab, "dbrx");
 }
 
 /// Writes a tiny Qwen3-MoE GGUF (Q4_K_M-like types).
@@ -276,22 +313,8 @@ pub fn write_qwen3moe(path: &Path, g: &Geometry, seed: u64) {
 
 /// Writes a tiny Qwen3-MoE GGUF with the given storage.
 pub fn write_qwen3moe_stored(path: &Path, g: &Geometry, seed: u64, storage: Storage) {
-    let vocab = Vocab::new();
-    let v = vocab.tokens.len();
-    let mut t = GgufTensors::new(seed, storage);
-    t.put(
-        "token_embd.weight",
-        &[v, g.hidden],
-        0.0,
-        1.0,
-        GgmlDType::Q4K,
-    );
-    t.norm("output_norm.weight", g.hidden);
-    t.matrix("output.weight", &[v, g.hidden], GgmlDType::Q6K);
     let (q, kv) = (g.heads * g.head_dim, g.kv_heads * g.head_dim);
-    for i in 0..g.layers {
-        let p = |s: &str| format!("blk.{i}.{s}");
-        t.norm(&p("attn_norm.weight"), g.hidden);
+    let (vocab, t) = GgufTensors::decoder(g, seed, storage, |t, p| {
         t.matrix(&p("attn_q.weight"), &[q, g.hidden], GgmlDType::Q4K);
         t.matrix(&p("attn_k.weight"), &[kv, g.hidden], GgmlDType::Q4K);
         t.matrix(&p("attn_v.weight"), &[kv, g.hidden], GgmlDType::Q6K);
@@ -322,29 +345,18 @@ pub fn write_qwen3moe_stored(path: &Path, g: &Geometry, seed: u64, storage: Stor
             &[g.experts, g.hidden, g.ffn],
             GgmlDType::Q6K,
         );
-    }
+    });
     let u = |x: usize| Value::U32(x as u32);
-    let mut md = vec![
-        ("general.architecture", Value::String("qwen3moe".into())),
-        ("general.name", Value::String("tiny-qwen3moe".into())),
-        ("qwen3moe.context_length", u(g.context)),
-        ("qwen3moe.embedding_length", u(g.hidden)),
-        ("qwen3moe.block_count", u(g.layers)),
-        ("qwen3moe.attention.head_count", u(g.heads)),
-        ("qwen3moe.attention.head_count_kv", u(g.kv_heads)),
-        ("qwen3moe.attention.key_length", u(g.head_dim)),
-        ("qwen3moe.attention.value_length", u(g.head_dim)),
-        (
-            "qwen3moe.attention.layer_norm_rms_epsilon",
-            Value::F32(1e-6),
-        ),
-        ("qwen3moe.rope.freq_base", Value::F32(g.rope_base)),
-        ("qwen3moe.expert_count", u(g.experts)),
-        ("qwen3moe.expert_used_count", u(g.experts_used)),
-        ("qwen3moe.expert_feed_forward_length", u(g.ffn)),
+    let keys = vec![
+        ("attention.key_length", u(g.head_dim)),
+        ("attention.value_length", u(g.head_dim)),
+        ("attention.layer_norm_rms_epsilon", Value::F32(1e-6)),
+        ("rope.freq_base", Value::F32(g.rope_base)),
+        ("expert_count", u(g.experts)),
+        ("expert_used_count", u(g.experts_used)),
+        ("expert_feed_forward_length", u(g.ffn)),
     ];
-    md.extend(vocab.metadata("qwen2"));
-    t.write(path, md);
+    t.write(path, "qwen3moe", g, keys, &vocab, "qwen2");
 }
 
 /// Words of the tiny LLaVA tokenizer (after the specials).
@@ -378,20 +390,10 @@ pub const LLAVA_IMAGE_TOKEN: u32 = 3;
 
 /// Writes a tiny LLaVA 1.5 checkpoint (llava-hf layout, F16) into `dir`.
 pub fn write_llava(dir: &Path, seed: u64) {
-    use tokenizers::models::wordlevel::WordLevel;
-    use tokenizers::pre_tokenizers::whitespace::Whitespace;
-    use tokenizers::processors::template::TemplateProcessing;
-    use tokenizers::{AddedToken, Tokenizer};
-
     let specials = ["<unk>", "<s>", "</s>", "<image>"];
-    let vocab: Vec<(String, u32)> = specials
-        .iter()
-        .chain(LLAVA_WORDS)
-        .enumerate()
-        .map(|(i, w)| (w.to_string(), i as u32))
-        .collect();
+    let tokens: Vec<&str> = specials.iter().chain(LLAVA_WORDS).copied().collect();
     let vocab_size = 32;
-    assert!(vocab.len() <= vocab_size);
+    assert!(tokens.len() <= vocab_size);
     let (th, ti, tl, heads) = (64, 128, 2, 4);
     let (vh, vi, vl, vheads, image, patch) = (32, 64, 3, 4, 28, 14);
     std::fs::create_dir_all(dir).unwrap();
@@ -437,16 +439,9 @@ pub fn write_llava(dir: &Path, seed: u64) {
     )
     .unwrap();
 
-    let mut rng = Rng::new(seed);
-    let mut map: HashMap<String, Tensor> = HashMap::new();
-    let mut put = |name: String, dims: &[usize], center: f32, spread: f32| {
-        let n = dims.iter().product();
-        let t = Tensor::from_vec(rng.vec(n, center, spread), dims, &Device::Cpu)
-            .unwrap()
-            .to_dtype(DType::F16)
-            .unwrap();
-        map.insert(name, t);
-    };
+    let mut w = Weights::new(DType::F16, seed);
+    let mut put =
+        |name: String, dims: &[usize], center: f32, spread: f32| w.put(name, dims, center, spread);
     let v = "vision_tower.vision_model";
     put(format!("{v}.embeddings.class_embedding"), &[vh], 0.0, 0.5);
     put(
@@ -536,42 +531,16 @@ pub fn write_llava(dir: &Path, seed: u64) {
         0.3,
     );
     // Two shards plus the index, as the real checkpoint (three shards) is stored.
-    let mut names: Vec<String> = map.keys().cloned().collect();
-    names.sort();
-    let mut weight_map = serde_json::Map::new();
-    for (s, group) in names.chunks(names.len().div_ceil(2)).enumerate() {
-        let file = format!("model-{:05}-of-00002.safetensors", s + 1);
-        let part: HashMap<String, Tensor> =
-            group.iter().map(|k| (k.clone(), map[k].clone())).collect();
-        candle_core::safetensors::save(&part, dir.join(&file)).unwrap();
-        for k in group {
-            weight_map.insert(k.clone(), json!(file));
-        }
+    w.save_sharded(dir, 2);
+    WordLevelTokenizer {
+        tokens,
+        unk: "<unk>",
+        lowercase: false,
+        added: &specials,
+        template: Some("<s> $A"),
     }
-    std::fs::write(
-        dir.join("model.safetensors.index.json"),
-        serde_json::to_string(&json!({"metadata": {}, "weight_map": weight_map})).unwrap(),
-    )
+    .write(dir)
     .unwrap();
-
-    let model = WordLevel::builder()
-        .vocab(vocab.iter().cloned().collect())
-        .unk_token("<unk>".into())
-        .build()
-        .unwrap();
-    let mut tok = Tokenizer::new(model);
-    tok.with_pre_tokenizer(Some(Whitespace {}));
-    tok.add_special_tokens(specials.map(|s| AddedToken::from(s, true)))
-        .unwrap();
-    tok.with_post_processor(Some(
-        TemplateProcessing::builder()
-            .try_single("<s> $A")
-            .unwrap()
-            .special_tokens(vec![("<s>", 1)])
-            .build()
-            .unwrap(),
-    ));
-    tok.save(dir.join("tokenizer.json"), false).unwrap();
 }
 
 /// A small RGB test image: a colored square on a plain background.

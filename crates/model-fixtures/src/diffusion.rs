@@ -21,10 +21,6 @@ use model_spec::DType;
 use model_spec::shapes::TensorDesc;
 use model_spec::spec::{Component, Fact, Provenance};
 use serde_json::json;
-use tokenizers::models::wordlevel::WordLevel;
-use tokenizers::normalizers::Lowercase;
-use tokenizers::pre_tokenizers::whitespace::Whitespace;
-use tokenizers::processors::template::TemplateProcessing;
 
 use model_networks::Pipeline;
 use model_networks::diffusion::layout::{self, Part};
@@ -32,6 +28,7 @@ use model_networks::diffusion::sampler::SplitMix64;
 use model_networks::diffusion::tokenizer::{CLIP_BOS, CLIP_EOS};
 use model_runtime::BackendError;
 
+use crate::tokenizer::WordLevelTokenizer;
 use crate::write_json;
 
 /// Architecture values that differ from the registry spec's, per component.
@@ -407,35 +404,18 @@ const T5_WORDS: &[&str] = &[
 
 /// A tiny T5 `tokenizer.json` (word level, `</s>` appended like T5's).
 pub fn t5_tokenizer(dir: &Path) -> Result<(), BackendError> {
-    std::fs::create_dir_all(dir).map_err(|e| BackendError::io(dir, e))?;
-    let mut vocab = std::collections::HashMap::new();
-    for (i, t) in ["<pad>", "</s>", "<unk>"]
-        .iter()
-        .chain(T5_WORDS)
-        .enumerate()
-    {
-        vocab.insert((*t).to_owned(), i as u32);
+    WordLevelTokenizer {
+        tokens: ["<pad>", "</s>", "<unk>"]
+            .iter()
+            .chain(T5_WORDS)
+            .copied()
+            .collect(),
+        unk: "<unk>",
+        lowercase: true,
+        added: &[],
+        template: Some("$A </s>"),
     }
-    let err = |e: tokenizers::Error| BackendError::Tokenizer(e.to_string());
-    let model = WordLevel::builder()
-        .vocab(vocab.into_iter().collect())
-        .unk_token("<unk>".into())
-        .build()
-        .map_err(err)?;
-    let mut tokenizer = tokenizers::Tokenizer::new(model);
-    tokenizer.with_normalizer(Some(Lowercase)).map_err(err)?;
-    tokenizer.with_pre_tokenizer(Some(Whitespace {}));
-    tokenizer.with_post_processor(Some(
-        TemplateProcessing::builder()
-            .try_single("$A </s>")
-            .map_err(|e| BackendError::Tokenizer(e.to_string()))?
-            .special_tokens(vec![("</s>", 1)])
-            .build()
-            .map_err(|e| BackendError::Tokenizer(e.to_string()))?,
-    ));
-    tokenizer
-        .save(dir.join("tokenizer.json"), false)
-        .map_err(err)?;
+    .write(dir)?;
     write_json(
         &dir.join("special_tokens_map.json"),
         &json!({"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}),

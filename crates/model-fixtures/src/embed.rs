@@ -4,25 +4,20 @@
 //! Sentence-Transformers files where the real model has them. They are loaded by the same code
 //! as real checkpoints.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use model_serving::{DeclaredMemory, EmbedOptions, Family, ServedModel};
 use serde_json::json;
 
-use crate::Rng;
+use crate::tokenizer::WordLevelTokenizer;
+use crate::weights::Weights;
 
 /// Writes a JSON file of the checkpoint (fixtures write into fresh scratch folders, so a
 /// failure is a broken test machine).
 fn write_json(path: &Path, value: serde_json::Value) {
     crate::write_json(path, &value).unwrap();
 }
-use tokenizers::Tokenizer;
-use tokenizers::models::wordlevel::WordLevel;
-use tokenizers::normalizers::Lowercase;
-use tokenizers::pre_tokenizers::whitespace::Whitespace;
-use tokenizers::processors::template::TemplateProcessing;
 
 /// Words the tiny tokenizers know (others become the unknown token).
 pub const WORDS: &[&str] = &[
@@ -104,9 +99,9 @@ pub fn write_tiny(dir: &Path, family: Family) {
         Family::Bert => bert(&dir),
         Family::Stella => stella(&dir),
         Family::GteQwen2 => gte(&dir),
-        Family::JinaBert => jina(&dir),
+        Family::JinaBert => write_jina(&dir, &JinaGeometry::TINY),
         Family::NvEmbed => nvembed(&dir),
-        Family::Clip => clip(&dir),
+        Family::Clip => write_clip(&dir, &ClipGeometry::TINY),
     }
 }
 
@@ -114,8 +109,7 @@ pub fn write_tiny(dir: &Path, family: Family) {
 /// the margin: the tiny figures are exact inventories).
 pub fn tiny_memory(family: Family, dir: &Path) -> DeclaredMemory {
     let backend = model_serving::config::backend_of_family(family);
-    let (spec, profile) = model_serving::checkpoint::checkpoint_spec(backend, dir, None).unwrap();
-    let e = model_spec::estimate(&spec, &profile).unwrap();
+    let e = model_serving::checkpoint::estimate_checkpoint(backend, dir, None).unwrap();
     let base = DeclaredMemory::of(model_serving::registry::template(backend).unwrap());
     DeclaredMemory {
         resident_bytes: e.weights_bytes + e.overhead_bytes,
@@ -143,119 +137,24 @@ pub fn tiny_served(family: Family, dir: &Path) -> ServedModel {
     ServedModel::new(format!("tiny/{family}"), dir, options)
 }
 
-/// Random tensors with a deterministic generator.
-struct Weights {
-    map: HashMap<String, Tensor>,
-    rng: Rng,
-    dtype: DType,
-}
-
-impl Weights {
-    fn new(dtype: DType, seed: u64) -> Self {
-        Weights {
-            map: HashMap::new(),
-            rng: Rng::new(seed),
-            dtype,
-        }
-    }
-
-    fn put(&mut self, name: impl Into<String>, shape: &[usize], center: f32, spread: f32) {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = self.rng.vec(n, center, spread);
-        let t = Tensor::from_vec(data, shape, &Device::Cpu)
-            .unwrap()
-            .to_dtype(self.dtype)
-            .unwrap();
-        self.map.insert(name.into(), t);
-    }
-
-    fn rand(&mut self, name: impl Into<String>, shape: &[usize]) {
-        self.put(name, shape, 0.0, 0.2);
-    }
-
-    fn linear(&mut self, p: &str, i: usize, o: usize, bias: bool) {
-        self.rand(format!("{p}.weight"), &[o, i]);
-        if bias {
-            self.put(format!("{p}.bias"), &[o], 0.0, 0.05);
-        }
-    }
-
-    fn layer_norm(&mut self, p: &str, n: usize) {
-        self.put(format!("{p}.weight"), &[n], 1.0, 0.1);
-        self.put(format!("{p}.bias"), &[n], 0.0, 0.05);
-    }
-
-    fn rms(&mut self, p: &str, n: usize) {
-        self.put(format!("{p}.weight"), &[n], 1.0, 0.1);
-    }
-
-    fn save(self, path: &Path) {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        candle_core::safetensors::save(&self.map, path).unwrap();
-    }
-
-    /// Saves into `n` shards plus `model.safetensors.index.json`, like sharded Hub checkpoints.
-    fn save_sharded(self, dir: &Path, n: usize) {
-        let mut names: Vec<String> = self.map.keys().cloned().collect();
-        names.sort();
-        let mut weight_map = serde_json::Map::new();
-        let chunk = names.len().div_ceil(n);
-        for (s, group) in names.chunks(chunk).enumerate() {
-            let file = format!("model-{:05}-of-{:05}.safetensors", s + 1, n);
-            let part: HashMap<String, Tensor> = group
-                .iter()
-                .map(|k| (k.clone(), self.map[k].clone()))
-                .collect();
-            candle_core::safetensors::save(&part, dir.join(&file)).unwrap();
-            for k in group {
-                weight_map.insert(k.clone(), json!(file));
-            }
-        }
-        write_json(
-            &dir.join("model.safetensors.index.json"),
-            json!({ "metadata": {}, "weight_map": weight_map }),
-        );
-    }
-}
-
 /// A word-level tokenizer: `specials` first (ids 0…), then [`WORDS`]; `template` wraps a
 /// single input (e.g. `"[CLS] $A [SEP]"`).
 fn tokenizer(dir: &Path, specials: &[&str], template: Option<&str>) {
-    let vocab: Vec<(String, u32)> = specials
-        .iter()
-        .chain(WORDS)
-        .enumerate()
-        .map(|(i, w)| (w.to_string(), i as u32))
-        .collect();
-    assert!(vocab.len() <= VOCAB);
+    let tokens: Vec<&str> = specials.iter().chain(WORDS).copied().collect();
+    assert!(tokens.len() <= VOCAB);
     let unk = specials
         .iter()
         .find(|s| s.contains("unk") || s.contains("UNK"))
         .unwrap_or(&specials[0]);
-    let model = WordLevel::builder()
-        .vocab(vocab.iter().cloned().collect())
-        .unk_token(unk.to_string())
-        .build()
-        .unwrap();
-    let mut tok = Tokenizer::new(model);
-    tok.with_normalizer(Some(Lowercase)).unwrap();
-    tok.with_pre_tokenizer(Some(Whitespace {}));
-    if let Some(t) = template {
-        let ids: HashMap<&str, u32> = vocab.iter().map(|(w, i)| (w.as_str(), *i)).collect();
-        let specials_used: Vec<(&str, u32)> = specials
-            .iter()
-            .filter(|s| t.contains(**s))
-            .map(|s| (*s, ids[s]))
-            .collect();
-        let post = TemplateProcessing::builder()
-            .try_single(t)
-            .unwrap()
-            .special_tokens(specials_used)
-            .build()
-            .unwrap();
-        tok.with_post_processor(Some(post));
+    WordLevelTokenizer {
+        tokens,
+        unk,
+        lowercase: true,
+        added: &[],
+        template,
     }
-    tok.save(dir.join("tokenizer.json"), false).unwrap();
+    .write(dir)
+    .unwrap();
 }
 
 const H: usize = 32;
@@ -334,14 +233,16 @@ fn qwen2_config(dir: &Path) {
     );
 }
 
-fn qwen2_weights(w: &mut Weights, prefix: &str) {
+/// A Qwen2 / Mistral decoder stack under `prefix` (Qwen2 has biases on q, k and v; Mistral
+/// none).
+fn decoder_weights(w: &mut Weights, prefix: &str, qkv_bias: bool) {
     let hd = H / HEADS;
     w.rand(format!("{prefix}embed_tokens.weight"), &[VOCAB, H]);
     for n in 0..LAYERS {
         let p = format!("{prefix}layers.{n}");
-        w.linear(&format!("{p}.self_attn.q_proj"), H, HEADS * hd, true);
-        w.linear(&format!("{p}.self_attn.k_proj"), H, KV_HEADS * hd, true);
-        w.linear(&format!("{p}.self_attn.v_proj"), H, KV_HEADS * hd, true);
+        w.linear(&format!("{p}.self_attn.q_proj"), H, HEADS * hd, qkv_bias);
+        w.linear(&format!("{p}.self_attn.k_proj"), H, KV_HEADS * hd, qkv_bias);
+        w.linear(&format!("{p}.self_attn.v_proj"), H, KV_HEADS * hd, qkv_bias);
         w.linear(&format!("{p}.self_attn.o_proj"), HEADS * hd, H, false);
         w.linear(&format!("{p}.mlp.gate_proj"), H, INTER, false);
         w.linear(&format!("{p}.mlp.up_proj"), H, INTER, false);
@@ -378,7 +279,7 @@ fn stella(dir: &Path) {
         None,
     );
     let mut w = Weights::new(DType::F32, 2);
-    qwen2_weights(&mut w, "");
+    decoder_weights(&mut w, "", true);
     w.save(&dir.join("model.safetensors"));
     let mut head = Weights::new(DType::F32, 3);
     head.linear("linear", H, 24, true);
@@ -395,7 +296,7 @@ fn gte(dir: &Path) {
         Some("$A <|endoftext|>"),
     );
     let mut w = Weights::new(DType::F32, 4);
-    qwen2_weights(&mut w, "model.");
+    decoder_weights(&mut w, "model.", true);
     w.rand("lm_head.weight", &[VOCAB, H]);
     w.save_sharded(dir, 2);
 }
@@ -429,10 +330,6 @@ impl JinaGeometry {
         layers: 12,
         max_positions: 8192,
     };
-}
-
-fn jina(dir: &Path) {
-    write_jina(dir, &JinaGeometry::TINY);
 }
 
 /// JinaBERT, stored in F16 like the real checkpoint (loaded as F32).
@@ -500,21 +397,7 @@ fn nvembed(dir: &Path) {
     );
     tokenizer(dir, &["<unk>", "<s>", "</s>"], Some("<s> $A"));
     let mut w = Weights::new(DType::F16, 6);
-    let hd = H / HEADS;
-    w.rand("embedding_model.embed_tokens.weight", &[VOCAB, H]);
-    for n in 0..LAYERS {
-        let p = format!("embedding_model.layers.{n}");
-        w.linear(&format!("{p}.self_attn.q_proj"), H, HEADS * hd, false);
-        w.linear(&format!("{p}.self_attn.k_proj"), H, KV_HEADS * hd, false);
-        w.linear(&format!("{p}.self_attn.v_proj"), H, KV_HEADS * hd, false);
-        w.linear(&format!("{p}.self_attn.o_proj"), HEADS * hd, H, false);
-        w.linear(&format!("{p}.mlp.gate_proj"), H, INTER, false);
-        w.linear(&format!("{p}.mlp.up_proj"), H, INTER, false);
-        w.linear(&format!("{p}.mlp.down_proj"), INTER, H, false);
-        w.rms(&format!("{p}.input_layernorm"), H);
-        w.rms(&format!("{p}.post_attention_layernorm"), H);
-    }
-    w.rms("embedding_model.norm", H);
+    decoder_weights(&mut w, "embedding_model.", false);
     let inner = cross_heads * H;
     let l = "latent_attention_model";
     w.rand(format!("{l}.latents"), &[latents, H]);
@@ -604,10 +487,6 @@ impl ClipGeometry {
         image: 224,
         patch: 32,
     };
-}
-
-fn clip(dir: &Path) {
-    write_clip(dir, &ClipGeometry::TINY);
 }
 
 /// CLIP in F32, like the real checkpoint.

@@ -17,6 +17,8 @@ pub mod embed;
 pub mod manifest;
 pub mod minilm;
 pub mod reference;
+mod tokenizer;
+mod weights;
 
 use std::path::{Path, PathBuf};
 

@@ -90,7 +90,8 @@ pub fn write_all(dir: &Path) -> Result<Vec<Fixture>, BackendError> {
     }
     let manifest = dir.join(MANIFEST);
     let tmp = dir.join(format!("{MANIFEST}.tmp"));
-    let text = serde_json::to_string_pretty(&fixtures).map_err(|e| BackendError::config(&manifest, e))?;
+    let text =
+        serde_json::to_string_pretty(&fixtures).map_err(|e| BackendError::config(&manifest, e))?;
     std::fs::write(&tmp, text + "\n").map_err(|e| BackendError::io(&tmp, e))?;
     std::fs::rename(&tmp, &manifest).map_err(|e| BackendError::io(&manifest, e))?;
     Ok(fixtures)
