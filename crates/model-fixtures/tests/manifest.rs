@@ -2,8 +2,8 @@
 //! backend and path, answers one request through one pool.
 
 use model_fixtures::manifest;
-use model_pool::{DeviceId, MemoryGovernor};
 use model_pool::size::GIB;
+use model_pool::{DeviceId, MemoryGovernor};
 use model_registry::Capability;
 use model_serving::{GenerateRequest, ImageRequest, ModelPool, ServedModel};
 
@@ -11,13 +11,18 @@ use model_serving::{GenerateRequest, ImageRequest, ModelPool, ServedModel};
 async fn every_fixture_in_the_manifest_serves_one_request() {
     let dir = model_fixtures::scratch("manifest");
     let written = manifest::write_all(&dir).unwrap();
-    assert_eq!(manifest::read(&dir).unwrap(), written, "the manifest on disk is what was written");
+    assert_eq!(
+        manifest::read(&dir).unwrap(),
+        written,
+        "the manifest on disk is what was written"
+    );
     assert_eq!(written.len(), 11);
     let mut builder = ModelPool::builder()
         .governor(MemoryGovernor::with_budgets([(DeviceId::Cpu, 8 * GIB)]).unwrap());
     for f in &written {
         let backend = model_serving::config::parse_backend(&f.family).unwrap();
-        builder = builder.model(ServedModel::with_backend(&f.key, dir.join(&f.path), backend).unwrap());
+        builder =
+            builder.model(ServedModel::with_backend(&f.key, dir.join(&f.path), backend).unwrap());
     }
     let pool = builder.build().unwrap();
     for f in &written {
@@ -39,7 +44,10 @@ async fn every_fixture_in_the_manifest_serves_one_request() {
             }
             Capability::TextToText | Capability::Vision => {
                 let answer = pool
-                    .generate(&f.key, GenerateRequest::user("hello").greedy().max_tokens(2))
+                    .generate(
+                        &f.key,
+                        GenerateRequest::user("hello").greedy().max_tokens(2),
+                    )
                     .await
                     .unwrap()
                     .collect()
@@ -49,7 +57,11 @@ async fn every_fixture_in_the_manifest_serves_one_request() {
             }
             Capability::TextToImage => {
                 let image = pool
-                    .generate_image(&f.key, ImageRequest::new("a red fox").size(64, 64).steps(1), |_| {})
+                    .generate_image(
+                        &f.key,
+                        ImageRequest::new("a red fox").size(64, 64).steps(1),
+                        |_| {},
+                    )
                     .await
                     .unwrap();
                 assert_eq!((image.width, image.height), (64, 64));

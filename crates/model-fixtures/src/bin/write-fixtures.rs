@@ -8,16 +8,26 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let (Some(dir), None) = (args.next(), args.next()) else {
-        eprintln!("usage: write-fixtures DIR\n  writes a tiny checkpoint of every backend and DIR/fixtures.json");
+        eprintln!(
+            "usage: write-fixtures DIR\n  writes a tiny checkpoint of every backend and DIR/fixtures.json"
+        );
         return ExitCode::FAILURE;
     };
     let dir = PathBuf::from(dir);
     match model_fixtures::manifest::write_all(&dir) {
         Ok(fixtures) => {
             for f in &fixtures {
-                println!("{:<18} {:<16} {}", f.key, f.capability, dir.join(&f.path).display());
+                println!(
+                    "{:<18} {:<16} {}",
+                    f.key,
+                    f.capability,
+                    dir.join(&f.path).display()
+                );
             }
-            println!("wrote {}", dir.join(model_fixtures::manifest::MANIFEST).display());
+            println!(
+                "wrote {}",
+                dir.join(model_fixtures::manifest::MANIFEST).display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
