@@ -42,6 +42,10 @@ enum Command {
     /// Which registry models fit this machine together: hot (resident), warm (on demand) or
     /// never (and by how much). `--write plan.json` writes the plan a pool reads.
     Plan(commands::plan::Args),
+    /// Serve the models over an OpenAI-compatible HTTP API (embeddings, chat and text
+    /// completions with streaming, image generation, models) with /health, /status and
+    /// Prometheus /metrics, until SIGTERM or Ctrl-C.
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::TextToImage(a) => commands::text_to_image::run(a),
         Command::Report(a) => commands::report::run(&a),
         Command::Plan(a) => commands::plan::run(&a),
+        Command::Serve(a) => commands::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

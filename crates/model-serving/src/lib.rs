@@ -50,14 +50,15 @@ pub mod report;
 pub mod text_to_image;
 
 pub use config::{ModelOptions, ModelSource, ServedModel};
+pub use embed::batch::Embeddings;
 pub use embed::{DeclaredMemory, EmbedOptions};
 pub use error::ServeError;
 pub use generate::{
     ChatMessage, GenMemory, GenerateOptions, GenerateRequest, Prompt, Role, TokenStream,
 };
 pub use loader::LoadedModel;
-pub use model_networks::embed::text::{Overflow, TextMode};
 pub use model_networks::embed::BatchLimits;
+pub use model_networks::embed::text::{Overflow, TextMode};
 pub use model_networks::image::decode as decode_image;
 pub use model_networks::{Decoder, Family, Pipeline};
 pub use pool::{ModelPool, ModelPoolBuilder};

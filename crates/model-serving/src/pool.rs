@@ -16,7 +16,7 @@ use model_pool::{
 use model_runtime::LoadMeasurement;
 
 use crate::config::{ModelOptions, ServedModel};
-use crate::embed::batch::{Batcher, Inputs};
+use crate::embed::batch::{Batcher, Embeddings, Inputs};
 use crate::error::ServeError;
 use crate::generate::{self, GenerateRequest, TokenStream};
 use crate::loader::{CapabilityLease, LoadedModel, Prepared, ServingLoader};
@@ -230,6 +230,21 @@ impl ModelPool {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        Ok(self.embed_with_usage(model, texts, mode).await?.vectors)
+    }
+
+    /// Like [`embed_with`](Self::embed_with), with each text's token count and the time the
+    /// request waited for its batch (what a server reports as usage and queue wait).
+    pub async fn embed_with_usage<I, S>(
+        &self,
+        model: &str,
+        texts: I,
+        mode: TextMode,
+    ) -> Result<Embeddings, ServeError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let texts: Vec<String> = texts.into_iter().map(Into::into).collect();
         self.batcher(model, "embed text")?
             .submit(Inputs::Texts { texts, mode })
@@ -242,6 +257,16 @@ impl ModelPool {
         model: &str,
         images: Vec<DynamicImage>,
     ) -> Result<Vec<Vec<f32>>, ServeError> {
+        Ok(self.embed_images_with_usage(model, images).await?.vectors)
+    }
+
+    /// Like [`embed_images`](Self::embed_images), with the time the request waited for its
+    /// batch (token counts are 0 for images).
+    pub async fn embed_images_with_usage(
+        &self,
+        model: &str,
+        images: Vec<DynamicImage>,
+    ) -> Result<Embeddings, ServeError> {
         let entry = self.entry(model)?;
         let o = entry.model.embed_options("embed images")?;
         if o.family.is_some_and(|f| !f.embeds_images()) {
@@ -312,7 +337,9 @@ impl ModelPool {
             return Err(generate::refusal(model, o, device, budget));
         };
         if image.is_some() && !decoder.takes_images() {
-            return Err(entry.model.wrong("describe images (it is a text-only model)"));
+            return Err(entry
+                .model
+                .wrong("describe images (it is a text-only model)"));
         }
         let (text, sampling) = generate::prompt_text(model, o, &request, image.is_some())?;
         let timeout = request.timeout.or(entry.model.timeout());
@@ -384,25 +411,31 @@ impl ModelPool {
         // evicting idle models of any capability to make room, like any other request.
         let bytes = Some(memory.lease_bytes());
         self.pool
-            .run_sized(model, bytes, entry.model.timeout(), move |lease| async move {
-                let work = tokio::task::spawn_blocking(move || match lease.as_text_to_image() {
-                    Some(m) => m.generate(&request, &progress, &cancel),
-                    None => Err(ServeError::WrongCapability {
-                        model: lease.key().to_owned(),
-                        capability: lease.capability(),
-                        asked: "generate images",
-                    }),
-                });
-                match work.await {
-                    Ok(result) => result,
-                    // A panic in the model code is the pool's to report (RequestPanicked).
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(e) => Err(ServeError::backend(
-                        &key,
-                        model_runtime::BackendError::config("generation task", e),
-                    )),
-                }
-            })
+            .run_sized(
+                model,
+                bytes,
+                entry.model.timeout(),
+                move |lease| async move {
+                    let work =
+                        tokio::task::spawn_blocking(move || match lease.as_text_to_image() {
+                            Some(m) => m.generate(&request, &progress, &cancel),
+                            None => Err(ServeError::WrongCapability {
+                                model: lease.key().to_owned(),
+                                capability: lease.capability(),
+                                asked: "generate images",
+                            }),
+                        });
+                    match work.await {
+                        Ok(result) => result,
+                        // A panic in the model code is the pool's to report (RequestPanicked).
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(e) => Err(ServeError::backend(
+                            &key,
+                            model_runtime::BackendError::config("generation task", e),
+                        )),
+                    }
+                },
+            )
             .await?
     }
 
@@ -457,7 +490,9 @@ impl ModelPool {
                 let estimate_mb = match &m.options {
                     ModelOptions::Embed(o) => o.memory.and_then(|d| d.estimate_mb),
                     ModelOptions::Generate(o) => o.memory.and_then(|d| d.estimate_mb),
-                    ModelOptions::TextToImage(_) => m.registry.map(|i| i.est_memory_allocation_mb as u64),
+                    ModelOptions::TextToImage(_) => {
+                        m.registry.map(|i| i.est_memory_allocation_mb as u64)
+                    }
                 };
                 ReportRow {
                     key: m.key.clone(),

@@ -5,4 +5,5 @@ pub mod generate;
 pub mod list;
 pub mod plan;
 pub mod report;
+pub mod serve;
 pub mod text_to_image;

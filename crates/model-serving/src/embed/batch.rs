@@ -39,9 +39,23 @@ impl Inputs {
 
 type Answer = Result<Vec<Vec<f32>>, ServeError>;
 
+/// One request's answer with what it cost: the token count of each text and how long the
+/// request waited for its batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input, in order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens of each text as embedded (after truncation, special tokens included); 0 for
+    /// images.
+    pub tokens: Vec<usize>,
+    /// From queuing the request to its batch holding the lease (a load included).
+    pub queued: Duration,
+}
+
 struct Job {
     inputs: Inputs,
-    reply: oneshot::Sender<Answer>,
+    queued_at: Instant,
+    reply: oneshot::Sender<Result<Embeddings, ServeError>>,
 }
 
 /// The queue and worker of one model.
@@ -81,7 +95,7 @@ impl Batcher {
 
     /// Queues a request and waits for its answer. Dropping the future withdraws it: the worker
     /// skips requests nobody waits for.
-    pub(crate) async fn submit(&self, inputs: Inputs) -> Answer {
+    pub(crate) async fn submit(&self, inputs: Inputs) -> Result<Embeddings, ServeError> {
         if inputs.len() == 0 {
             return Err(ServeError::Input {
                 model: self.key.clone(),
@@ -90,7 +104,11 @@ impl Batcher {
         }
         let (reply, answer) = oneshot::channel();
         self.tx
-            .try_send(Job { inputs, reply })
+            .try_send(Job {
+                inputs,
+                queued_at: Instant::now(),
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ServeError::Busy {
                     model: self.key.clone(),
@@ -143,14 +161,17 @@ impl Worker {
                 continue;
             }
             let started = Instant::now();
-            let (work, replies): (Vec<Inputs>, Vec<_>) =
-                jobs.into_iter().map(|j| (j.inputs, j.reply)).unzip();
+            let (work, replies): (Vec<Inputs>, Vec<_>) = jobs
+                .into_iter()
+                .map(|j| (j.inputs, (j.reply, j.queued_at)))
+                .unzip();
             let outcome = self
                 .pool
                 .run(&self.key, self.timeout, move |lease| async move {
+                    let leased_at = Instant::now();
                     // The lease moves into the blocking task: if the request times out, the
                     // forward pass still finishes and only then returns the lease and memory.
-                    tokio::task::spawn_blocking(move || match &*lease {
+                    let answers = tokio::task::spawn_blocking(move || match &*lease {
                         LoadedModel::Embedder(model) => serve(model, &work),
                         other => {
                             let e = ServeError::WrongCapability {
@@ -158,16 +179,27 @@ impl Worker {
                                 capability: other.capability(),
                                 asked: "embed",
                             };
-                            work.iter().map(|_| Err(e.clone())).collect()
+                            work.iter().map(|_| (Err(e.clone()), Vec::new())).collect()
                         }
                     })
-                    .await
+                    .await;
+                    answers.map(|a| (a, leased_at))
                 })
                 .await;
             self.last_round
                 .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-            let answers: Vec<Answer> = match outcome {
-                Ok(Ok(answers)) => answers,
+            let answers: Vec<Result<Embeddings, ServeError>> = match outcome {
+                Ok(Ok((answers, leased_at))) => answers
+                    .into_iter()
+                    .zip(&replies)
+                    .map(|((vectors, tokens), (_, queued_at))| {
+                        vectors.map(|vectors| Embeddings {
+                            vectors,
+                            tokens,
+                            queued: leased_at.saturating_duration_since(*queued_at),
+                        })
+                    })
+                    .collect(),
                 Ok(Err(join)) => {
                     let message = format!("batch task failed: {join}");
                     replies
@@ -185,16 +217,18 @@ impl Worker {
                     .map(|_| Err(ServeError::Pool(pool.clone())))
                     .collect(),
             };
-            for (reply, answer) in replies.into_iter().zip(answers) {
+            for ((reply, _), answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer);
             }
         }
     }
 }
 
-/// Runs every request of one round on `model`; one answer per request.
-pub(crate) fn serve(model: &EmbeddingModel, work: &[Inputs]) -> Vec<Answer> {
+/// Runs every request of one round on `model`; one answer per request, with the token count
+/// of each of its texts.
+pub(crate) fn serve(model: &EmbeddingModel, work: &[Inputs]) -> Vec<(Answer, Vec<usize>)> {
     let mut answers: Vec<Answer> = work.iter().map(|w| Ok(vec![Vec::new(); w.len()])).collect();
+    let mut tokens: Vec<Vec<usize>> = work.iter().map(|w| vec![0; w.len()]).collect();
     let mut items: Vec<(usize, usize)> = Vec::new();
     let mut encoded: Vec<Encoded> = Vec::new();
     let mut images: Vec<(usize, usize)> = Vec::new();
@@ -202,6 +236,9 @@ pub(crate) fn serve(model: &EmbeddingModel, work: &[Inputs]) -> Vec<Answer> {
         match inputs {
             Inputs::Texts { texts, mode } => match model.tokenize(texts, mode) {
                 Ok(encs) => {
+                    for (count, e) in tokens[j].iter_mut().zip(&encs) {
+                        *count = e.len();
+                    }
                     items.extend((0..encs.len()).map(|k| (j, k)));
                     encoded.extend(encs);
                 }
@@ -246,7 +283,7 @@ pub(crate) fn serve(model: &EmbeddingModel, work: &[Inputs]) -> Vec<Answer> {
             .map_err(|e| ServeError::backend(model.key(), e));
         scatter(&mut answers, chunk.iter().copied(), result);
     }
-    answers
+    answers.into_iter().zip(tokens).collect()
 }
 
 /// Puts each row of `result` where it belongs, or fails every request that had a row in it.

@@ -1,0 +1,214 @@
+//! `/status` and `/v1/models` as JSON: the pool's status (per model state, leases, queue,
+//! reserved, declared and measured bytes, counters; per device budget, reserved and high
+//! water) with each model's capability and registry estimate.
+
+use model_pool::status::ModelCounters;
+use model_pool::{PoolStatus, Tier};
+use model_serving::ModelPool;
+use serde::Serialize;
+
+/// The whole pool.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// Whether the server is draining (no new work is taken).
+    pub draining: bool,
+    /// Whether the pool's shutdown has begun.
+    pub shutting_down: bool,
+    /// Requests waiting over all models, and the bound.
+    pub queued: usize,
+    /// The pool-wide queue bound.
+    pub max_queued: usize,
+    /// Each device.
+    pub devices: Vec<DeviceView>,
+    /// Each model, in the order served.
+    pub models: Vec<ModelView>,
+    /// Counters summed over every model.
+    pub totals: CountersView,
+}
+
+/// One device's budget and use.
+#[derive(Debug, Serialize)]
+pub struct DeviceView {
+    /// `cpu`, `cuda:0` …
+    pub device: String,
+    /// Its budget.
+    pub budget_bytes: u64,
+    /// Reserved now.
+    pub reserved_bytes: u64,
+    /// Live reservations.
+    pub live_reservations: u64,
+    /// The most ever reserved at once.
+    pub high_water_bytes: u64,
+}
+
+/// One model.
+#[derive(Debug, Serialize)]
+pub struct ModelView {
+    /// The key requests use.
+    pub id: String,
+    /// `text_embedding`, `image_embedding`, `text_to_text`, `vision`, `text_to_image`.
+    pub capability: &'static str,
+    /// Where it runs.
+    pub device: String,
+    /// `hot` or `warm`.
+    pub tier: &'static str,
+    /// Hot models: never evicted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
+    /// Warm models: idle time before unloading, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_ttl_seconds: Option<f64>,
+    /// Admission and eviction priority.
+    pub priority: i32,
+    /// `unloaded`, `loading`, `ready`, `unloading`, `failed`.
+    pub state: &'static str,
+    /// Leases held now, and the cap.
+    pub leases: usize,
+    /// Concurrency cap.
+    pub max_concurrency: usize,
+    /// Requests waiting now.
+    pub queue_depth: usize,
+    /// Queue bound.
+    pub max_queue: usize,
+    /// Bytes held in the governor now (resident plus running requests).
+    pub reserved_bytes: u64,
+    /// Declared resident bytes.
+    pub resident_bytes: u64,
+    /// Declared bytes per request (per batch for embedders).
+    pub per_request_bytes: u64,
+    /// Declared resident plus one request.
+    pub estimate_bytes: u64,
+    /// The registry's (or the checkpoint's) `est_memory_allocation_mb`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_mb: Option<u64>,
+    /// Measured at the last load.
+    pub measured_bytes: Option<u64>,
+    /// Whether the measurement exceeded the declared resident bytes.
+    pub estimate_exceeded: bool,
+    /// Consecutive failed loads, and the last error.
+    pub consecutive_failures: u32,
+    /// The last load failure.
+    pub last_error: Option<String>,
+    /// Seconds left in a failure cooldown.
+    pub cooldown_left_seconds: Option<f64>,
+    /// Seconds since the last lease was released, while idle and loaded.
+    pub idle_for_seconds: Option<f64>,
+    /// Age of the oldest running lease in seconds.
+    pub oldest_lease_age_seconds: Option<f64>,
+    /// Event counts.
+    pub counters: CountersView,
+}
+
+/// Event counts of a model (or of all).
+#[derive(Debug, Serialize)]
+pub struct CountersView {
+    /// Loads that succeeded.
+    pub loads: u64,
+    /// Loads that failed.
+    pub load_failures: u64,
+    /// Unloads to make room for another model.
+    pub evictions: u64,
+    /// Unloads after the idle TTL.
+    pub idle_unloads: u64,
+    /// Leases granted.
+    pub leases: u64,
+    /// Refused because a queue was full.
+    pub rejected_busy: u64,
+    /// Refused because the model can never fit.
+    pub rejected_never_fits: u64,
+    /// Refused because pinned models hold the memory.
+    pub rejected_pinned: u64,
+    /// Refused during a cooldown.
+    pub rejected_cooling_down: u64,
+    /// Timed out, queued or running.
+    pub timeouts: u64,
+    /// Queued requests whose caller gave up.
+    pub cancellations: u64,
+    /// Requests that panicked under a lease.
+    pub request_panics: u64,
+}
+
+impl From<&ModelCounters> for CountersView {
+    fn from(c: &ModelCounters) -> Self {
+        CountersView {
+            loads: c.loads,
+            load_failures: c.load_failures,
+            evictions: c.evictions,
+            idle_unloads: c.idle_unloads,
+            leases: c.leases,
+            rejected_busy: c.rejected_busy,
+            rejected_never_fits: c.rejected_never_fits,
+            rejected_pinned: c.rejected_pinned,
+            rejected_cooling_down: c.rejected_cooling_down,
+            timeouts: c.timeouts(),
+            cancellations: c.cancellations,
+            request_panics: c.request_panics,
+        }
+    }
+}
+
+/// The view of `pool` now.
+pub fn status(pool: &ModelPool, draining: bool) -> StatusView {
+    let s: PoolStatus = pool.status();
+    let report = pool.memory_report();
+    let models = pool
+        .models()
+        .filter_map(|m| {
+            let st = s.model(&m.key)?;
+            let (tier, pinned, ttl) = match st.tier {
+                Tier::Hot { pinned } => ("hot", Some(pinned), None),
+                Tier::Warm { idle_ttl } => ("warm", None, Some(idle_ttl.as_secs_f64())),
+            };
+            Some(ModelView {
+                id: m.key.clone(),
+                capability: m.capability().as_str(),
+                device: st.device.to_string(),
+                tier,
+                pinned,
+                idle_ttl_seconds: ttl,
+                priority: st.priority,
+                state: st.state.as_str(),
+                leases: st.leases,
+                max_concurrency: st.max_concurrency,
+                queue_depth: st.queue_depth,
+                max_queue: st.max_queue,
+                reserved_bytes: st.reserved_bytes,
+                resident_bytes: st.resident_bytes,
+                per_request_bytes: st.per_request_bytes,
+                estimate_bytes: st.estimate_bytes,
+                estimate_mb: report
+                    .rows
+                    .iter()
+                    .find(|r| r.key == m.key)
+                    .and_then(|r| r.estimate_mb),
+                measured_bytes: st.measured_bytes,
+                estimate_exceeded: st.estimate_exceeded,
+                consecutive_failures: st.consecutive_failures,
+                last_error: st.last_error.clone(),
+                cooldown_left_seconds: st.cooldown_left.map(|d| d.as_secs_f64()),
+                idle_for_seconds: st.idle_for.map(|d| d.as_secs_f64()),
+                oldest_lease_age_seconds: st.oldest_lease_age.map(|d| d.as_secs_f64()),
+                counters: (&st.counters).into(),
+            })
+        })
+        .collect();
+    StatusView {
+        draining,
+        shutting_down: s.shutting_down,
+        queued: s.queued,
+        max_queued: s.max_queued,
+        devices: s
+            .devices
+            .iter()
+            .map(|d| DeviceView {
+                device: d.device.to_string(),
+                budget_bytes: d.budget_bytes,
+                reserved_bytes: d.reserved_bytes,
+                live_reservations: d.live_reservations,
+                high_water_bytes: d.high_water_bytes,
+            })
+            .collect(),
+        models,
+        totals: (&s.totals).into(),
+    }
+}
