@@ -195,11 +195,13 @@ fn serving_str(spec: &ModelSpec, key: &str) -> Option<String> {
 }
 
 fn serving_f64(spec: &ModelSpec, key: &str) -> Option<f64> {
-    spec.serving.get(key).and_then(|f| match &f.get_ref().value {
-        toml::Value::Float(x) => Some(*x),
-        toml::Value::Integer(i) => Some(*i as f64),
-        _ => None,
-    })
+    spec.serving
+        .get(key)
+        .and_then(|f| match &f.get_ref().value {
+            toml::Value::Float(x) => Some(*x),
+            toml::Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        })
 }
 
 /// `ServingFacts { … }` for the generated code.
@@ -210,7 +212,11 @@ pub fn serving_expr(spec: &ModelSpec, k: &TokenStream) -> TokenStream {
     let pooling = s("pooling");
     let query_instruction = s("query_instruction");
     let chat_template = s("chat_template");
-    let normalize = match spec.serving.get("normalize").and_then(|f| f.get_ref().value.as_bool()) {
+    let normalize = match spec
+        .serving
+        .get("normalize")
+        .and_then(|f| f.get_ref().value.as_bool())
+    {
         Some(b) => quote!(Some(#b)),
         None => quote!(None),
     };

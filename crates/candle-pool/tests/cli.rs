@@ -8,10 +8,8 @@ fn scratch(name: &str) -> PathBuf {
     // Unique within the process: the tests run in parallel.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "candle-pool-cli-{name}-{}-{n}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("candle-pool-cli-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -85,8 +83,7 @@ fn plan_prints_the_same_plan_as_the_library_and_writes_a_file_the_pool_reads() {
     let kimi = model_serving::plan_file::tier_of(&plan, "unsloth/Kimi-K2-Instruct-GGUF");
     assert!(kimi.unwrap_err().to_string().contains("never fits"));
     let (tier, _) =
-        model_serving::plan_file::tier_of(&plan, "sentence-transformers/all-MiniLM-L6-v2")
-            .unwrap();
+        model_serving::plan_file::tier_of(&plan, "sentence-transformers/all-MiniLM-L6-v2").unwrap();
     assert!(
         matches!(tier, model_pool::Tier::Warm { .. }),
         "24 GiB keeps nothing hot: {tier:?}"
@@ -121,8 +118,14 @@ fn a_corrupt_gguf_is_one_line_naming_the_file_even_with_backtraces_on() {
     let err = text(&out.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].contains("bad.gguf") && lines[0].contains("tiny/phi3"), "{err}");
-    assert!(!err.contains("stack backtrace") && !err.contains("retry after"), "{err}");
+    assert!(
+        lines[0].contains("bad.gguf") && lines[0].contains("tiny/phi3"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("stack backtrace") && !err.contains("retry after"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -144,7 +147,10 @@ fn integers_are_parsed_as_integers() {
             // Parsed; the refusal is about the model, not the value.
             assert!(err.contains("no/such-model"), "{flag} {value}: {err}");
         } else {
-            assert!(err.contains(flag) && err.contains(value), "{flag} {value}: {err}");
+            assert!(
+                err.contains(flag) && err.contains(value),
+                "{flag} {value}: {err}"
+            );
         }
     }
 }
@@ -262,4 +268,142 @@ fn cli_embeds_arguments_and_stdin_as_json() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/dir"), "{err}");
+}
+
+#[test]
+fn the_cli_streams_an_answer_and_explains_a_refusal() {
+    use model_fixtures::decode::{Geometry, write_phi3};
+    let path = model_fixtures::scratch("cli").join("tiny-phi3.gguf");
+    write_phi3(&path, &Geometry::phi3(), 13);
+    let cli = |budget: &str, args: &[&str]| {
+        bin()
+            .arg("generate")
+            .args(args)
+            .env("MODEL_POOL_BUDGET", budget)
+            .output()
+            .unwrap()
+    };
+    let weights = path.to_str().unwrap();
+    let args = [
+        "--model",
+        "tiny",
+        "--arch",
+        "phi3",
+        "--weights",
+        weights,
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "the",
+        "answer",
+    ];
+    let a = cli("4GiB", &args);
+    let stderr = String::from_utf8_lossy(&a.stderr);
+    assert!(a.status.success(), "{stderr}");
+    assert!(stderr.contains("new tokens"), "{stderr}");
+    let b = cli("4GiB", &args);
+    assert_eq!(a.stdout, b.stdout, "greedy from the command line repeats");
+
+    let kimi = [
+        "--model",
+        "unsloth/Kimi-K2-Instruct-GGUF",
+        "--weights",
+        "Kimi-K2-Instruct-Q4_K_M-00001-of-00013.gguf",
+        "hi",
+    ];
+    let small = cli("24GiB", &kimi);
+    assert!(!small.status.success());
+    assert!(
+        String::from_utf8_lossy(&small.stderr).contains("can never fit"),
+        "{small:?}"
+    );
+    let large = cli("2TiB", &kimi);
+    assert!(!large.status.success());
+    assert!(
+        String::from_utf8_lossy(&large.stderr).contains("no backend for architecture deepseek2"),
+        "{large:?}"
+    );
+}
+
+#[test]
+fn the_cli_writes_an_image_file_for_a_prompt() {
+    use model_fixtures::diffusion::{self, Geometry};
+    use model_serving::Pipeline;
+    const SD3: &str = "stabilityai/stable-diffusion-3.5-large-turbo";
+    let dir = model_fixtures::scratch("cli-sd3");
+    diffusion::write(&dir, Pipeline::Sd3, &Geometry::tiny(Pipeline::Sd3), 7).unwrap();
+    let out = dir.join("fox.png");
+    let run = |args: &[&str]| bin().args(args).output().unwrap();
+    let weights = dir.to_str().unwrap();
+    let ok = run(&[
+        "text-to-image",
+        "--model",
+        SD3,
+        "--weights",
+        weights,
+        "--prompt",
+        "a red fox",
+        "--width",
+        "48",
+        "--height",
+        "32",
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        "--dtype",
+        "f32",
+        "--staged",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
+    assert!(stderr.contains("step 2/2"), "{stderr}");
+    let png = std::fs::read(&out).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+    let image = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
+    assert_eq!((image.width(), image.height()), (48, 32));
+    let bad = run(&[
+        "text-to-image",
+        "--model",
+        SD3,
+        "--weights",
+        weights,
+        "--prompt",
+        "a red fox",
+        "--width",
+        "50",
+    ]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("multiples of 16"), "{stderr}");
+    diffusion::remove(&dir).unwrap();
+}
+
+#[test]
+fn cli_reports_estimate_against_measured_memory() {
+    const KEY: &str = "sentence-transformers/all-MiniLM-L6-v2";
+    let out = bin()
+        .args(["report", "--model", KEY, "--weights"])
+        .arg(model_fixtures::minilm::checkpoint())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(KEY))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1], "200", "the registry estimate: {row}");
+    let measured: f64 = cols[3].parse().unwrap();
+    let peak: f64 = cols[5].parse().unwrap();
+    // 86.6 MiB of F32 weights must show up in what the load leaves resident and in the peak.
+    assert!(measured > 60.0 && peak >= measured, "{row}");
 }

@@ -125,7 +125,10 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 /// A JSON object with some fields replaced by other values or removed.
 fn mutated_json(seed: Value) -> impl Strategy<Value = Vec<u8>> {
-    let keys: Vec<String> = seed.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let keys: Vec<String> = seed
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     let n = keys.len().max(1);
     let edit = (0..n, prop::option::of(json_value()));
     prop_oneof![

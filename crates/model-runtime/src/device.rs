@@ -31,10 +31,9 @@ fn cuda(ordinal: u32) -> Result<Device, BackendError> {
 fn cuda(ordinal: u32) -> Result<Device, BackendError> {
     Err(BackendError::DeviceUnavailable {
         device: DeviceId::Cuda(ordinal),
-        fix:
-            "this build has no CUDA support; rebuild with `--features cuda`, \
+        fix: "this build has no CUDA support; rebuild with `--features cuda`, \
               or run the model on `cpu`"
-                .to_owned(),
+            .to_owned(),
     })
 }
 

@@ -38,13 +38,12 @@ impl GgufFile {
     pub fn open(path: &Path) -> Result<Self, BackendError> {
         let file = File::open(path).map_err(|e| BackendError::io(path, e))?;
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader)
-            .map_err(|e| {
-                BackendError::config(
-                    path,
-                    format!("not a readable GGUF file: {}", without_backtrace(e)),
-                )
-            })?;
+        let content = Content::read(&mut reader).map_err(|e| {
+            BackendError::config(
+                path,
+                format!("not a readable GGUF file: {}", without_backtrace(e)),
+            )
+        })?;
         let file_len = reader
             .get_ref()
             .metadata()
@@ -266,7 +265,9 @@ fn check_tensor_table(content: &Content, file_len: u64) -> Result<(), String> {
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d))
             .filter(|&n| n > 0)
-            .ok_or_else(|| format!("tensor `{name}`: shape {dims:?} holds no elements or overflows"))?;
+            .ok_or_else(|| {
+                format!("tensor `{name}`: shape {dims:?} holds no elements or overflows")
+            })?;
         let block = info.ggml_dtype.block_size();
         if !elems.is_multiple_of(block) {
             return Err(format!(

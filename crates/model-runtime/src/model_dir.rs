@@ -49,11 +49,12 @@ impl ModelDir {
     /// The snapshot of `repo` (`owner/name`) at `revision` (a branch, a tag or a commit sha;
     /// `main` when `None`) in the hf-hub cache.
     pub fn hf_cache(repo: &str, revision: Option<&str>) -> Result<Self, BackendError> {
-        let cache = model_spec::hub_cache::cache_dir().ok_or_else(|| BackendError::MissingFile {
-            dir: PathBuf::from("~/.cache/huggingface/hub"),
-            file: repo.to_owned(),
-            why: "no hf-hub cache directory (set HF_HUB_CACHE or HF_HOME)",
-        })?;
+        let cache =
+            model_spec::hub_cache::cache_dir().ok_or_else(|| BackendError::MissingFile {
+                dir: PathBuf::from("~/.cache/huggingface/hub"),
+                file: repo.to_owned(),
+                why: "no hf-hub cache directory (set HF_HUB_CACHE or HF_HOME)",
+            })?;
         Self::in_cache(&cache, repo, revision)
     }
 

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Shape, Tensor, WithDType};
 use candle_nn::var_builder::SimpleBackend;
+use model_spec::shapes::TensorDesc;
 use safetensors::Dtype as StDtype;
 use safetensors::tensor::Metadata;
-use model_spec::shapes::TensorDesc;
 
 use crate::error::BackendError;
 
@@ -137,7 +137,9 @@ impl ReadSafetensors {
                 let needed = info
                     .shape
                     .iter()
-                    .try_fold(dtype.size_in_bytes() as u64, |n, &d| n.checked_mul(d as u64));
+                    .try_fold(dtype.size_in_bytes() as u64, |n, &d| {
+                        n.checked_mul(d as u64)
+                    });
                 if needed != Some(end - start) {
                     return Err(BackendError::config(
                         path,

@@ -18,7 +18,11 @@ async fn loads_on_one_device_never_overlap_and_each_sees_its_own_bytes() {
     };
     let (a, b) = tokio::join!(load(64), load(8));
     let ((_, a), (_, b)) = (a.unwrap(), b.unwrap());
-    let (first, second) = if a.window.0 < b.window.0 { (a, b) } else { (b, a) };
+    let (first, second) = if a.window.0 < b.window.0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
     assert!(
         first.window.1 <= second.window.0,
         "{first:?} overlaps {second:?}"

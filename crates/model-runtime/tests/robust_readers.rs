@@ -81,7 +81,13 @@ fn valid_safetensors() -> Vec<u8> {
     let path = dir.join("seed.safetensors");
     let dev = Device::Cpu;
     let tensors: HashMap<String, Tensor> = [
-        ("a", Tensor::arange(0f32, 24., &dev).unwrap().reshape((2, 3, 4)).unwrap()),
+        (
+            "a",
+            Tensor::arange(0f32, 24., &dev)
+                .unwrap()
+                .reshape((2, 3, 4))
+                .unwrap(),
+        ),
         ("b", Tensor::ones(5, DType::F16, &dev).unwrap()),
         ("ids", Tensor::new(&[1i64, 2, 3], &dev).unwrap()),
     ]
@@ -95,16 +101,27 @@ fn valid_safetensors() -> Vec<u8> {
 fn valid_gguf() -> Vec<u8> {
     let path = scratch().join("seed.gguf");
     let dev = Device::Cpu;
-    let w = Tensor::arange(0f32, 512., &dev).unwrap().reshape((2, 256)).unwrap();
+    let w = Tensor::arange(0f32, 512., &dev)
+        .unwrap()
+        .reshape((2, 256))
+        .unwrap();
     let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
     let n = QTensor::quantize(&Tensor::ones(8, DType::F32, &dev).unwrap(), GgmlDType::F32).unwrap();
-    let tokens = Value::Array(["a", "b", "<s>"].iter().map(|t| Value::String((*t).into())).collect());
+    let tokens = Value::Array(
+        ["a", "b", "<s>"]
+            .iter()
+            .map(|t| Value::String((*t).into()))
+            .collect(),
+    );
     let metadata = [
         ("general.architecture", Value::String("phi3".into())),
         ("phi3.context_length", Value::U32(64)),
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
         ("tokenizer.ggml.tokens", tokens),
-        ("tokenizer.ggml.merges", Value::Array(vec![Value::String("a b".into())])),
+        (
+            "tokenizer.ggml.merges",
+            Value::Array(vec![Value::String("a b".into())]),
+        ),
     ];
     let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let mut file = std::fs::File::create(&path).unwrap();

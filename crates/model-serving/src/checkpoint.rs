@@ -86,10 +86,7 @@ pub fn checkpoint_spec(
             .iter_mut()
             .find(|s| s.name == c.name)
             .ok_or_else(|| ServeError::Registry {
-                message: format!(
-                    "the {backend} template has no component `{}`",
-                    c.name
-                ),
+                message: format!("the {backend} template has no component `{}`", c.name),
             })?;
         for (k, v) in c.architecture {
             component.architecture.insert(k.to_owned(), fact(v));
@@ -114,8 +111,9 @@ pub fn estimate_checkpoint(
     profile: Option<&RunProfile>,
 ) -> Result<MemoryEstimate, ServeError> {
     let (spec, profile) = checkpoint_spec(backend, path, profile)?;
-    model_spec::estimate(&spec, &profile)
-        .map_err(|e| ServeError::backend(&path.display().to_string(), BackendError::config(path, e)))
+    model_spec::estimate(&spec, &profile).map_err(|e| {
+        ServeError::backend(&path.display().to_string(), BackendError::config(path, e))
+    })
 }
 
 fn ints(values: Vec<(&'static str, u64)>) -> Vec<(&'static str, toml::Value)> {
@@ -139,7 +137,11 @@ fn tokenizer_bytes(dir: &Path) -> Option<u64> {
         .map(|m| m.len())
 }
 
-fn one(name: &str, architecture: Vec<(&'static str, u64)>, tensors: Vec<TensorDesc>) -> ComponentFacts {
+fn one(
+    name: &str,
+    architecture: Vec<(&'static str, u64)>,
+    tensors: Vec<TensorDesc>,
+) -> ComponentFacts {
     ComponentFacts {
         name: name.to_owned(),
         architecture: ints(architecture),
@@ -165,13 +167,23 @@ fn read_facts(backend: Backend, path: &Path, template: &ModelSpec) -> Result<Fac
                 (c.spec_architecture(), c.context_length)
             };
             let dir = path.parent().unwrap_or(Path::new("."));
-            (architecture.0, f.tensor_descs()?, architecture.1, tokenizer_bytes(dir))
+            (
+                architecture.0,
+                f.tensor_descs()?,
+                architecture.1,
+                tokenizer_bytes(dir),
+            )
         }
         Backend::Llava15 => {
             let dir = ModelDir::local(path)?;
             let c = llava::Config::read(&dir)?;
             let max = c.text_config.max_position_embeddings;
-            (c.spec_architecture(), tensors_of(&dir.safetensors("")?)?, max, tokenizer_bytes(path))
+            (
+                c.spec_architecture(),
+                tensors_of(&dir.safetensors("")?)?,
+                max,
+                tokenizer_bytes(path),
+            )
         }
         other => unreachable!("{other} is an embedder or a pipeline, handled above"),
     };
@@ -192,7 +204,11 @@ fn embedder_facts(family: Family, dir: &ModelDir) -> Result<Facts, BackendError>
         Family::NvEmbed => nvembed::Config::read(dir)?.spec_architecture(),
         Family::Clip => clip::Config::read(dir)?.spec_architecture(),
     };
-    let mut components = vec![one("model", architecture, tensors_of(&dir.safetensors("")?)?)];
+    let mut components = vec![one(
+        "model",
+        architecture,
+        tensors_of(&dir.safetensors("")?)?,
+    )];
     if family == Family::Stella {
         let (path, dense) = stella::read_dense(dir)?;
         components.push(one(
@@ -229,8 +245,12 @@ fn diffusion_facts(
         let resolved = layout::resolve(pipeline, template, dir, &c.name)?;
         let path = &resolved.config;
         let architecture = match (pipeline, c.name.as_str()) {
-            (_, "clip_l" | "clip_g") => net_diffusion::clip_text::Config::read(path)?.spec_architecture(),
-            (_, "t5_xxl") => net_diffusion::t5::spec_architecture(&net_diffusion::t5::read_config(path)?),
+            (_, "clip_l" | "clip_g") => {
+                net_diffusion::clip_text::Config::read(path)?.spec_architecture()
+            }
+            (_, "t5_xxl") => {
+                net_diffusion::t5::spec_architecture(&net_diffusion::t5::read_config(path)?)
+            }
             (Pipeline::Flux, "transformer") => {
                 net_diffusion::flux::TransformerConfig::read(path)?.spec_architecture()
             }
@@ -251,7 +271,11 @@ fn diffusion_facts(
         for mut t in tensors_of(&resolved.files)? {
             if prefix.is_empty() {
                 tensors.push(t);
-            } else if let Some(rest) = t.name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
+            } else if let Some(rest) = t
+                .name
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('.'))
+            {
                 t.name = rest.to_owned();
                 tensors.push(t);
             }

@@ -40,7 +40,9 @@ impl ModelSource {
         match self {
             ModelSource::Path(path) => Ok(path.clone()),
             ModelSource::HfCache { repo, revision } => {
-                Ok(ModelDir::hf_cache(repo, revision.as_deref())?.root().to_path_buf())
+                Ok(ModelDir::hf_cache(repo, revision.as_deref())?
+                    .root()
+                    .to_path_buf())
             }
         }
     }
@@ -203,9 +205,8 @@ impl ServedModel {
             capability => {
                 let (spec, profile) = crate::checkpoint::checkpoint_spec(backend, &path, None)
                     .map_err(|e| e.for_model(key))?;
-                let estimate = model_spec::estimate(&spec, &profile).map_err(|e| {
-                    ServeError::backend(key, BackendError::config(&path, e))
-                })?;
+                let estimate = model_spec::estimate(&spec, &profile)
+                    .map_err(|e| ServeError::backend(key, BackendError::config(&path, e)))?;
                 if matches!(capability, Capability::TextToText | Capability::Vision) {
                     let mut o = GenerateOptions::registry(template)?;
                     let context = profile.context_tokens.unwrap_or(o.context_tokens as u64);
@@ -446,7 +447,10 @@ pub fn parse_backend(name: &str) -> Result<Backend, String> {
         .find(|b| b.as_str() == name.trim().to_ascii_lowercase())
         .ok_or_else(|| {
             let names: Vec<_> = Backend::ALL.iter().map(|b| b.as_str()).collect();
-            format!("unknown architecture `{name}`; expected one of {}", names.join(", "))
+            format!(
+                "unknown architecture `{name}`; expected one of {}",
+                names.join(", ")
+            )
         })
 }
 
@@ -497,11 +501,8 @@ mod tests {
 
     #[test]
     fn registry_models_get_their_capability_options_and_split_their_estimate() {
-        let minilm = ServedModel::registry(
-            "sentence-transformers/all-MiniLM-L6-v2",
-            "dir",
-        )
-        .unwrap();
+        let minilm =
+            ServedModel::registry("sentence-transformers/all-MiniLM-L6-v2", "dir").unwrap();
         let o = minilm.embed_options("embed").unwrap();
         assert_eq!(o.family, Some(Family::Bert));
         assert_eq!(o.dtype, Some(DType::F32));
@@ -511,7 +512,11 @@ mod tests {
         // Each part carries its share of the margin, rounded up: at most a byte per part off.
         assert!((m.resident_bytes + m.per_request_bytes).abs_diff(total) <= 2);
         let gte = ServedModel::registry("Alibaba-NLP/gte-Qwen2-1.5B-instruct", "d").unwrap();
-        let q = gte.embed_options("embed").unwrap().query_instruction.clone();
+        let q = gte
+            .embed_options("embed")
+            .unwrap()
+            .query_instruction
+            .clone();
         assert!(q.unwrap().starts_with("Instruct: "));
         let clip = ServedModel::registry("openai/clip-vit-base-patch32", "d").unwrap();
         assert_eq!(clip.capability(), Capability::ImageEmbedding);
@@ -529,10 +534,16 @@ mod tests {
         );
         let qwen = ServedModel::registry("unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF", "q").unwrap();
         let q = qwen.generate_options("generate").unwrap();
-        assert_eq!((q.decoder, q.sampling.top_k), (Some(Decoder::Qwen3MoeGguf), 20));
+        assert_eq!(
+            (q.decoder, q.sampling.top_k),
+            (Some(Decoder::Qwen3MoeGguf), 20)
+        );
         let llava = ServedModel::registry("llava-hf/llava-1.5-7b-hf", "dir").unwrap();
         let l = llava.generate_options("generate").unwrap();
-        assert_eq!((l.decoder, l.dtype), (Some(Decoder::Llava15), Some(DType::F16)));
+        assert_eq!(
+            (l.decoder, l.dtype),
+            (Some(Decoder::Llava15), Some(DType::F16))
+        );
         let kimi = ServedModel::registry("unsloth/Kimi-K2-Instruct-GGUF", "k.gguf").unwrap();
         let k = kimi.generate_options("generate").unwrap();
         assert_eq!((k.architecture.as_str(), k.decoder), ("deepseek2", None));
@@ -548,7 +559,10 @@ mod tests {
         );
 
         let flux = ServedModel::registry("black-forest-labs/FLUX.1-schnell", "d").unwrap();
-        assert_eq!(flux.image_options("paint").unwrap().pipeline, Pipeline::Flux);
+        assert_eq!(
+            flux.image_options("paint").unwrap().pipeline,
+            Pipeline::Flux
+        );
         assert_eq!(flux.timeout(), Some(DEFAULT_IMAGE_TIMEOUT));
     }
 
@@ -557,7 +571,13 @@ mod tests {
         let minilm = ServedModel::registry("sentence-transformers/all-MiniLM-L6-v2", "d").unwrap();
         let e = minilm.generate_options("generate text").unwrap_err();
         assert!(
-            matches!(&e, ServeError::WrongCapability { capability: Capability::TextEmbedding, .. }),
+            matches!(
+                &e,
+                ServeError::WrongCapability {
+                    capability: Capability::TextEmbedding,
+                    ..
+                }
+            ),
             "{e:?}"
         );
         assert_eq!(
@@ -570,7 +590,11 @@ mod tests {
             Err(ServeError::NotInRegistry { .. })
         ));
         assert_eq!(parse_backend("Stella"), Ok(Backend::Stella));
-        assert!(parse_backend("gpt2").unwrap_err().contains("bert, jina-bert"));
+        assert!(
+            parse_backend("gpt2")
+                .unwrap_err()
+                .contains("bert, jina-bert")
+        );
     }
 
     #[test]

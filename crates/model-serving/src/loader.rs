@@ -9,9 +9,9 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use model_networks::Family;
 use model_networks::decode::GenerativeModel;
 use model_networks::embed::{EmbeddingModel, EncoderParams};
-use model_networks::Family;
 use model_pool::{Lease, LoadError, Loaded, ModelLoader, ModelSpec};
 use model_registry::Capability;
 use model_runtime::{BackendError, LoadClock, LoadMeasurement, ModelDir, measured_load};
@@ -166,9 +166,8 @@ impl ModelLoader for ServingLoader {
         let key = spec.key.clone();
         let measurements = Arc::clone(&self.measurements);
         async move {
-            let prepared = prepared.ok_or_else(|| {
-                LoadError::failed(format!("no configuration for `{key}`"))
-            })?;
+            let prepared = prepared
+                .ok_or_else(|| LoadError::failed(format!("no configuration for `{key}`")))?;
             match load_measured(&prepared.model, prepared.plan).await {
                 Ok((model, m)) => {
                     measurements.lock().insert(key, m);
@@ -246,7 +245,9 @@ pub fn load(
                     .or_else(|| own_query_prompt(&dir)),
                 batch: o.batch,
             };
-            Ok(LoadedModel::Embedder(EmbeddingModel::load(&dir, &params, &device)?))
+            Ok(LoadedModel::Embedder(EmbeddingModel::load(
+                &dir, &params, &device,
+            )?))
         }
         ModelOptions::Generate(o) => {
             let source = match o.decoder {

@@ -30,27 +30,21 @@ pub fn specs() -> Result<&'static Registry, ServeError> {
     static REGISTRY: OnceLock<Result<Registry, String>> = OnceLock::new();
     REGISTRY
         .get_or_init(|| {
-            Registry::from_texts(
-                Path::new(CARDS_ROOT),
-                model_registry::MODELS_TOML,
-                |rel| {
-                    model_registry::ALL
-                        .iter()
-                        .find(|m| {
-                            m.spec_path
-                                .strip_prefix(CARDS_ROOT)
-                                .and_then(|p| p.strip_prefix('/'))
-                                == Some(rel)
-                        })
-                        .map(|m| m.spec_toml)
-                },
-            )
+            Registry::from_texts(Path::new(CARDS_ROOT), model_registry::MODELS_TOML, |rel| {
+                model_registry::ALL
+                    .iter()
+                    .find(|m| {
+                        m.spec_path
+                            .strip_prefix(CARDS_ROOT)
+                            .and_then(|p| p.strip_prefix('/'))
+                            == Some(rel)
+                    })
+                    .map(|m| m.spec_toml)
+            })
             .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| ServeError::Registry {
-            message: e.clone(),
-        })
+        .map_err(|e| ServeError::Registry { message: e.clone() })
 }
 
 /// The spec of a registry model.
@@ -58,7 +52,10 @@ pub fn spec(info: &CandleModelInfo) -> Result<&'static RegistryModel, ServeError
     specs()?
         .get(info.registry_key)
         .ok_or_else(|| ServeError::Registry {
-            message: format!("`{}` has no spec in the compiled registry", info.registry_key),
+            message: format!(
+                "`{}` has no spec in the compiled registry",
+                info.registry_key
+            ),
         })
 }
 
@@ -93,8 +90,14 @@ mod tests {
             .count();
         assert_eq!(served, 11);
         let kimi = lookup("unsloth/Kimi-K2-Instruct-GGUF").unwrap();
-        assert_eq!((kimi.backend, kimi.serving.architecture), (None, "deepseek2"));
-        assert_eq!(template(Backend::Flux).unwrap().capability, Capability::TextToImage);
+        assert_eq!(
+            (kimi.backend, kimi.serving.architecture),
+            (None, "deepseek2")
+        );
+        assert_eq!(
+            template(Backend::Flux).unwrap().capability,
+            Capability::TextToImage
+        );
         for b in Backend::ALL {
             assert_eq!(template(b).unwrap().backend, Some(b), "{b}");
         }

@@ -4,8 +4,8 @@
 
 use model_fixtures::decode::{Geometry, write_phi3};
 use model_fixtures::embed::{JinaGeometry, write_jina};
-use model_pool::{DeviceId, MemoryGovernor};
 use model_pool::size::GIB;
+use model_pool::{DeviceId, MemoryGovernor};
 use model_registry::Backend;
 use model_serving::{GenerateRequest, ModelPool, ServedModel};
 
@@ -33,27 +33,37 @@ async fn an_embedder_and_a_generator_loading_at_once_each_measure_their_own_byte
         .model(ServedModel::with_backend("generator", &phi3, Backend::Phi3Gguf).unwrap())
         .build()
         .unwrap();
-    let (embedded, generated) = tokio::join!(
-        pool.embed("embedder", ["hello world"]),
-        async {
-            pool.generate("generator", GenerateRequest::raw("hello").greedy().max_tokens(2))
-                .await
-                .unwrap()
-                .collect()
-                .await
-        }
-    );
+    let (embedded, generated) = tokio::join!(pool.embed("embedder", ["hello world"]), async {
+        pool.generate(
+            "generator",
+            GenerateRequest::raw("hello").greedy().max_tokens(2),
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+    });
     embedded.unwrap();
     generated.unwrap();
     let m = pool.measurements();
     let (e, g) = (m["embedder"], m["generator"]);
-    let (first, second) = if e.window.0 <= g.window.0 { (e, g) } else { (g, e) };
+    let (first, second) = if e.window.0 <= g.window.0 {
+        (e, g)
+    } else {
+        (g, e)
+    };
     assert!(
         first.window.1 <= second.window.0,
         "the loads overlapped: {first:?} / {second:?}"
     );
-    assert!(e.resident_bytes >= 32 << 20, "the embedder's own weights: {e:?}");
-    assert!(g.resident_bytes < 24 << 20, "the generator's own bytes only: {g:?}");
+    assert!(
+        e.resident_bytes >= 32 << 20,
+        "the embedder's own weights: {e:?}"
+    );
+    assert!(
+        g.resident_bytes < 24 << 20,
+        "the generator's own bytes only: {g:?}"
+    );
     let status = pool.status();
     for key in ["embedder", "generator"] {
         let s = status.model(key).unwrap();

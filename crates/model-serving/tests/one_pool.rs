@@ -22,7 +22,13 @@ fn models() -> Vec<ServedModel> {
     let phi3 = model_fixtures::scratch("phi3").join("model.gguf");
     write_phi3(&phi3, &Geometry::phi3(), 7);
     let flux = model_fixtures::scratch("flux");
-    diffusion::write(&flux, Pipeline::Flux, &diffusion::Geometry::tiny(Pipeline::Flux), 3).unwrap();
+    diffusion::write(
+        &flux,
+        Pipeline::Flux,
+        &diffusion::Geometry::tiny(Pipeline::Flux),
+        3,
+    )
+    .unwrap();
     vec![
         ServedModel::with_backend(EMBED, bert, Backend::Bert).unwrap(),
         ServedModel::with_backend(GENERATE, phi3, Backend::Phi3Gguf).unwrap(),
@@ -102,7 +108,10 @@ async fn a_budget_for_one_model_serves_all_three_capabilities_in_turn() {
             }
             1 => {
                 let answer = pool
-                    .generate(GENERATE, GenerateRequest::raw("hello").greedy().max_tokens(3))
+                    .generate(
+                        GENERATE,
+                        GenerateRequest::raw("hello").greedy().max_tokens(3),
+                    )
                     .await
                     .unwrap()
                     .collect()
@@ -123,21 +132,39 @@ async fn a_budget_for_one_model_serves_all_three_capabilities_in_turn() {
             }
         }
         let reserved = governor.reserved(DeviceId::Cpu).unwrap();
-        assert!(reserved <= budget, "step {step}: {reserved} of {budget} reserved");
+        assert!(
+            reserved <= budget,
+            "step {step}: {reserved} of {budget} reserved"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     watcher.await.unwrap();
     let status = pool.status();
-    let device = status.devices.iter().find(|d| d.device == DeviceId::Cpu).unwrap();
+    let device = status
+        .devices
+        .iter()
+        .find(|d| d.device == DeviceId::Cpu)
+        .unwrap();
     assert!(device.high_water_bytes <= budget, "{device:?}");
     assert!(most.load(Ordering::Relaxed) <= budget);
     let evictions: u64 = status.models.iter().map(|m| m.counters.evictions).sum();
     // Each request but the first found another capability's model in the way.
-    assert!(evictions >= 19, "{evictions} evictions: {:?}", status.models);
+    assert!(
+        evictions >= 19,
+        "{evictions} evictions: {:?}",
+        status.models
+    );
     for key in [EMBED, GENERATE, PAINT] {
-        assert!(status.model(key).unwrap().counters.loads >= 6, "{key}: {status:?}");
+        assert!(
+            status.model(key).unwrap().counters.loads >= 6,
+            "{key}: {status:?}"
+        );
     }
     pool.shutdown().await;
-    assert_eq!(governor.total_reserved(), 0, "nothing reserved after shutdown");
+    assert_eq!(
+        governor.total_reserved(),
+        0,
+        "nothing reserved after shutdown"
+    );
     assert_eq!(governor.live_reservations(), 0);
 }

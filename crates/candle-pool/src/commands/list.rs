@@ -16,8 +16,14 @@ pub struct Args {
 fn fits(m: &CandleModelInfo, budgets: &std::collections::BTreeMap<DeviceId, u64>) -> &'static str {
     let device = match m.default_profile.device {
         Device::Cpu => Some(DeviceId::Cpu),
-        Device::Cuda => budgets.keys().copied().find(|d| matches!(d, DeviceId::Cuda(_))),
-        Device::Metal => budgets.keys().copied().find(|d| matches!(d, DeviceId::Metal(_))),
+        Device::Cuda => budgets
+            .keys()
+            .copied()
+            .find(|d| matches!(d, DeviceId::Cuda(_))),
+        Device::Metal => budgets
+            .keys()
+            .copied()
+            .find(|d| matches!(d, DeviceId::Metal(_))),
     };
     match device.and_then(|d| budgets.get(&d)) {
         Some(&b) if m.est_memory_allocation_bytes() <= b => "yes",

@@ -56,7 +56,8 @@ pub fn run(args: &Args) -> Result<(), String> {
             declared_per_batch_bytes: memory.map(|_| spec.per_request_bytes),
             measured: Some(measured.load),
             peak_request_bytes: Some(measured.peak_rss_bytes),
-            estimate_exceeded: memory.is_some_and(|d| measured.load.resident_bytes > d.resident_bytes),
+            estimate_exceeded: memory
+                .is_some_and(|d| measured.load.resident_bytes > d.resident_bytes),
         });
     }
     println!("{}", MemoryReport { rows });

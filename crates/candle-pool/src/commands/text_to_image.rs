@@ -56,7 +56,11 @@ pub fn run(args: Args) -> Result<(), String> {
                 Progress::StageStarted {
                     stage,
                     reserved_bytes,
-                } => eprintln!("{}: reserved {}", stage_name(stage), ByteSize(reserved_bytes)),
+                } => eprintln!(
+                    "{}: reserved {}",
+                    stage_name(stage),
+                    ByteSize(reserved_bytes)
+                ),
                 Progress::Step { step, steps } => eprintln!("step {step}/{steps}"),
                 Progress::StageFinished { .. } => {}
             })

@@ -22,20 +22,19 @@
 //! check), `--prompt P` (512), `--new N` (16), `--tput-prompt P` (64), `--keep`,
 //! `--skip-pool`.
 
-
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use model_fixtures::decode as support;
+use model_pool::{DeviceId, MemoryGovernor};
 use model_registry::Backend;
 use model_serving::checkpoint::estimate_checkpoint;
 use model_serving::generate::measure::measure_profile;
 use model_serving::generate::sampling::argmax;
 use model_serving::loader::{CapabilityLease, LoadedModel};
 use model_serving::{GenerateRequest, ModelPool, ServedModel};
-use model_pool::{DeviceId, MemoryGovernor};
 use model_spec::RunProfile;
 use model_spec::shapes::TensorDesc;
 

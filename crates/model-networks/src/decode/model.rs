@@ -65,7 +65,10 @@ impl fmt::Debug for GenerativeModel {
 
 impl GenerativeModel {
     /// Loads the model `config` describes on `device` (blocking: reads the weights).
-    pub fn load(config: &DecoderParams, device: &candle_core::Device) -> Result<Self, BackendError> {
+    pub fn load(
+        config: &DecoderParams,
+        device: &candle_core::Device,
+    ) -> Result<Self, BackendError> {
         let backend = config.decoder;
         let want = config.context_tokens;
         let (net, tokenizer, model_max, mut end_ids) = match backend {

@@ -89,9 +89,9 @@ impl Config {
             .optional(&k("attention.key_length"), GgufFile::usize)?
             .unwrap_or(hidden / n_head.max(1));
         let norm_topk_prob = match f.content.metadata.get(&k("expert_weights_norm")) {
-            Some(v) => v
-                .to_bool()
-                .map_err(|e| BackendError::config(&f.path, model_runtime::error::without_backtrace(e)))?,
+            Some(v) => v.to_bool().map_err(|e| {
+                BackendError::config(&f.path, model_runtime::error::without_backtrace(e))
+            })?,
             // llama.cpp normalizes the top-k weights of qwen3moe unconditionally.
             None => true,
         };

@@ -17,10 +17,10 @@ use encoder_kernels::bert::{Embeddings, Encoder, Layer, LayerNorm};
 use encoder_kernels::{Activation, Linear};
 use serde::Deserialize;
 
+use super::text::TextRules;
 use super::{Batch, Net, Parts, defaults, mean_pool, rooted};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
-use super::text::TextRules;
 
 /// `config.json` of a BERT checkpoint (the fields the encoder reads).
 #[derive(Debug, Clone, PartialEq, Deserialize)]

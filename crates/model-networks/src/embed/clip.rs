@@ -11,11 +11,11 @@ use candle_transformers::models::clip::text_model::{
 use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
 use serde::Deserialize;
 
+use super::text::TextRules;
 use super::{Batch, Net, Parts, last_token};
 use crate::image::ClipPreprocess;
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
-use super::text::TextRules;
 
 /// `config.json` of a CLIP checkpoint (defaults are Transformers' `CLIPConfig` defaults, which
 /// are ViT-B/32's).

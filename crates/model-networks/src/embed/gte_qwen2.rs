@@ -6,10 +6,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::qwen2;
 use serde::Deserialize;
 
+use super::text::TextRules;
 use super::{Batch, Net, Parts, defaults, last_token, with_model_prefix};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
-use super::text::TextRules;
 
 /// `config.json` (Qwen2).
 #[derive(Debug, Clone, PartialEq, Deserialize)]

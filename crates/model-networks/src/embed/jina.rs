@@ -9,10 +9,10 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_transformers::models::jina_bert::{self, BertModel, PositionEmbeddingType};
 use serde::Deserialize;
 
+use super::text::{Encoded, TextRules};
 use super::{Net, Parts, defaults, rooted};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
-use super::text::{Encoded, TextRules};
 
 /// `config.json` of a JinaBERT checkpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

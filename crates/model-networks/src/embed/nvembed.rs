@@ -13,10 +13,10 @@ use candle_nn::{Activation, LayerNorm, Linear, RmsNorm, VarBuilder, linear_no_bi
 use candle_transformers::utils::repeat_kv;
 use serde::Deserialize;
 
+use super::text::TextRules;
 use super::{Batch, Net, Parts, defaults, mean_pool};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
-use super::text::TextRules;
 
 /// `config.json` of an NV-Embed checkpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

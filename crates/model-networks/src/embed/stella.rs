@@ -8,10 +8,10 @@ use candle_nn::Linear;
 use candle_transformers::models::stella_en_v5::{self, EmbedHead, ModelVariant};
 use serde::Deserialize;
 
+use super::text::TextRules;
 use super::{Batch, Net, Parts, defaults, mean_pool, with_model_prefix};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
-use super::text::TextRules;
 
 /// `config.json` (Qwen2 fields).
 #[derive(Debug, Clone, PartialEq, Deserialize)]

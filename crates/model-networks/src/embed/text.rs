@@ -23,7 +23,6 @@ pub enum Overflow {
     Refuse,
 }
 
-
 /// How a text is used.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum TextMode {

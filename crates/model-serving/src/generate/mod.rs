@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::DType;
 use image::DynamicImage;
-use model_networks::decode::{DecoderParams, GenerativeModel};
 use model_networks::Decoder;
+use model_networks::decode::{DecoderParams, GenerativeModel};
 use model_pool::{ByteSize, DeviceId, PoolError};
 use model_registry::CandleModelInfo;
 use model_spec::estimate::MemoryEstimate;
@@ -143,7 +143,10 @@ impl GenerateOptions {
         o.context_tokens = p.context_tokens.unwrap_or(DEFAULT_CONTEXT_TOKENS);
         o.prefill_chunk = p.prompt_tokens.unwrap_or(DEFAULT_PREFILL_CHUNK);
         o.dtype = crate::config::profile_dtype(info)?;
-        o.template = info.serving.chat_template.and_then(ChatTemplate::from_spec_name);
+        o.template = info
+            .serving
+            .chat_template
+            .and_then(ChatTemplate::from_spec_name);
         if let Some(s) = &info.serving.sampling {
             o.sampling = SamplingParams::from_registry(s);
         }
@@ -369,7 +372,9 @@ pub(crate) fn prompt_text(
 ) -> Result<(String, SamplingParams), ServeError> {
     let mut sampling = o.sampling.clone();
     sampling.apply(&request.sampling);
-    sampling.validate().map_err(|r| ServeError::invalid(key, r))?;
+    sampling
+        .validate()
+        .map_err(|r| ServeError::invalid(key, r))?;
     if request.max_tokens == Some(0) {
         return Err(ServeError::invalid(key, "max_tokens is 0"));
     }
@@ -405,7 +410,9 @@ pub(crate) fn start(
 ) -> Result<TokenStream, ServeError> {
     let model = lease.key().to_owned();
     let model = model.as_str();
-    let tokens = lease.encode(text).map_err(|e| ServeError::backend(model, e))?;
+    let tokens = lease
+        .encode(text)
+        .map_err(|e| ServeError::backend(model, e))?;
     if tokens.is_empty() {
         return Err(ServeError::invalid(model, "the prompt is empty"));
     }
@@ -475,7 +482,8 @@ mod tests {
             "{err:?}"
         );
         assert!(
-            err.to_string().contains("no backend for architecture deepseek2"),
+            err.to_string()
+                .contains("no backend for architecture deepseek2"),
             "{err}"
         );
     }

@@ -291,7 +291,11 @@ mod tests {
     fn card_defaults_and_validation() {
         let card = |key: &str| {
             SamplingParams::from_registry(
-                &model_registry::by_key(key).unwrap().serving.sampling.unwrap(),
+                &model_registry::by_key(key)
+                    .unwrap()
+                    .serving
+                    .sampling
+                    .unwrap(),
             )
         };
         let q = card("unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF");

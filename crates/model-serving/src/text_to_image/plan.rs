@@ -109,7 +109,11 @@ impl MemoryPlan {
     /// The spec of `backend`'s registry model with the facts of the checkpoint in `dir`
     /// (architecture values from its configs, tensor inventories from its safetensors
     /// headers), under `profile`: a fine-tune, a model of other sizes, or a tiny test model.
-    pub fn checkpoint(backend: Backend, dir: &Path, profile: RunProfile) -> Result<Self, ServeError> {
+    pub fn checkpoint(
+        backend: Backend,
+        dir: &Path,
+        profile: RunProfile,
+    ) -> Result<Self, ServeError> {
         let (spec, profile) = crate::checkpoint::checkpoint_spec(backend, dir, Some(&profile))?;
         Ok(MemoryPlan { spec, profile })
     }

@@ -165,7 +165,10 @@ mod tests {
         };
         let e = bad(ok.clone().size(1000, 1024));
         assert_eq!(field(&e), Some("size"));
-        assert!(e.to_string().contains("1000×1024") && e.to_string().contains("multiples of 16"), "{e}");
+        assert!(
+            e.to_string().contains("1000×1024") && e.to_string().contains("multiples of 16"),
+            "{e}"
+        );
         let e = bad(ok.clone().size(0, 0));
         assert!(e.to_string().contains("multiples of 16"), "{e}");
         let e = bad(ok.clone().size(1024, 1040));

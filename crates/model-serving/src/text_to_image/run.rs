@@ -6,7 +6,6 @@
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-
 use model_networks::diffusion::Stage;
 use model_runtime::BackendError;
 

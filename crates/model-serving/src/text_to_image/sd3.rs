@@ -163,11 +163,7 @@ impl Sd3 {
     }
 
     /// Generates `request`'s image as a `(1, 3, h, w)` tensor in [-1, 1].
-    pub(crate) fn generate(
-        &self,
-        request: &ImageRequest,
-        run: &Run,
-    ) -> Result<Tensor, ServeError> {
+    pub(crate) fn generate(&self, request: &ImageRequest, run: &Run) -> Result<Tensor, ServeError> {
         let (device, dtype) = (&self.device, self.dtype);
         let r = self.resident.as_ref();
         let joint = self.mmdit.config.joint_attention_dim;
