@@ -18,6 +18,7 @@
 //! key = "my/phi3"
 //! path = "models/phi3.gguf"
 //! arch = "phi3"                      # a model outside the registry
+//! chat_template = "chatml"           # its prompt format: chatml, chatml-phi, llava, kimi
 //! tier = "warm"
 //! idle_ttl = "5m"
 //! max_concurrency = 2
@@ -32,6 +33,7 @@ use std::time::Duration;
 use model_plan::Plan;
 use model_pool::{DeviceId, GovernorConfig, MemoryGovernor, ModelSpec, SchedulerConfig, Tier};
 use model_registry::Backend;
+use model_serving::generate::ChatTemplate;
 use model_serving::{ModelPool, ModelSource, ServeError, ServedModel, plan_file};
 use serde::Deserialize;
 
@@ -161,6 +163,7 @@ struct ModelEntry {
     max_concurrency: Option<usize>,
     max_queue: Option<usize>,
     request_timeout: Option<String>,
+    chat_template: Option<String>,
 }
 
 /// What the command line says.
@@ -374,6 +377,20 @@ fn served(
     if let Some(n) = e.max_queue {
         model = model.max_queue(n);
     }
+    if let Some(name) = &e.chat_template {
+        let template = match name.as_str() {
+            "llava" => Some(ChatTemplate::Llava15),
+            other => ChatTemplate::from_spec_name(other),
+        }
+        .ok_or_else(|| {
+            bad(format!(
+                "chat_template `{name}` is not one of `chatml`, `chatml-phi`, `llava`, `kimi`"
+            ))
+        })?;
+        model = model
+            .map_generate(|o| o.template(template))
+            .map_err(|err| bad(err.to_string()))?;
+    }
     if let Some(t) = &e.request_timeout {
         model = model.request_timeout(parse_duration(t).map_err(|r| bad(format!("request_timeout: {r}")))?);
     }
@@ -434,6 +451,7 @@ idle_ttl = "2m"
 max_concurrency = 2
 max_queue = 3
 request_timeout = "10s"
+chat_template = "chatml"
 "#,
         );
         let setup = PoolSetup::from_args(&SetupArgs {
@@ -451,6 +469,8 @@ request_timeout = "10s"
         assert_eq!(phi.tier, Tier::Warm { idle_ttl: Duration::from_secs(120) });
         assert_eq!((phi.max_concurrency, phi.max_queue), (Some(2), Some(3)));
         assert_eq!(phi.request_timeout, Some(Duration::from_secs(10)));
+        let template = phi.generate_options("generate").unwrap().template;
+        assert_eq!(template, Some(ChatTemplate::ChatMl));
         let minilm = &setup.models[1];
         assert_eq!(minilm.source, ModelSource::Path(dir.join("minilm")));
         assert_eq!((minilm.tier, minilm.priority), (Tier::Hot { pinned: true }, 7));

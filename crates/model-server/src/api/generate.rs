@@ -24,11 +24,12 @@ use futures_util::Stream;
 use image::DynamicImage;
 use model_serving::generate::FinishReason;
 use model_serving::{ChatMessage, GenerateRequest, Role, TokenStream};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{Timer, data_url_image, response_id, unix_now};
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{Body, parse};
 use crate::server::AppState;
 
 /// `stop`: one string or several.
@@ -137,9 +138,6 @@ pub struct ChatRequest {
     pub model: String,
     /// The conversation.
     pub messages: Vec<Message>,
-    /// The options.
-    #[serde(flatten)]
-    pub options: Options,
 }
 
 /// `prompt`.
@@ -164,9 +162,6 @@ pub struct CompletionRequest {
     /// Put the prompt in front of the answer.
     #[serde(default)]
     pub echo: Option<bool>,
-    /// The options.
-    #[serde(flatten)]
-    pub options: Options,
 }
 
 /// Which API a generation answers.
@@ -203,22 +198,33 @@ struct Job {
     echo: Option<String>,
 }
 
+/// The request and its options, each parsed from the body on its own so that an error names
+/// its field (`serde(flatten)` would lose the path).
+fn parse_with_options<T: DeserializeOwned>(body: &[u8]) -> Result<(T, Options), ApiError> {
+    Ok((parse(body)?, parse(body)?))
+}
+
 /// The chat handler.
-pub async fn chat(State(state): State<AppState>, ApiJson(req): ApiJson<ChatRequest>) -> Response {
+pub async fn chat(State(state): State<AppState>, Body(body): Body) -> Response {
+    let (req, options) = match parse_with_options::<ChatRequest>(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     let timer = Timer::start(&state, Api::Chat.endpoint(), &req.model);
-    match chat_job(req) {
+    match chat_job(req, &options) {
         Ok(job) => run(state, job, timer).await,
         Err(e) => refuse(timer, e),
     }
 }
 
 /// The text-completion handler.
-pub async fn completions(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<CompletionRequest>,
-) -> Response {
+pub async fn completions(State(state): State<AppState>, Body(body): Body) -> Response {
+    let (req, options) = match parse_with_options::<CompletionRequest>(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
     let timer = Timer::start(&state, Api::Completion.endpoint(), &req.model);
-    match completion_job(req) {
+    match completion_job(req, &options) {
         Ok(job) => run(state, job, timer).await,
         Err(e) => refuse(timer, e),
     }
@@ -229,7 +235,7 @@ fn refuse(mut timer: Timer, e: ApiError) -> Response {
     e.into_response()
 }
 
-fn chat_job(req: ChatRequest) -> Result<Job, ApiError> {
+fn chat_job(req: ChatRequest, options: &Options) -> Result<Job, ApiError> {
     let mut messages = Vec::with_capacity(req.messages.len());
     let mut image = None;
     for (i, m) in req.messages.into_iter().enumerate() {
@@ -272,9 +278,8 @@ fn chat_job(req: ChatRequest) -> Result<Job, ApiError> {
         };
         messages.push(ChatMessage { role, content });
     }
-    let max = req.options.max_completion_tokens.or(req.options.max_tokens);
-    let (request, stream, include_usage) =
-        request(GenerateRequest::chat(messages), &req.options, max)?;
+    let max = options.max_completion_tokens.or(options.max_tokens);
+    let (request, stream, include_usage) = request(GenerateRequest::chat(messages), options, max)?;
     Ok(Job {
         api: Api::Chat,
         model: req.model,
@@ -286,7 +291,7 @@ fn chat_job(req: ChatRequest) -> Result<Job, ApiError> {
     })
 }
 
-fn completion_job(req: CompletionRequest) -> Result<Job, ApiError> {
+fn completion_job(req: CompletionRequest, options: &Options) -> Result<Job, ApiError> {
     let prompt = match req.prompt {
         PromptInput::One(p) => p,
         PromptInput::Many(mut ps) if ps.len() == 1 => ps.remove(0),
@@ -304,9 +309,9 @@ fn completion_job(req: CompletionRequest) -> Result<Job, ApiError> {
         }
     };
     // OpenAI's completions default to 16 new tokens.
-    let max = req.options.max_tokens.or(Some(16));
+    let max = options.max_tokens.or(Some(16));
     let echo = req.echo.unwrap_or(false).then(|| prompt.clone());
-    let (request, stream, include_usage) = request(GenerateRequest::raw(prompt), &req.options, max)?;
+    let (request, stream, include_usage) = request(GenerateRequest::raw(prompt), options, max)?;
     Ok(Job {
         api: Api::Completion,
         model: req.model,
