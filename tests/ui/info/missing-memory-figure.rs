@@ -1,5 +1,7 @@
 // Every field of `CandleModelInfo` is required, `est_memory_allocation_mb` included.
-use model_registry::{CandleModelInfo, Capability, Device, MemoryBreakdown, RunProfile, WeightFormat};
+use model_registry::{
+    CandleModelInfo, Capability, Device, MemoryBreakdown, RunProfile, ServingFacts, WeightFormat,
+};
 
 static MODEL: CandleModelInfo = CandleModelInfo {
     registry_key: "example/no-figure",
@@ -41,7 +43,22 @@ static MODEL: CandleModelInfo = CandleModelInfo {
         total_bytes: 0,
     },
     fingerprint: "",
+    backend: None,
+    serving: ServingFacts {
+        architecture: "bert",
+        pooling: None,
+        normalize: None,
+        query_instruction: None,
+        chat_template: None,
+        sampling: None,
+        image_size: None,
+        default_steps: None,
+        max_width: None,
+        max_height: None,
+    },
+    components: &[],
     spec_path: "",
+    spec_toml: "",
 };
 
 fn main() {
