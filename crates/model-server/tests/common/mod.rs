@@ -38,8 +38,8 @@ pub fn fixture(key: &str) -> ServedModel {
     ServedModel::with_backend(&f.key, dir.join(&f.path), backend).unwrap()
 }
 
-/// A Phi-3 GGUF large enough that a long answer takes seconds (a few ms per token), for the
-/// tests that must catch a generation while it runs.
+/// A Phi-3 GGUF large enough that a long answer takes seconds (tens of ms per token in a dev
+/// build), for the tests that must catch a generation while it runs.
 pub fn slow_phi3(key: &str) -> ServedModel {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     let path = PATH.get_or_init(|| {
