@@ -10,7 +10,7 @@
 //! | unknown model or route | 404 | `invalid_request_error` / `model_not_found`, `not_found` |
 //! | body over the limit | 413 | `invalid_request_error` / `request_too_large` |
 //! | queue full | 429 + `Retry-After` | `rate_limit_error` / `model_busy` |
-//! | load failed or cooling down, still loading at the deadline | 503 + `Retry-After` | `server_error` / `model_unavailable`, `model_loading` |
+//! | load failed or cooling down, not loaded by the deadline | 503 + `Retry-After` | `server_error` / `model_unavailable`, `model_loading` |
 //! | shutting down | 503 | `server_error` / `shutting_down` |
 //! | deadline passed | 504 | `server_error` / `timeout` |
 //! | the model failed, a bug | 500 | `server_error` / `backend_error`, `internal_error` |
@@ -144,7 +144,7 @@ impl ApiError {
 
     /// The answer to a pool failure. `input` names the request field that carries the inputs
     /// (`input`, `messages`, `prompt`), for input errors; `pool` tells a request that timed out
-    /// waiting for a load (503, retry later) from one that timed out otherwise (504).
+    /// waiting for its model to load (503, retry later) from one that timed out otherwise (504).
     pub fn from_serve(e: &ServeError, input: &str, pool: &ModelPool) -> Self {
         let message = e.to_string();
         let mut out = match e {
@@ -205,11 +205,13 @@ impl ApiError {
                 message,
             ),
             ServeError::Pool(PoolError::Timeout { model, phase, .. }) => {
+                // A request that timed out queued for a model that is not ready waited for
+                // its load (which may have been abandoned with it since).
                 let loading = *phase == TimeoutPhase::Queued
                     && pool
                         .status()
                         .model(model)
-                        .is_some_and(|s| s.state == ModelStateKind::Loading);
+                        .is_some_and(|s| s.state != ModelStateKind::Ready);
                 if loading {
                     // The load goes on: a retry once it is done is served. Its last measured
                     // duration is the best guess of when that is.
@@ -223,7 +225,7 @@ impl ApiError {
                             StatusCode::SERVICE_UNAVAILABLE,
                             "server_error",
                             "model_loading",
-                            format!("{message}; the model is still loading, retry later"),
+                            format!("{message}; the model was loading, retry later"),
                         )
                     }
                 } else {
