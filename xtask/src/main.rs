@@ -39,7 +39,8 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Turn the facts in model-cards/**/*.toml into `[memory]` tables and MEMORY_SPECS.md.
+    /// Turn the facts in model-cards/**/*.toml into `[memory]` tables, the model cards
+    /// (<capability>/<SLUG>.md) and MEMORY_SPECS.md, offline.
     GenMemorySpecs {
         /// Write nothing; exit non-zero if any generated file is stale.
         #[arg(long)]
