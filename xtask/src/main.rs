@@ -28,6 +28,7 @@ const FIXTURES: Delegate = Delegate {
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Automation for the model registry workspace"
 )]
 struct Cli {

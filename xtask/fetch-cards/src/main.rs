@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// Refresh model-cards/<capability>/<slug>.toml and <SLUG>.md from the Hub: repo info, configs
 /// and weight headers (byte ranges only; weights are never downloaded).
 #[derive(Parser)]
-#[command(name = "cargo xtask fetch-cards")]
+#[command(name = "cargo xtask fetch-cards", bin_name = "cargo xtask fetch-cards")]
 struct Args {
     /// Registry keys to fetch (default: every model in models.toml).
     #[arg(long, num_args = 1..)]
