@@ -58,10 +58,7 @@ mod tests {
         );
         let both: &'static [(&str, &str)] =
             &[("HF_HOME", "/data/hf"), ("HF_HUB_CACHE", "/fast/hub")];
-        assert_eq!(
-            cache_dir_from(env(both)),
-            Some(PathBuf::from("/fast/hub"))
-        );
+        assert_eq!(cache_dir_from(env(both)), Some(PathBuf::from("/fast/hub")));
         let empty: &'static [(&str, &str)] = &[("HF_HOME", ""), ("XDG_CACHE_HOME", "/xdg")];
         assert_eq!(
             cache_dir_from(env(empty)),

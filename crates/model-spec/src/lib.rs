@@ -82,7 +82,11 @@ impl Registry {
         for entry in list.models {
             let path = root.join(&entry.spec);
             let text = spec(&entry.spec).ok_or_else(|| {
-                SpecError::new(&path, "(file)", "the spec text is missing from the registry")
+                SpecError::new(
+                    &path,
+                    "(file)",
+                    "the spec text is missing from the registry",
+                )
             })?;
             let spec = parse_spec(&path, text)?;
             validate::check_against_entry(&spec, &entry)?;
