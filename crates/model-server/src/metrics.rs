@@ -155,8 +155,8 @@ impl Metrics {
     }
 
     /// Observes the loads the pool measured since the last call (the pool keeps each model's
-    /// last measurement; this is called after every request and every scrape, and every
-    /// quarter second by the server).
+    /// last measurement; this is called on every scrape and every quarter second by the
+    /// server, so two loads of one model within a quarter second count once).
     pub fn collect_loads(&self, pool: &ModelPool) {
         let measured = pool.measurements();
         let mut seen = self.seen_loads.lock();

@@ -12,6 +12,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use model_serving::ModelPool;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -218,6 +219,11 @@ impl Server {
                 }
             })
         };
+        // Every token of a stream is its own small write: without TCP_NODELAY, Nagle's
+        // algorithm would hold each one back until the previous one is acknowledged.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, self.router())
             .with_graceful_shutdown(signal)
             .into_future();

@@ -96,7 +96,6 @@ impl Drop for Timer {
         self.state
             .metrics
             .request(&self.model, self.endpoint, status, took);
-        self.state.metrics.collect_loads(&self.state.pool);
         if self.status.is_none() {
             tracing::info!(
                 target: "model_server::access",
