@@ -71,7 +71,7 @@ enum Command {
     /// demand), never (and by how much). Detected values can be overridden (`--ram 64GiB`).
     Plan {
         #[command(flatten)]
-        args: model_plan::cli::PlanArgs,
+        args: model_plan_cli::PlanArgs,
         /// The model-cards folder.
         #[arg(long, default_value_os_t = default_cards())]
         cards: PathBuf,

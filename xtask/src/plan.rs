@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(
-    args: &model_plan::cli::PlanArgs,
+    args: &model_plan_cli::PlanArgs,
     cards: &Path,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let registry = model_spec::Registry::load(cards)?;
@@ -15,9 +15,9 @@ pub fn run(
         .skip_while(|a| a != "plan")
         .skip(1)
         .collect();
-    let invocation = model_plan::cli::invocation("cargo xtask plan", &typed);
+    let invocation = model_plan_cli::invocation("cargo xtask plan", &typed);
     let mut out = std::io::stdout().lock();
-    let outcome = model_plan::cli::run(args, &registry, &[], &invocation, &mut out)?;
+    let outcome = model_plan_cli::run(args, &registry, &[], &invocation, &mut out)?;
     Ok(if outcome.up_to_date {
         ExitCode::SUCCESS
     } else {

@@ -1,16 +1,17 @@
-//! The `plan` command line, shared by `cargo xtask plan` and the user CLI's `plan`
-//! subcommand: both flatten [`PlanArgs`] into their clap parser and call [`run`].
+//! The `plan` command line, shared by `cargo xtask plan` and `candle-pool plan`: both flatten
+//! [`PlanArgs`] into their clap parser and call [`run`]. A crate of its own so that the
+//! planner library (`model-plan`) does not depend on clap.
 
-use crate::budget::BudgetPolicy;
-use crate::machine::{GpuKind, Machine, MachineOverrides};
-use crate::plan::{Plan, PlanFileError};
-use crate::planner::PlanError;
-use crate::request::{
+use model_plan::budget::BudgetPolicy;
+use model_plan::machine::{GpuKind, Machine, MachineOverrides};
+use model_plan::plan::{Plan, PlanFileError};
+use model_plan::planner::PlanError;
+use model_plan::request::{
     PlanRequest, ProfileOverrides, Staging, parse_device, parse_kv_dtype, parse_model_setting,
     parse_resolution, parse_staging, parse_tokens,
 };
-use crate::size::parse_size;
-use crate::{GpuProbe, detect_with, svg, table};
+use model_plan::size::parse_size;
+use model_plan::{GpuProbe, detect_with, svg, table};
 use model_spec::{DType, Device, Registry};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -242,7 +243,7 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     let machine = args.machine(gpu_probes);
-    let plan = crate::plan(registry, &machine, &args.policy(), &args.request())?;
+    let plan = model_plan::plan(registry, &machine, &args.policy(), &args.request())?;
     let io = |path: &str| {
         let path = path.to_owned();
         move |source| CliError::Io { path, source }

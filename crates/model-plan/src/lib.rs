@@ -15,8 +15,8 @@
 //! 4. **Output** — [`Plan`] is the file format the pool reads (JSON or TOML, see the
 //!    [`plan` module](mod@plan) docs), [`table::render`] the terminal table, [`svg::render`] the picture.
 //!
-//! `cargo xtask plan` and the user CLI's `plan` share one implementation: the `cli` feature's
-//! [`cli::PlanArgs`] (clap) and [`cli::run`].
+//! `cargo xtask plan` and `candle-pool plan` share one implementation:
+//! `model_plan_cli::PlanArgs` (clap) and `model_plan_cli::run`.
 //!
 //! ```
 //! use model_plan::{BudgetPolicy, Machine, PlanRequest, Tier, plan, size::GIB};
@@ -37,8 +37,6 @@ pub mod size;
 pub mod svg;
 pub mod table;
 
-#[cfg(feature = "cli")]
-pub mod cli;
 
 pub use budget::{BudgetPolicy, DeviceBudget, ReservePolicy};
 pub use detect::{GpuProbe, detect, detect_with};

@@ -5,16 +5,16 @@
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    plan: model_plan::cli::PlanArgs,
+    plan: model_plan_cli::PlanArgs,
 }
 
 /// Runs `candle-pool plan`.
 pub fn run(args: &Args) -> Result<(), String> {
     let registry = model_serving::registry::specs().map_err(|e| e.to_string())?;
     let words: Vec<String> = std::env::args().skip(2).collect();
-    let invocation = model_plan::cli::invocation("candle-pool plan", &words);
+    let invocation = model_plan_cli::invocation("candle-pool plan", &words);
     let mut out = std::io::stdout().lock();
-    let outcome = model_plan::cli::run(&args.plan, registry, &[], &invocation, &mut out)
+    let outcome = model_plan_cli::run(&args.plan, registry, &[], &invocation, &mut out)
         .map_err(|e| e.to_string())?;
     if outcome.up_to_date {
         Ok(())
