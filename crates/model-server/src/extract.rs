@@ -28,13 +28,16 @@ impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(Body).map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(state.options.body_limit)
-            } else {
-                ApiError::invalid("body", format!("cannot read the request body: {e}"))
-            }
-        })
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::too_large(state.options.body_limit)
+                } else {
+                    ApiError::invalid("body", format!("cannot read the request body: {e}"))
+                }
+            })
     }
 }
 
@@ -52,8 +55,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid(param, message)
     })?;
-    de.end()
-        .map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
+    de.end().map_err(|e| {
+        ApiError::invalid("body", format!("the request body is not valid JSON: {e}"))
+    })?;
     Ok(value)
 }
 

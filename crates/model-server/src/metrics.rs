@@ -150,7 +150,9 @@ impl Metrics {
     /// A finished generation's decode speed.
     pub fn tokens_per_second(&self, model: &str, rate: f64) {
         if rate > 0.0 && rate.is_finite() {
-            self.tokens_per_second.get_or_create(&label(model)).observe(rate);
+            self.tokens_per_second
+                .get_or_create(&label(model))
+                .observe(rate);
         }
     }
 
@@ -199,12 +201,21 @@ mod tests {
         m.first_token("tiny/phi3", Duration::from_millis(12));
         let mut text = String::new();
         prometheus_client::encoding::text::encode_registry(&mut text, &m.registry).unwrap();
-        assert!(text.contains("# TYPE model_pool_request_duration_seconds histogram"), "{text}");
+        assert!(
+            text.contains("# TYPE model_pool_request_duration_seconds histogram"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"model_pool_request_duration_seconds_count{model="tiny/bert",endpoint="/v1/embeddings",status="200"} 1"#),
             "{text}"
         );
-        assert!(text.contains("model_pool_time_to_first_token_seconds_bucket"), "{text}");
-        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        assert!(
+            text.contains("model_pool_time_to_first_token_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
     }
 }

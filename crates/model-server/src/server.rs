@@ -234,13 +234,18 @@ impl Server {
             _ = async { if begun_rx.await.is_ok() { tokio::time::sleep(drain).await } else { std::future::pending().await } } => false,
         };
         if !drained {
-            tracing::warn!("drain deadline of {drain:?} passed: cancelling the requests still running");
+            tracing::warn!(
+                "drain deadline of {drain:?} passed: cancelling the requests still running"
+            );
             state.abort.send_replace(true);
             // The cancelled requests answer 503 (or end their stream with an error event).
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut server).await;
         }
         collector.abort();
-        let unloaded = state.pool.shutdown_within(state.options.unload_timeout).await;
+        let unloaded = state
+            .pool
+            .shutdown_within(state.options.unload_timeout)
+            .await;
         tracing::info!(drained, unloaded, "shut down");
         Ok(Shutdown { drained, unloaded })
     }
@@ -303,6 +308,10 @@ async fn not_found(req: Request) -> Response {
 }
 
 async fn method_not_allowed(req: Request) -> Response {
-    ApiError::method_not_allowed(format!("{} is not allowed on {}", req.method(), req.uri().path()))
-        .into_response()
+    ApiError::method_not_allowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response()
 }

@@ -43,7 +43,9 @@ pub use model_spec::size::parse_size;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// A `--model` value is not `KEY=PATH`.
-    #[error("--model `{0}`: expected KEY=PATH, e.g. sentence-transformers/all-MiniLM-L6-v2=.cache/all-MiniLM-L6-v2")]
+    #[error(
+        "--model `{0}`: expected KEY=PATH, e.g. sentence-transformers/all-MiniLM-L6-v2=.cache/all-MiniLM-L6-v2"
+    )]
     ModelArg(String),
     /// The pool file could not be read or parsed.
     #[error("{path}: {message}")]
@@ -62,7 +64,9 @@ pub enum SetupError {
         reason: String,
     },
     /// Nothing to serve.
-    #[error("no model to serve: pass --model KEY=PATH (repeatable) or a --config file with [[model]] entries")]
+    #[error(
+        "no model to serve: pass --model KEY=PATH (repeatable) or a --config file with [[model]] entries"
+    )]
     NoModels,
     /// The plan does not fit the models.
     #[error("{0}")]
@@ -90,10 +94,12 @@ impl FromStr for ModelArg {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Keys contain `/` but never `=`; paths may contain `=`, so split at the first one.
         match s.split_once('=') {
-            Some((key, path)) if !key.trim().is_empty() && !path.trim().is_empty() => Ok(ModelArg {
-                key: key.trim().to_owned(),
-                path: PathBuf::from(path.trim()),
-            }),
+            Some((key, path)) if !key.trim().is_empty() && !path.trim().is_empty() => {
+                Ok(ModelArg {
+                    key: key.trim().to_owned(),
+                    path: PathBuf::from(path.trim()),
+                })
+            }
             _ => Err(SetupError::ModelArg(s.to_owned())),
         }
     }
@@ -103,7 +109,9 @@ impl FromStr for ModelArg {
 /// a number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let value: f64 = number
         .parse()
@@ -262,7 +270,12 @@ impl PoolSetup {
         let models = entries
             .into_iter()
             .map(|(entry, path, from_cli)| {
-                served(&entry, path, from_cli.then_some(args.arch).flatten(), plan.as_ref())
+                served(
+                    &entry,
+                    path,
+                    from_cli.then_some(args.arch).flatten(),
+                    plan.as_ref(),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         let governor = plan.as_ref().map(plan_file::governor_config).transpose()?;
@@ -309,9 +322,9 @@ fn served(
         reason,
     };
     let arch = match (&e.arch, cli_arch) {
-        (Some(a), _) => Some(
-            model_serving::config::parse_backend(a).map_err(|r| bad(format!("arch: {r}")))?,
-        ),
+        (Some(a), _) => {
+            Some(model_serving::config::parse_backend(a).map_err(|r| bad(format!("arch: {r}")))?)
+        }
         (None, a) => a,
     };
     let in_registry = model_registry::by_key(&e.key).is_some();
@@ -340,7 +353,9 @@ fn served(
         model = plan_file::apply(plan, model)?;
     }
     if let Some(d) = &e.device {
-        let device: DeviceId = d.parse().map_err(|err| bad(format!("device `{d}`: {err}")))?;
+        let device: DeviceId = d
+            .parse()
+            .map_err(|err| bad(format!("device `{d}`: {err}")))?;
         model = model.device(device);
     }
     let ttl = e
@@ -351,7 +366,9 @@ fn served(
         .map_err(|r| bad(format!("idle_ttl: {r}")))?;
     match (e.tier, ttl) {
         (Some(TierName::Hot), Some(_)) => {
-            return Err(bad("idle_ttl is for warm models; a hot model stays loaded".into()));
+            return Err(bad(
+                "idle_ttl is for warm models; a hot model stays loaded".into()
+            ));
         }
         (Some(TierName::Hot), None) => {
             model = model.tier(Tier::Hot {
@@ -392,7 +409,8 @@ fn served(
             .map_err(|err| bad(err.to_string()))?;
     }
     if let Some(t) = &e.request_timeout {
-        model = model.request_timeout(parse_duration(t).map_err(|r| bad(format!("request_timeout: {r}")))?);
+        model = model
+            .request_timeout(parse_duration(t).map_err(|r| bad(format!("request_timeout: {r}")))?);
     }
     Ok(model)
 }
@@ -408,16 +426,28 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("soon").unwrap_err().contains("examples"));
-        assert!(parse_duration("3d").unwrap_err().contains("unknown unit `d`"));
+        assert!(
+            parse_duration("3d")
+                .unwrap_err()
+                .contains("unknown unit `d`")
+        );
     }
 
     #[test]
     fn model_args_split_at_the_first_equals_sign() {
-        let m: ModelArg = "sentence-transformers/all-MiniLM-L6-v2=/m/a=b".parse().unwrap();
+        let m: ModelArg = "sentence-transformers/all-MiniLM-L6-v2=/m/a=b"
+            .parse()
+            .unwrap();
         assert_eq!(m.key, "sentence-transformers/all-MiniLM-L6-v2");
         assert_eq!(m.path, PathBuf::from("/m/a=b"));
-        assert!(matches!("nokey".parse::<ModelArg>(), Err(SetupError::ModelArg(_))));
-        assert!(matches!("=path".parse::<ModelArg>(), Err(SetupError::ModelArg(_))));
+        assert!(matches!(
+            "nokey".parse::<ModelArg>(),
+            Err(SetupError::ModelArg(_))
+        ));
+        assert!(matches!(
+            "=path".parse::<ModelArg>(),
+            Err(SetupError::ModelArg(_))
+        ));
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -463,26 +493,44 @@ chat_template = "chatml"
         assert_eq!(setup.scheduler.request_timeout, Duration::from_secs(45));
         assert_eq!(setup.scheduler.max_queued_total, 10);
         let keys: Vec<_> = setup.models.iter().map(|m| m.key.as_str()).collect();
-        assert_eq!(keys, ["microsoft/phi-4", "sentence-transformers/all-MiniLM-L6-v2"]);
+        assert_eq!(
+            keys,
+            ["microsoft/phi-4", "sentence-transformers/all-MiniLM-L6-v2"]
+        );
         let phi = &setup.models[0];
         assert_eq!(phi.source, ModelSource::Path("/elsewhere/phi.gguf".into()));
-        assert_eq!(phi.tier, Tier::Warm { idle_ttl: Duration::from_secs(120) });
+        assert_eq!(
+            phi.tier,
+            Tier::Warm {
+                idle_ttl: Duration::from_secs(120)
+            }
+        );
         assert_eq!((phi.max_concurrency, phi.max_queue), (Some(2), Some(3)));
         assert_eq!(phi.request_timeout, Some(Duration::from_secs(10)));
         let template = phi.generate_options("generate").unwrap().template;
         assert_eq!(template, Some(ChatTemplate::ChatMl));
         let minilm = &setup.models[1];
         assert_eq!(minilm.source, ModelSource::Path(dir.join("minilm")));
-        assert_eq!((minilm.tier, minilm.priority), (Tier::Hot { pinned: true }, 7));
+        assert_eq!(
+            (minilm.tier, minilm.priority),
+            (Tier::Hot { pinned: true }, 7)
+        );
 
-        let bad = write(&dir, "bad.toml", "[[model]]\nkey = \"x\"\ntier = \"lukewarm\"\n");
+        let bad = write(
+            &dir,
+            "bad.toml",
+            "[[model]]\nkey = \"x\"\ntier = \"lukewarm\"\n",
+        );
         let err = PoolSetup::from_args(&SetupArgs {
             config: Some(bad),
             ..Default::default()
         })
         .unwrap_err()
         .to_string();
-        assert!(err.contains("bad.toml") && err.contains("lukewarm"), "{err}");
+        assert!(
+            err.contains("bad.toml") && err.contains("lukewarm"),
+            "{err}"
+        );
         let err = PoolSetup::from_args(&SetupArgs {
             models: vec!["my/own=/nowhere".parse().unwrap()],
             ..Default::default()

@@ -99,32 +99,21 @@ pub struct ModelView {
     pub counters: CountersView,
 }
 
-/// Event counts of a model (or of all).
+/// Event counts of a model (or of all): `model_pool::status::ModelCounters`, timeouts summed.
 #[derive(Debug, Serialize)]
+#[allow(missing_docs)]
 pub struct CountersView {
-    /// Loads that succeeded.
     pub loads: u64,
-    /// Loads that failed.
     pub load_failures: u64,
-    /// Unloads to make room for another model.
     pub evictions: u64,
-    /// Unloads after the idle TTL.
     pub idle_unloads: u64,
-    /// Leases granted.
     pub leases: u64,
-    /// Refused because a queue was full.
     pub rejected_busy: u64,
-    /// Refused because the model can never fit.
     pub rejected_never_fits: u64,
-    /// Refused because pinned models hold the memory.
     pub rejected_pinned: u64,
-    /// Refused during a cooldown.
     pub rejected_cooling_down: u64,
-    /// Timed out, queued or running.
     pub timeouts: u64,
-    /// Queued requests whose caller gave up.
     pub cancellations: u64,
-    /// Requests that panicked under a lease.
     pub request_panics: u64,
 }
 

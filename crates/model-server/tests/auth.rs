@@ -50,10 +50,22 @@ async fn every_endpoint_but_health_needs_the_key_and_the_log_never_shows_it() {
         assert_eq!(r.status(), 401, "{path}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(error_of(&body)["code"], "invalid_api_key");
-        let r = s.http.get(s.url(path)).bearer_auth(KEY).send().await.unwrap();
+        let r = s
+            .http
+            .get(s.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    for auth in [None, Some("Bearer wrong"), Some("Bearer sk-test-0123456789abcde"), Some(KEY), Some("Basic abc")] {
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer sk-test-0123456789abcde"),
+        Some(KEY),
+        Some("Basic abc"),
+    ] {
         let mut req = s.http.post(s.url("/v1/embeddings")).json(&embed);
         if let Some(a) = auth {
             req = req.header("authorization", a);
@@ -63,14 +75,30 @@ async fn every_endpoint_but_health_needs_the_key_and_the_log_never_shows_it() {
         let body: serde_json::Value = r.json().await.unwrap();
         assert!(!body.to_string().contains(KEY));
     }
-    let r = s.http.post(s.url("/v1/embeddings")).bearer_auth(KEY).json(&embed).send().await.unwrap();
+    let r = s
+        .http
+        .post(s.url("/v1/embeddings"))
+        .bearer_auth(KEY)
+        .json(&embed)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     s.stop().await;
 
     let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("model_server::access") || text.contains("answered"), "{text}");
-    assert!(text.contains("status=401") && text.contains("status=200"), "{text}");
+    assert!(
+        text.contains("model_server::access") || text.contains("answered"),
+        "{text}"
+    );
+    assert!(
+        text.contains("status=401") && text.contains("status=200"),
+        "{text}"
+    );
     assert!(text.contains("path=/v1/embeddings"), "{text}");
     assert!(!text.contains(KEY), "the key is in the log:\n{text}");
-    assert!(!text.contains("sk-test"), "part of the key is in the log:\n{text}");
+    assert!(
+        !text.contains("sk-test"),
+        "part of the key is in the log:\n{text}"
+    );
 }

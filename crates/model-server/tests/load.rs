@@ -19,7 +19,11 @@ const CLIENTS: usize = 64;
 const REQUESTS_PER_CLIENT: usize = 6;
 
 fn models() -> Vec<ServedModel> {
-    vec![fixture("tiny/bert"), fixture("tiny/phi3"), fixture("tiny/flux")]
+    vec![
+        fixture("tiny/bert"),
+        fixture("tiny/phi3"),
+        fixture("tiny/flux"),
+    ]
 }
 
 /// Resident bytes and the most one request adds at `side`² images, per model.
@@ -121,7 +125,10 @@ async fn sixty_four_clients_on_a_budget_that_forces_evictions() {
     let answered: usize = ok.values().sum::<usize>() + refused.values().sum::<usize>();
     assert_eq!(answered, CLIENTS * REQUESTS_PER_CLIENT);
     for kind in ["embed", "chat", "image"] {
-        assert!(ok.get(kind).copied().unwrap_or(0) > 0, "no {kind} served: {ok:?} {refused:?}");
+        assert!(
+            ok.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} served: {ok:?} {refused:?}"
+        );
     }
     eprintln!(
         "{answered} requests in {:?}: served {ok:?}, refused {refused:?}",
@@ -133,13 +140,27 @@ async fn sixty_four_clients_on_a_budget_that_forces_evictions() {
         .iter()
         .map(|m| metric(&text, "model_pool_evictions_total", &[("model", m)]).unwrap())
         .sum();
-    assert!(evictions >= 2.0, "the models evicted each other: {evictions}\n{text}");
+    assert!(
+        evictions >= 2.0,
+        "the models evicted each other: {evictions}\n{text}"
+    );
     let mut resident_of_loaded = 0.0;
     for m in ["tiny/bert", "tiny/phi3", "tiny/flux"] {
         let model = [("model", m)];
-        assert_eq!(metric(&text, "model_pool_model_leases", &model), Some(0.0), "{m} leaks a lease\n{text}");
-        assert_eq!(metric(&text, "model_pool_model_queue_depth", &model), Some(0.0));
-        let ready = metric(&text, "model_pool_model_state", &[("model", m), ("state", "ready")]) == Some(1.0);
+        assert_eq!(
+            metric(&text, "model_pool_model_leases", &model),
+            Some(0.0),
+            "{m} leaks a lease\n{text}"
+        );
+        assert_eq!(
+            metric(&text, "model_pool_model_queue_depth", &model),
+            Some(0.0)
+        );
+        let ready = metric(
+            &text,
+            "model_pool_model_state",
+            &[("model", m), ("state", "ready")],
+        ) == Some(1.0);
         let resident = metric(&text, "model_pool_model_resident_estimate_bytes", &model).unwrap();
         let reserved = metric(&text, "model_pool_model_reserved_bytes", &model).unwrap();
         assert_eq!(reserved, if ready { resident } else { 0.0 }, "{m}\n{text}");
@@ -147,8 +168,16 @@ async fn sixty_four_clients_on_a_budget_that_forces_evictions() {
             resident_of_loaded += resident;
         }
     }
-    let device = metric(&text, "model_pool_device_reserved_bytes", &[("device", "cpu")]).unwrap();
-    assert_eq!(device, resident_of_loaded, "nothing reserved beyond the resident models\n{text}");
+    let device = metric(
+        &text,
+        "model_pool_device_reserved_bytes",
+        &[("device", "cpu")],
+    )
+    .unwrap();
+    assert_eq!(
+        device, resident_of_loaded,
+        "nothing reserved beyond the resident models\n{text}"
+    );
     assert!(device <= budget as f64);
     let s = Arc::into_inner(s).expect("every client is done");
     s.stop().await;

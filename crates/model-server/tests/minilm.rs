@@ -7,7 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use common::{TestServer, error_of};
 use model_fixtures::minilm;
 use model_pool::Tier;
@@ -19,12 +18,7 @@ const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 fn vector(v: &Value) -> Vec<f32> {
     match v {
-        Value::String(s) => base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .unwrap()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
+        Value::String(s) => common::f32_of_base64(s),
         other => serde_json::from_value(other.clone()).unwrap(),
     }
 }
@@ -37,7 +31,10 @@ async fn minilm_over_http_matches_the_reference() {
     for format in ["float", "base64"] {
         for r in &references {
             let (status, body) = s
-                .post_json("/v1/embeddings", &json!({"model": MINILM, "input": r.text, "encoding_format": format}))
+                .post_json(
+                    "/v1/embeddings",
+                    &json!({"model": MINILM, "input": r.text, "encoding_format": format}),
+                )
                 .await;
             assert_eq!(status, 200, "{body}");
             let v = vector(&body["data"][0]["embedding"]);
@@ -47,12 +44,19 @@ async fn minilm_over_http_matches_the_reference() {
         }
         let texts: Vec<&str> = references.iter().map(|r| r.text.as_str()).collect();
         let (status, body) = s
-            .post_json("/v1/embeddings", &json!({"model": MINILM, "input": texts, "encoding_format": format}))
+            .post_json(
+                "/v1/embeddings",
+                &json!({"model": MINILM, "input": texts, "encoding_format": format}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         for (d, r) in body["data"].as_array().unwrap().iter().zip(&references) {
             let cos = model_fixtures::cosine(&vector(&d["embedding"]), &r.embedding);
-            assert!(cos >= 0.99999, "batched {format} {:?}: cosine {cos}", r.text);
+            assert!(
+                cos >= 0.99999,
+                "batched {format} {:?}: cosine {cos}",
+                r.text
+            );
         }
         let total: usize = references.iter().map(|r| r.n_tokens).sum();
         assert_eq!(body["usage"]["prompt_tokens"], total);
@@ -69,10 +73,29 @@ async fn a_request_that_times_out_while_its_model_loads_is_a_503_with_retry_afte
         .tier(Tier::Hot { pinned: true })
         .request_timeout(Duration::from_millis(1));
     let s = TestServer::start_with(vec![model], 8 << 30, ServerOptions::default()).await;
-    let r = s.post("/v1/embeddings", &json!({"model": MINILM, "input": "hello"})).await;
-    let loaded = s.pool.measurements().get(MINILM).map(|m| m.window.1 - m.window.0);
-    assert_eq!(r.status(), 503, "the load took {loaded:?}: {:#?} {}", s.pool.status().models, r.text().await.unwrap());
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let r = s
+        .post(
+            "/v1/embeddings",
+            &json!({"model": MINILM, "input": "hello"}),
+        )
+        .await;
+    let loaded = s
+        .pool
+        .measurements()
+        .get(MINILM)
+        .map(|m| m.window.1 - m.window.0);
+    assert_eq!(
+        r.status(),
+        503,
+        "the load took {loaded:?}: {:#?} {}",
+        s.pool.status().models,
+        r.text().await.unwrap()
+    );
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry >= 1);
     let body: Value = r.json().await.unwrap();
     assert_eq!(error_of(&body)["code"], "model_loading", "{body}");

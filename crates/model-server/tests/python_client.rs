@@ -32,7 +32,12 @@ async fn python(root: &PathBuf) -> PathBuf {
     )
     .await
     .expect("creating the virtualenv took over ten minutes")
-    .unwrap_or_else(|e| panic!("cannot run {}: {e}; install bash and python3", script.display()));
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot run {}: {e}; install bash and python3",
+            script.display()
+        )
+    });
     assert!(
         out.status.success(),
         "{} failed ({}): {}\nThe Python client test needs python3 with the venv module (e.g. \
@@ -43,7 +48,13 @@ async fn python(root: &PathBuf) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().expect("the script prints the interpreter").trim())
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("the script prints the interpreter")
+            .trim(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +79,10 @@ async fn the_official_openai_client_gets_what_it_expects() {
         .env("SERVER_URL", &s.base)
         .env("SERVER_API_KEY", KEY)
         .env("MINILM", MINILM)
-        .env("MINILM_REFERENCE", root.join("tests/data/minilm-reference.json"))
+        .env(
+            "MINILM_REFERENCE",
+            root.join("tests/data/minilm-reference.json"),
+        )
         .env("EMBEDDER", "tiny/bert")
         .env("GENERATOR", "tiny/phi3")
         .env("PAINTER", "tiny/flux")

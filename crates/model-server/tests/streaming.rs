@@ -12,7 +12,11 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 fn parse_chunks(events: &[String]) -> Vec<Value> {
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
     events[..events.len() - 1]
         .iter()
         .map(|e| serde_json::from_str(e).unwrap())
@@ -42,9 +46,15 @@ async fn chat_streams_the_same_text_as_the_whole_answer() {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(
+        text,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
     let finish = &chunks[chunks.len() - 2];
-    assert_eq!(finish["choices"][0]["finish_reason"], whole["choices"][0]["finish_reason"]);
+    assert_eq!(
+        finish["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
     assert_eq!(finish["choices"][0]["delta"], json!({}));
     let usage = chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
@@ -67,12 +77,25 @@ async fn chat_streams_the_same_text_as_the_whole_answer() {
     let chunks = parse_chunks(&sse_events(r).await);
     assert_eq!(chunks[0]["object"], "text_completion");
     assert_eq!(chunks[0]["choices"][0]["text"], "abc");
-    assert!(chunks.last().unwrap()["usage"]["completion_tokens"].as_u64().unwrap() <= 6);
+    assert!(
+        chunks.last().unwrap()["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            <= 6
+    );
 
     let text = s.metrics().await;
-    let ttft = metric(&text, "model_pool_time_to_first_token_seconds_count", &[("model", "tiny/phi3")]);
+    let ttft = metric(
+        &text,
+        "model_pool_time_to_first_token_seconds_count",
+        &[("model", "tiny/phi3")],
+    );
     assert_eq!(ttft, Some(4.0), "{text}");
-    let rate = metric(&text, "model_pool_tokens_per_second_count", &[("model", "tiny/phi3")]);
+    let rate = metric(
+        &text,
+        "model_pool_tokens_per_second_count",
+        &[("model", "tiny/phi3")],
+    );
     assert!(rate >= Some(1.0), "{text}");
     s.stop().await;
 }
@@ -97,10 +120,17 @@ async fn a_client_that_disconnects_mid_stream_gets_its_lease_and_kv_back_within_
     }
     let text = s.metrics().await;
     let model = [("model", "slow/phi3")];
-    assert_eq!(metric(&text, "model_pool_model_leases", &model), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, "model_pool_model_leases", &model),
+        Some(1.0),
+        "{text}"
+    );
     let resident = metric(&text, "model_pool_model_resident_estimate_bytes", &model).unwrap();
     let reserved = metric(&text, "model_pool_model_reserved_bytes", &model).unwrap();
-    assert!(reserved > resident, "the request holds its KV reservation: {reserved} vs {resident}");
+    assert!(
+        reserved > resident,
+        "the request holds its KV reservation: {reserved} vs {resident}"
+    );
 
     drop(body);
     let gone = Instant::now();
@@ -111,11 +141,21 @@ async fn a_client_that_disconnects_mid_stream_gets_its_lease_and_kv_back_within_
     })
     .await;
     let took = released.unwrap_or_else(|| panic!("still held after 5 s: {:#?}", s.pool.status()));
-    assert!(took < Duration::from_secs(1), "released after {:?}", gone.elapsed());
+    assert!(
+        took < Duration::from_secs(1),
+        "released after {:?}",
+        gone.elapsed()
+    );
     let text = s.metrics().await;
     let dropped = [("model", "slow/phi3"), ("status", "499")];
-    assert_eq!(metric(&text, "model_pool_request_duration_seconds_count", &dropped), Some(1.0));
+    assert_eq!(
+        metric(&text, "model_pool_request_duration_seconds_count", &dropped),
+        Some(1.0)
+    );
     // Nothing finished: the generation stopped, it did not run to its end.
-    assert_eq!(metric(&text, "model_pool_tokens_per_second_count", &model), None);
+    assert_eq!(
+        metric(&text, "model_pool_tokens_per_second_count", &model),
+        None
+    );
     s.stop().await;
 }

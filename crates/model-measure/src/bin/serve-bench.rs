@@ -77,18 +77,22 @@ struct EmbedRun {
     latencies: Vec<f64>,
 }
 
-async fn embed_inprocess(pool: &Arc<ModelPool>, n: usize, concurrency: usize) -> EmbedRun {
+/// Runs `n` requests from `concurrency` tasks, each `one` request after the other.
+async fn drive<F, Fut>(n: usize, concurrency: usize, one: F) -> EmbedRun
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (pool, next) = (Arc::clone(pool), Arc::clone(&next));
+            let (next, one) = (Arc::clone(&next), one.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
                     let t = Instant::now();
-                    let v = pool.embed(MINILM, [TEXT]).await.unwrap();
-                    assert_eq!(v[0].len(), 384);
+                    one().await;
                     lat.push(t.elapsed().as_secs_f64());
                 }
                 lat
@@ -105,41 +109,36 @@ async fn embed_inprocess(pool: &Arc<ModelPool>, n: usize, concurrency: usize) ->
     }
 }
 
+async fn embed_inprocess(pool: &Arc<ModelPool>, n: usize, concurrency: usize) -> EmbedRun {
+    let pool = Arc::clone(pool);
+    drive(n, concurrency, move || {
+        let pool = Arc::clone(&pool);
+        async move {
+            let v = pool.embed(MINILM, [TEXT]).await.unwrap();
+            assert_eq!(v[0].len(), 384);
+        }
+    })
+    .await
+}
+
 async fn embed_http(http: &reqwest::Client, url: &str, n: usize, concurrency: usize) -> EmbedRun {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let body = serde_json::to_vec(&json!({"model": MINILM, "input": TEXT})).unwrap();
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (http, next, url, body) = (http.clone(), Arc::clone(&next), url.to_owned(), body.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                    let t = Instant::now();
-                    let r = http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 200);
-                    let bytes = r.bytes().await.unwrap();
-                    assert!(bytes.len() > 384);
-                    lat.push(t.elapsed().as_secs_f64());
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(n);
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    EmbedRun {
-        per_second: n as f64 / start.elapsed().as_secs_f64(),
-        latencies,
-    }
+    let (http, url) = (http.clone(), url.to_owned());
+    drive(n, concurrency, move || {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        async move {
+            let r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.bytes().await.unwrap().len() > 384);
+        }
+    })
+    .await
 }
 
 /// Time to first token (s) and decode tokens/s after it.
@@ -150,7 +149,9 @@ struct GenRun {
 }
 
 fn request(max_tokens: usize) -> GenerateRequest {
-    GenerateRequest::user(PROMPT).greedy().max_tokens(max_tokens)
+    GenerateRequest::user(PROMPT)
+        .greedy()
+        .max_tokens(max_tokens)
 }
 
 async fn generate_inprocess(pool: &ModelPool, max_tokens: usize) -> GenRun {
@@ -183,7 +184,11 @@ async fn generate_http(http: &reqwest::Client, base: &str, max_tokens: usize) ->
         buf.extend_from_slice(&chunk.unwrap());
         while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
             let event: Vec<u8> = buf.drain(..end + 2).collect();
-            let Some(data) = std::str::from_utf8(&event).unwrap().trim().strip_prefix("data: ") else {
+            let Some(data) = std::str::from_utf8(&event)
+                .unwrap()
+                .trim()
+                .strip_prefix("data: ")
+            else {
                 continue;
             };
             if data == "[DONE]" {
@@ -192,7 +197,10 @@ async fn generate_http(http: &reqwest::Client, base: &str, max_tokens: usize) ->
             let v: Value = serde_json::from_str(data).unwrap();
             if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
                 tokens = n as usize;
-            } else if v["choices"][0]["delta"]["content"].as_str().is_some_and(|c| !c.is_empty()) {
+            } else if v["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+            {
                 text.arrived();
             }
         }
@@ -234,7 +242,9 @@ impl Texts {
 }
 
 fn generator() -> ServedModel {
-    let path = std::env::temp_dir().join(format!("serve-bench-{}", std::process::id())).join("phi3.gguf");
+    let path = std::env::temp_dir()
+        .join(format!("serve-bench-{}", std::process::id()))
+        .join("phi3.gguf");
     let g = Geometry {
         hidden: 1024,
         layers: 8,
@@ -253,7 +263,10 @@ fn generator() -> ServedModel {
 
 fn main() {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let mut models = vec![ServedModel::registry(MINILM, &args.model_dir)
             .unwrap()

@@ -145,8 +145,13 @@ async fn answer(state: &AppState, req: EmbeddingsRequest) -> Result<EmbeddingsRe
     if texts.is_empty() && images.is_empty() {
         // The pool's own refusal names the model first (unknown, wrong capability) and then
         // the empty input.
-        let e = pool.embed_with(&req.model, Vec::<String>::new(), mode).await;
-        return Err(fail(e.err().unwrap_or_else(|| ServeError::invalid(&req.model, "no input"))));
+        let e = pool
+            .embed_with(&req.model, Vec::<String>::new(), mode)
+            .await;
+        return Err(fail(
+            e.err()
+                .unwrap_or_else(|| ServeError::invalid(&req.model, "no input")),
+        ));
     }
     let mut done = Embeddings {
         vectors: Vec::new(),
@@ -175,7 +180,10 @@ async fn answer(state: &AppState, req: EmbeddingsRequest) -> Result<EmbeddingsRe
         if d != width {
             return Err(ApiError::invalid(
                 "dimensions",
-                format!("model `{}` embeds in {width} dimensions; dimensions = {d} cannot be served", req.model),
+                format!(
+                    "model `{}` embeds in {width} dimensions; dimensions = {d} cannot be served",
+                    req.model
+                ),
             ));
         }
     }
@@ -219,6 +227,9 @@ mod tests {
     fn base64_is_little_endian_f32() {
         let s = encode_base64(&[1.0, -2.5]);
         let bytes = base64::engine::general_purpose::STANDARD.decode(s).unwrap();
-        assert_eq!(bytes, [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat());
+        assert_eq!(
+            bytes,
+            [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat()
+        );
     }
 }

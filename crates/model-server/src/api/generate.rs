@@ -206,25 +206,28 @@ fn parse_with_options<T: DeserializeOwned>(body: &[u8]) -> Result<(T, Options), 
 
 /// The chat handler.
 pub async fn chat(State(state): State<AppState>, Body(body): Body) -> Response {
-    let (req, options) = match parse_with_options::<ChatRequest>(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let timer = Timer::start(&state, Api::Chat.endpoint(), &req.model);
-    match chat_job(req, &options) {
-        Ok(job) => run(state, job, timer).await,
-        Err(e) => refuse(timer, e),
-    }
+    handle::<ChatRequest>(state, Api::Chat, &body, |r| &r.model, chat_job).await
 }
 
 /// The text-completion handler.
 pub async fn completions(State(state): State<AppState>, Body(body): Body) -> Response {
-    let (req, options) = match parse_with_options::<CompletionRequest>(&body) {
+    handle::<CompletionRequest>(state, Api::Completion, &body, |r| &r.model, completion_job).await
+}
+
+/// Parses the request and its options, turns them into a job and runs it.
+async fn handle<T: DeserializeOwned>(
+    state: AppState,
+    api: Api,
+    body: &[u8],
+    model: fn(&T) -> &str,
+    job: fn(T, &Options) -> Result<Job, ApiError>,
+) -> Response {
+    let (req, options) = match parse_with_options::<T>(body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let timer = Timer::start(&state, Api::Completion.endpoint(), &req.model);
-    match completion_job(req, &options) {
+    let timer = Timer::start(&state, api.endpoint(), model(&req));
+    match job(req, &options) {
         Ok(job) => run(state, job, timer).await,
         Err(e) => refuse(timer, e),
     }
@@ -246,7 +249,9 @@ fn chat_job(req: ChatRequest, options: &Options) -> Result<Job, ApiError> {
             other => {
                 return Err(ApiError::invalid(
                     format!("messages[{i}].role"),
-                    format!("role `{other}` is not one of `system`, `developer`, `user`, `assistant`"),
+                    format!(
+                        "role `{other}` is not one of `system`, `developer`, `user`, `assistant`"
+                    ),
                 ));
             }
         };
@@ -298,7 +303,10 @@ fn completion_job(req: CompletionRequest, options: &Options) -> Result<Job, ApiE
         PromptInput::Many(ps) => {
             return Err(ApiError::invalid(
                 "prompt",
-                format!("{} prompts in one request; send one prompt per request", ps.len()),
+                format!(
+                    "{} prompts in one request; send one prompt per request",
+                    ps.len()
+                ),
             ));
         }
         PromptInput::Tokens(_) => {
@@ -332,23 +340,35 @@ fn request(
     if let Some(n) = o.n
         && n != 1
     {
-        return Err(ApiError::invalid("n", format!("n = {n}: one choice per request only")));
+        return Err(ApiError::invalid(
+            "n",
+            format!("n = {n}: one choice per request only"),
+        ));
     }
     if let Some(m) = max_tokens {
         if m == 0 {
-            return Err(ApiError::invalid("max_tokens", "max_tokens must be at least 1"));
+            return Err(ApiError::invalid(
+                "max_tokens",
+                "max_tokens must be at least 1",
+            ));
         }
         r.max_tokens = Some(usize::try_from(m).unwrap_or(usize::MAX));
     }
     if let Some(t) = o.temperature {
         if !(0.0..=2.0).contains(&t) {
-            return Err(ApiError::invalid("temperature", format!("temperature = {t} is not in [0, 2]")));
+            return Err(ApiError::invalid(
+                "temperature",
+                format!("temperature = {t} is not in [0, 2]"),
+            ));
         }
         r.sampling.temperature = Some(t);
     }
     if let Some(p) = o.top_p {
         if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::invalid("top_p", format!("top_p = {p} is not in (0, 1]")));
+            return Err(ApiError::invalid(
+                "top_p",
+                format!("top_p = {p} is not in (0, 1]"),
+            ));
         }
         r.sampling.top_p = Some(p);
     }
@@ -373,7 +393,10 @@ fn request(
         Some(Stop::Many(v)) => v.clone(),
     };
     if r.stop.len() > 16 || r.stop.iter().any(String::is_empty) {
-        return Err(ApiError::invalid("stop", "stop takes at most 16 strings, none empty"));
+        return Err(ApiError::invalid(
+            "stop",
+            "stop takes at most 16 strings, none empty",
+        ));
     }
     let stream = o.stream.unwrap_or(false);
     let include_usage = o.stream_options.as_ref().is_some_and(|s| s.include_usage);
@@ -385,7 +408,10 @@ async fn run(state: AppState, job: Job, mut timer: Timer) -> Response {
     let input = job.api.input();
     let start = async {
         match job.image {
-            Some(image) => pool.describe_image_with(&job.model, image, job.request).await,
+            Some(image) => {
+                pool.describe_image_with(&job.model, image, job.request)
+                    .await
+            }
             None => pool.generate(&job.model, job.request).await,
         }
     };
@@ -394,7 +420,9 @@ async fn run(state: AppState, job: Job, mut timer: Timer) -> Response {
         Ok(Err(e)) => return refuse(timer, ApiError::from_serve(&e, input, pool)),
         Ok(Ok(t)) => t,
     };
-    state.metrics.queue_wait(&job.model, timer.started.elapsed());
+    state
+        .metrics
+        .queue_wait(&job.model, timer.started.elapsed());
     let answer = Answer {
         api: job.api,
         id: response_id(match job.api {
@@ -455,7 +483,13 @@ fn usage_of(t: &TokenStream) -> UsageOut {
 }
 
 /// Records a finished generation's speed and logs it.
-fn finished(state: &AppState, answer: &Answer, tokens: &TokenStream, first: Option<Instant>, started: Instant) {
+fn finished(
+    state: &AppState,
+    answer: &Answer,
+    tokens: &TokenStream,
+    first: Option<Instant>,
+    started: Instant,
+) {
     let usage = tokens.usage().unwrap_or_default();
     let rate = usage.decode_tokens_per_second();
     state.metrics.tokens_per_second(&answer.model, rate);
@@ -471,7 +505,12 @@ fn finished(state: &AppState, answer: &Answer, tokens: &TokenStream, first: Opti
     );
 }
 
-async fn collect(state: &AppState, mut tokens: TokenStream, answer: Answer, timer: &mut Timer) -> Response {
+async fn collect(
+    state: &AppState,
+    mut tokens: TokenStream,
+    answer: Answer,
+    timer: &mut Timer,
+) -> Response {
     let mut text = answer.echo.clone().unwrap_or_default();
     let mut first = None;
     loop {
@@ -479,12 +518,17 @@ async fn collect(state: &AppState, mut tokens: TokenStream, answer: Answer, time
             Err(e) => return refuse_in_place(timer, e),
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                return refuse_in_place(timer, ApiError::from_serve(&e, answer.api.input(), &state.pool));
+                return refuse_in_place(
+                    timer,
+                    ApiError::from_serve(&e, answer.api.input(), &state.pool),
+                );
             }
             Ok(Some(Ok(t))) => {
                 if first.is_none() {
                     let now = Instant::now();
-                    state.metrics.first_token(&answer.model, now - timer.started);
+                    state
+                        .metrics
+                        .first_token(&answer.model, now - timer.started);
                     first = Some(now);
                 }
                 text.push_str(&t.text);
@@ -656,7 +700,9 @@ impl Live {
                     self.phase = Phase::Tokens;
                     match (self.answer.api, self.answer.echo.take()) {
                         (Api::Chat, _) => return Some(self.chunk(true, Some(""), None)),
-                        (Api::Completion, Some(echo)) => return Some(self.chunk(false, Some(&echo), None)),
+                        (Api::Completion, Some(echo)) => {
+                            return Some(self.chunk(false, Some(&echo), None));
+                        }
                         (Api::Completion, None) => {}
                     }
                 }
@@ -679,8 +725,18 @@ impl Live {
                         return Some(self.error(e));
                     }
                     Ok(None) => {
-                        finished(&self.state, &self.answer, &self.tokens, self.first_token, self.timer.started);
-                        self.phase = if self.include_usage { Phase::Usage } else { Phase::Done };
+                        finished(
+                            &self.state,
+                            &self.answer,
+                            &self.tokens,
+                            self.first_token,
+                            self.timer.started,
+                        );
+                        self.phase = if self.include_usage {
+                            Phase::Usage
+                        } else {
+                            Phase::Done
+                        };
                         let finish = finish_name(self.tokens.finish_reason());
                         return Some(self.chunk(false, None, Some(finish)));
                     }

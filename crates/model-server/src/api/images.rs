@@ -75,7 +75,10 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), ApiError> {
 }
 
 /// The handler.
-pub async fn images(State(state): State<AppState>, ApiJson(req): ApiJson<ImagesRequest>) -> Response {
+pub async fn images(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ImagesRequest>,
+) -> Response {
     let mut timer = Timer::start(&state, ENDPOINT, &req.model);
     let (status, response) = match answer(&state, req, timer.started).await {
         Ok(r) => (200, axum::Json(r).into_response()),
@@ -85,18 +88,27 @@ pub async fn images(State(state): State<AppState>, ApiJson(req): ApiJson<ImagesR
     response
 }
 
-async fn answer(state: &AppState, req: ImagesRequest, started: Instant) -> Result<ImagesResponse, ApiError> {
+async fn answer(
+    state: &AppState,
+    req: ImagesRequest,
+    started: Instant,
+) -> Result<ImagesResponse, ApiError> {
     if let Some(n) = req.n
         && n != 1
     {
-        return Err(ApiError::invalid("n", format!("n = {n}: one image per request only")));
+        return Err(ApiError::invalid(
+            "n",
+            format!("n = {n}: one image per request only"),
+        ));
     }
     match req.response_format.as_deref() {
         None | Some("b64_json") => {}
         Some(other) => {
             return Err(ApiError::invalid(
                 "response_format",
-                format!("response_format `{other}` is not served; use `b64_json` (the server keeps no files to link to)"),
+                format!(
+                    "response_format `{other}` is not served; use `b64_json` (the server keeps no files to link to)"
+                ),
             ));
         }
     }
@@ -120,7 +132,9 @@ async fn answer(state: &AppState, req: ImagesRequest, started: Instant) -> Resul
         .await?
         .map_err(|e| ApiError::from_serve(&e, "prompt", &state.pool))?;
     if let Some(at) = leased.get() {
-        state.metrics.queue_wait(&req.model, at.saturating_duration_since(started));
+        state
+            .metrics
+            .queue_wait(&req.model, at.saturating_duration_since(started));
     }
     Ok(ImagesResponse {
         created: unix_now(),

@@ -36,7 +36,11 @@ pub(crate) fn response_id(prefix: &str) -> String {
 
 /// Decodes a `data:image/…;base64,…` URL into an image; `param` names the field. Nothing is
 /// ever fetched: other URLs are refused.
-pub(crate) fn data_url_image(url: &str, param: &str, index: usize) -> Result<DynamicImage, ApiError> {
+pub(crate) fn data_url_image(
+    url: &str,
+    param: &str,
+    index: usize,
+) -> Result<DynamicImage, ApiError> {
     let rest = url.strip_prefix("data:").ok_or_else(|| {
         ApiError::invalid(
             param,
@@ -47,11 +51,19 @@ pub(crate) fn data_url_image(url: &str, param: &str, index: usize) -> Result<Dyn
         .split_once(',')
         .ok_or_else(|| ApiError::invalid(param, "the data URL has no `,` before its payload"))?;
     if !meta.ends_with(";base64") {
-        return Err(ApiError::invalid(param, "the data URL must be base64 (`data:image/png;base64,…`)"));
+        return Err(ApiError::invalid(
+            param,
+            "the data URL must be base64 (`data:image/png;base64,…`)",
+        ));
     }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(payload.trim())
-        .map_err(|e| ApiError::invalid(param, format!("the data URL's base64 payload does not decode: {e}")))?;
+        .map_err(|e| {
+            ApiError::invalid(
+                param,
+                format!("the data URL's base64 payload does not decode: {e}"),
+            )
+        })?;
     model_serving::decode_image(&bytes, index)
         .map_err(|e| ApiError::invalid(param, format!("the image does not decode: {e}")))
 }

@@ -68,7 +68,9 @@ pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Respo
         None => ApiError {
             code: "model_not_found",
             param: Some("model".into()),
-            ..ApiError::not_found(format!("model `{id}` is not served here; GET /v1/models lists them"))
+            ..ApiError::not_found(format!(
+                "model `{id}` is not served here; GET /v1/models lists them"
+            ))
         }
         .into_response(),
     };

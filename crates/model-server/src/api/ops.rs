@@ -29,7 +29,10 @@ pub async fn status(State(state): State<AppState>) -> Response {
 /// Prometheus text format 0.0.4.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(&state.pool),
     )
         .into_response()

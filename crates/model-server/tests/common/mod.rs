@@ -84,7 +84,11 @@ impl TestServer {
     }
 
     /// Serves `models` on `budget_bytes` with `options`.
-    pub async fn start_with(models: Vec<ServedModel>, budget_bytes: u64, options: ServerOptions) -> Self {
+    pub async fn start_with(
+        models: Vec<ServedModel>,
+        budget_bytes: u64,
+        options: ServerOptions,
+    ) -> Self {
         let pool = ModelPool::builder()
             .governor(budget(budget_bytes))
             .models(models)
@@ -123,7 +127,12 @@ impl TestServer {
 
     /// POSTs `body` as JSON.
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http.post(self.url(path)).json(body).send().await.unwrap()
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// POSTs and reads the JSON answer with its status.
@@ -235,4 +244,15 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     None
+}
+
+/// A `base64` embedding (little-endian `f32` bytes) as floats.
+pub fn f32_of_base64(s: &str) -> Vec<f32> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
