@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
 const KEY: &str = "sk-python-client-test";
 
 /// The interpreter: $OPENAI_CLIENT_PYTHON, else the virtualenv's (created if need be).
-async fn python(root: &PathBuf) -> PathBuf {
+async fn python(root: &Path) -> PathBuf {
     if let Some(p) = std::env::var_os("OPENAI_CLIENT_PYTHON") {
         return p.into();
     }
