@@ -41,61 +41,43 @@ pub struct DeviceView {
     pub high_water_bytes: u64,
 }
 
-/// One model.
+/// One model: `model_pool::ModelStatus` with its capability and registry estimate, durations
+/// in seconds.
 #[derive(Debug, Serialize)]
+#[allow(missing_docs)]
 pub struct ModelView {
     /// The key requests use.
     pub id: String,
     /// `text_embedding`, `image_embedding`, `text_to_text`, `vision`, `text_to_image`.
     pub capability: &'static str,
-    /// Where it runs.
     pub device: String,
     /// `hot` or `warm`.
     pub tier: &'static str,
-    /// Hot models: never evicted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<bool>,
-    /// Warm models: idle time before unloading, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_ttl_seconds: Option<f64>,
-    /// Admission and eviction priority.
     pub priority: i32,
     /// `unloaded`, `loading`, `ready`, `unloading`, `failed`.
     pub state: &'static str,
-    /// Leases held now, and the cap.
     pub leases: usize,
-    /// Concurrency cap.
     pub max_concurrency: usize,
-    /// Requests waiting now.
     pub queue_depth: usize,
-    /// Queue bound.
     pub max_queue: usize,
-    /// Bytes held in the governor now (resident plus running requests).
     pub reserved_bytes: u64,
-    /// Declared resident bytes.
     pub resident_bytes: u64,
-    /// Declared bytes per request (per batch for embedders).
     pub per_request_bytes: u64,
-    /// Declared resident plus one request.
     pub estimate_bytes: u64,
     /// The registry's (or the checkpoint's) `est_memory_allocation_mb`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate_mb: Option<u64>,
-    /// Measured at the last load.
     pub measured_bytes: Option<u64>,
-    /// Whether the measurement exceeded the declared resident bytes.
     pub estimate_exceeded: bool,
-    /// Consecutive failed loads, and the last error.
     pub consecutive_failures: u32,
-    /// The last load failure.
     pub last_error: Option<String>,
-    /// Seconds left in a failure cooldown.
     pub cooldown_left_seconds: Option<f64>,
-    /// Seconds since the last lease was released, while idle and loaded.
     pub idle_for_seconds: Option<f64>,
-    /// Age of the oldest running lease in seconds.
     pub oldest_lease_age_seconds: Option<f64>,
-    /// Event counts.
     pub counters: CountersView,
 }
 

@@ -91,12 +91,7 @@ async fn a_request_that_times_out_while_its_model_loads_is_a_503_with_retry_afte
         s.pool.status().models,
         r.text().await.unwrap()
     );
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(retry >= 1);
+    common::retry_after(&r);
     let body: Value = r.json().await.unwrap();
     assert_eq!(error_of(&body)["code"], "model_loading", "{body}");
     s.stop().await;

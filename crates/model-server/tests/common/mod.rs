@@ -256,3 +256,14 @@ pub fn f32_of_base64(s: &str) -> Vec<f32> {
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect()
 }
+
+/// The `Retry-After` of an answer, in seconds (at least 1).
+pub fn retry_after(r: &reqwest::Response) -> u64 {
+    let header = r
+        .headers()
+        .get("retry-after")
+        .expect("a Retry-After header");
+    let seconds: u64 = header.to_str().unwrap().parse().unwrap();
+    assert!(seconds >= 1, "Retry-After: {seconds}");
+    seconds
+}
