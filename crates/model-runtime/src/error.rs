@@ -162,6 +162,26 @@ impl From<candle_core::Error> for BackendError {
     }
 }
 
+/// Runs `f`, turning a panic into [`BackendError::Config`] on `path`. The tokenizers crate
+/// panics on some malformed vocabularies (a slice index in its BPE merge table) instead of
+/// returning an error; a corrupt file must give an error naming it, not take the process down.
+pub fn without_panics<T>(
+    path: &std::path::Path,
+    f: impl FnOnce() -> Result<T, BackendError>,
+) -> Result<T, BackendError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the reader panicked".to_owned());
+        Err(BackendError::config(
+            path,
+            format!("cannot be read ({message}); the file is corrupt"),
+        ))
+    })
+}
+
 /// `e` without the backtraces candle wraps around errors when `RUST_BACKTRACE` is set.
 pub fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
     match e {

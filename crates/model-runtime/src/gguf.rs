@@ -12,7 +12,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use model_spec::shapes::TensorDesc;
 use tokenizers::Tokenizer;
 
-use crate::error::{BackendError, without_backtrace};
+use crate::error::{BackendError, without_backtrace, without_panics};
 
 /// A GGUF file with its header read.
 pub struct GgufFile {
@@ -210,13 +210,17 @@ impl GgufFile {
     /// The tokenizer: `tokenizer` if given, else `tokenizer.json` in the file's directory,
     /// else rebuilt from the GGUF's own vocabulary.
     pub fn tokenizer(&self, tokenizer: Option<&Path>) -> Result<Tokenizer, BackendError> {
+        let path = tokenizer.unwrap_or(&self.path);
+        without_panics(path, || self.read_tokenizer(tokenizer))
+    }
+
+    fn read_tokenizer(&self, tokenizer: Option<&Path>) -> Result<Tokenizer, BackendError> {
         let beside = self.path.parent().map(|d| d.join("tokenizer.json"));
         let json = tokenizer
             .map(Path::to_path_buf)
             .or_else(|| beside.filter(|p| p.is_file()));
         if let Some(path) = json {
-            return Tokenizer::from_file(&path)
-                .map_err(|e| BackendError::Tokenizer(format!("{}: {e}", path.display())));
+            return crate::tokenizer::read(&path);
         }
         use candle_core::quantized::tokenizer::TokenizerFromGguf;
         let mut tokenizer = Tokenizer::from_gguf(&self.content).map_err(|e| {

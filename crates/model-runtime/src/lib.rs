@@ -19,6 +19,7 @@ pub mod load;
 pub mod memory;
 pub mod model_dir;
 pub mod safetensors;
+pub mod tokenizer;
 
 pub use device::{device, dtype_of, parse_dtype};
 pub use error::BackendError;

@@ -109,8 +109,7 @@ impl GenerativeModel {
                     Some(p) => p.clone(),
                     None => dir.file("tokenizer.json", "the tokenizer")?,
                 };
-                let tokenizer = Tokenizer::from_file(&tok_path)
-                    .map_err(|e| BackendError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+                let tokenizer = model_runtime::tokenizer::read(&tok_path)?;
                 let m = llava::Model::load(&dir, device, config.dtype.unwrap_or(DType::F16))?;
                 let max = m.positions();
                 let eos = vec![m.config().text_config.eos_token_id];

@@ -53,10 +53,9 @@ impl PromptTokenizer {
     pub fn clip(dir: &Path, length: usize) -> Result<Self, BackendError> {
         let json = dir.join("tokenizer.json");
         let tokenizer = if json.is_file() {
-            Tokenizer::from_file(&json)
-                .map_err(|e| BackendError::Tokenizer(format!("{}: {e}", json.display())))?
+            model_runtime::tokenizer::read(&json)?
         } else {
-            clip_bpe(dir)?
+            model_runtime::error::without_panics(&dir.join("merges.txt"), || clip_bpe(dir))?
         };
         let pad = special_token(dir, "pad_token")?.unwrap_or_else(|| CLIP_EOS.to_owned());
         Self::new(tokenizer, length, &pad, dir)
@@ -72,8 +71,7 @@ impl PromptTokenizer {
                 why: "the T5 tokenizer",
             });
         }
-        let tokenizer = Tokenizer::from_file(&json)
-            .map_err(|e| BackendError::Tokenizer(format!("{}: {e}", json.display())))?;
+        let tokenizer = model_runtime::tokenizer::read(&json)?;
         let pad = special_token(dir, "pad_token")?.unwrap_or_else(|| "<pad>".to_owned());
         Self::new(tokenizer, length, &pad, dir)
     }

@@ -93,8 +93,7 @@ impl TextEncoder {
         overflow: Overflow,
         rules: TextRules,
     ) -> Result<Self, BackendError> {
-        let mut tokenizer = Tokenizer::from_file(path)
-            .map_err(|e| BackendError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let mut tokenizer = model_runtime::tokenizer::read(path)?;
         let pad_id = tokenizer
             .get_padding()
             .map(|p| p.pad_id)
