@@ -257,7 +257,9 @@ impl Scheduler {
     /// a load in progress for it is pointless: abort it and return its memory.
     pub(super) fn after_waiter_left(&mut self, model: ModelId, fx: &mut Vec<Effect>) {
         let entry = &mut self.entries[model.index()];
-        if !entry.queue.is_empty() || entry.preload {
+        // A hot model's load is its preload whoever else waited for it: it is meant to be
+        // resident, so a waiter giving up does not abandon it.
+        if !entry.queue.is_empty() || entry.preload || entry.spec.tier.is_hot() {
             return;
         }
         match &mut entry.state {

@@ -716,6 +716,18 @@ fn hot_models_are_preloaded_at_start() {
 }
 
 #[test]
+fn a_hot_model_keeps_loading_when_a_waiter_gives_up() {
+    let mut h = Harness::new(10, vec![warm("hot", 4, 1).tier(Tier::Hot { pinned: false })]);
+    assert_eq!(h.state(0), ModelStateKind::Loading, "preloading");
+    let (r, fx) = h.acquire(0);
+    assert!(fx.is_empty(), "waits for the preload");
+    assert!(h.cancel(r).is_empty(), "no abort: the model is meant to be resident");
+    assert_eq!(h.m.status(h.now).model("hot").unwrap().counters.load_aborts, 0);
+    assert_eq!(h.loaded(0), vec![Fx::Install(0)]);
+    assert_eq!(h.state(0), ModelStateKind::Ready);
+}
+
+#[test]
 fn ttl_zero_unloads_when_last_lease_drops() {
     let mut h = Harness::new(10, vec![warm("a", 4, 1).idle_ttl(Duration::ZERO)]);
     let (r1, _) = h.acquire(0);
