@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<(), String> {
                     stage,
                     reserved_bytes,
                 } => eprintln!(
-                    "{}: reserved {}",
+                    "{}: {} of the request's reservation",
                     stage_name(stage),
                     ByteSize(reserved_bytes)
                 ),
