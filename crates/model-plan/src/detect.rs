@@ -152,7 +152,9 @@ pub fn simd() -> Simd {
     Simd { detected, compiled }
 }
 
-pub use model_spec::hub_cache::{cache_dir as hf_hub_cache_dir, cache_dir_from as hf_hub_cache_dir_from};
+pub use model_spec::hub_cache::{
+    cache_dir as hf_hub_cache_dir, cache_dir_from as hf_hub_cache_dir_from,
+};
 
 /// Free bytes on the file system that holds `path` (or would hold it: the nearest existing
 /// ancestor is used, so a cache that was never created still gets a figure).

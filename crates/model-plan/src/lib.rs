@@ -37,7 +37,6 @@ pub mod size;
 pub mod svg;
 pub mod table;
 
-
 pub use budget::{BudgetPolicy, DeviceBudget, ReservePolicy};
 pub use detect::{GpuProbe, detect, detect_with};
 pub use machine::{Gpu, GpuKind, Machine, MachineOverrides, PlanDevice, Simd};

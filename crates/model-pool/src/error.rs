@@ -82,9 +82,7 @@ pub enum PoolError {
     },
 
     /// The loader returned an error.
-    #[error(
-        "model `{model}` failed to load (attempt {attempts}): {message}"
-    )]
+    #[error("model `{model}` failed to load (attempt {attempts}): {message}")]
     LoadFailed {
         /// The model.
         model: String,
@@ -97,9 +95,7 @@ pub enum PoolError {
     },
 
     /// The loader panicked. The panic was contained; the model is cooling down.
-    #[error(
-        "model `{model}` panicked while loading (attempt {attempts}): {message}"
-    )]
+    #[error("model `{model}` panicked while loading (attempt {attempts}): {message}")]
     LoadPanicked {
         /// The model.
         model: String,

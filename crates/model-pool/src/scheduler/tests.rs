@@ -127,7 +127,10 @@ impl Harness {
         let leased: u64 = self.leases.values().map(|(_, _, r)| r.bytes()).sum();
         assert_eq!(reserved, held + leased, "governor and scheduler disagree");
         let counted: u64 = self.m.entries.iter().map(Entry::leased_bytes).sum();
-        assert_eq!(counted, leased, "the scheduler's lease bytes are the leases' reservations");
+        assert_eq!(
+            counted, leased,
+            "the scheduler's lease bytes are the leases' reservations"
+        );
         for e in &self.m.entries {
             assert!(e.leases.len() <= e.spec.max_concurrency);
             assert!(e.queue.len() <= e.spec.max_queue);
@@ -401,7 +404,11 @@ fn the_memory_reserved_with_a_load_follows_the_waiter_that_gets_it() {
     assert!(fx.is_empty());
     h.cancel(big);
     assert_eq!(h.loaded(0), vec![Fx::Install(0), Fx::Grant(small, 0)]);
-    assert_eq!(h.reserved_gib(), 3.0, "the lease holds its own 1 GiB, not the 4 reserved");
+    assert_eq!(
+        h.reserved_gib(),
+        3.0,
+        "the lease holds its own 1 GiB, not the 4 reserved"
+    );
     h.release(small);
     // Reserved for a small waiter, taken over by a larger one: the pump reserves the rest.
     let (a, _) = h.acquire_sized(0, GIB);
@@ -717,12 +724,21 @@ fn hot_models_are_preloaded_at_start() {
 
 #[test]
 fn a_hot_model_keeps_loading_when_a_waiter_gives_up() {
-    let mut h = Harness::new(10, vec![warm("hot", 4, 1).tier(Tier::Hot { pinned: false })]);
+    let mut h = Harness::new(
+        10,
+        vec![warm("hot", 4, 1).tier(Tier::Hot { pinned: false })],
+    );
     assert_eq!(h.state(0), ModelStateKind::Loading, "preloading");
     let (r, fx) = h.acquire(0);
     assert!(fx.is_empty(), "waits for the preload");
-    assert!(h.cancel(r).is_empty(), "no abort: the model is meant to be resident");
-    assert_eq!(h.m.status(h.now).model("hot").unwrap().counters.load_aborts, 0);
+    assert!(
+        h.cancel(r).is_empty(),
+        "no abort: the model is meant to be resident"
+    );
+    assert_eq!(
+        h.m.status(h.now).model("hot").unwrap().counters.load_aborts,
+        0
+    );
     assert_eq!(h.loaded(0), vec![Fx::Install(0)]);
     assert_eq!(h.state(0), ModelStateKind::Ready);
 }
