@@ -16,6 +16,7 @@ pub mod plan;
 pub mod request;
 mod run;
 pub mod sd3;
+mod stages;
 
 use candle_core::DType;
 use model_networks::Pipeline;

@@ -16,6 +16,7 @@ use super::plan::{MemoryPlan, RequestMemory};
 use super::request::{ImageRequest, Limits};
 use super::run::{ProgressFn, Run};
 use super::sd3::Sd3;
+use super::stages;
 use crate::error::ServeError;
 
 /// A generated image.
@@ -60,26 +61,10 @@ impl DiffusionModel {
         plan: Arc<MemoryPlan>,
     ) -> Result<Self, BackendError> {
         let candle_device = model_runtime::device(device)?;
-        let spec = plan.spec();
-        let tokens = plan.text_tokens();
-        let (dtype, staged) = (options.dtype_on(device), plan.staged());
+        let dtype = options.dtype_on(device);
         let inner = match options.pipeline {
-            Pipeline::Flux => Inner::Flux(Box::new(Flux::load(
-                spec,
-                dir,
-                &candle_device,
-                dtype,
-                staged,
-                tokens,
-            )?)),
-            Pipeline::Sd3 => Inner::Sd3(Box::new(Sd3::load(
-                spec,
-                dir,
-                &candle_device,
-                dtype,
-                staged,
-                tokens,
-            )?)),
+            Pipeline::Flux => Inner::Flux(Box::new(Flux::load(&plan, dir, &candle_device, dtype)?)),
+            Pipeline::Sd3 => Inner::Sd3(Box::new(Sd3::load(&plan, dir, &candle_device, dtype)?)),
         };
         Ok(DiffusionModel {
             key: key.to_owned(),
@@ -131,8 +116,8 @@ impl DiffusionModel {
             cancel,
         };
         let image = match &self.inner {
-            Inner::Flux(f) => f.generate(request, &run)?,
-            Inner::Sd3(s) => s.generate(request, &run)?,
+            Inner::Flux(f) => stages::generate(&**f, request, &run)?,
+            Inner::Sd3(s) => stages::generate(&**s, request, &run)?,
         };
         let png = to_png(&image).map_err(|e| ServeError::backend(&self.key, e))?;
         Ok(GeneratedImage {

@@ -10,22 +10,17 @@ use model_networks::Pipeline;
 use model_networks::diffusion::clip_text::{self, ClipText};
 use model_networks::diffusion::layout::{self, Resolved};
 use model_networks::diffusion::mmdit::{DEFAULT_SHIFT, Mmdit, TransformerConfig};
+use model_networks::diffusion::sampler;
 use model_networks::diffusion::t5::{self, T5Text};
 use model_networks::diffusion::tokenizer::PromptTokenizer;
 use model_networks::diffusion::vae::{Vae, VaeConfig};
-use model_networks::diffusion::{Stage, sampler, var_builder};
 use model_runtime::{BackendError, ModelDir};
-use model_spec::ModelSpec;
 use serde::Deserialize;
 
+use super::plan::MemoryPlan;
 use super::request::ImageRequest;
 use super::run::{Failure, Held, Run};
-use crate::error::ServeError;
-
-struct Part<C> {
-    files: Resolved,
-    config: C,
-}
+use super::stages::{Common, Part, Stages};
 
 struct Resident {
     clip_l: ClipText,
@@ -39,50 +34,28 @@ struct Resident {
 pub struct Sd3 {
     clip_l: Part<clip_text::Config>,
     clip_g: Part<clip_text::Config>,
-    t5: Part<candle_transformers::models::t5::Config>,
     mmdit: Part<TransformerConfig>,
-    vae: Part<VaeConfig>,
-    tokenizers: [PromptTokenizer; 3],
+    clip_tokenizers: [PromptTokenizer; 2],
     shift: f64,
+    common: Common,
     resident: Option<Resident>,
-    device: Device,
-    dtype: DType,
 }
 
 impl Sd3 {
-    /// Reads configs and tokenizers from `dir`, and the networks unless `staged`.
+    /// Reads configs and tokenizers from `dir` (files as `plan`'s spec names them), and the
+    /// networks unless the plan is staged; T5's sequence length is the plan's.
     pub fn load(
-        spec: &ModelSpec,
+        plan: &MemoryPlan,
         dir: &ModelDir,
         device: &Device,
         dtype: DType,
-        staged: bool,
-        text_tokens: usize,
     ) -> Result<Self, BackendError> {
-        let resolve = |c: &str| layout::resolve(Pipeline::Sd3, spec, dir, c);
-        let clip = |r: Resolved| -> Result<_, BackendError> {
-            Ok(Part {
-                config: clip_text::Config::read(&r.config)?,
-                files: r,
-            })
-        };
-        let clip_l = clip(resolve("clip_l")?)?;
-        let clip_g = clip(resolve("clip_g")?)?;
-        let t5 = resolve("t5_xxl")?;
-        let t5 = Part {
-            config: t5::read_config(&t5.config)?,
-            files: t5,
-        };
-        let mmdit = resolve("transformer")?;
-        let mmdit = Part {
-            config: TransformerConfig::read(&mmdit.config)?,
-            files: mmdit,
-        };
-        let vae = resolve("vae")?;
-        let vae = Part {
-            config: VaeConfig::read(&vae.config)?,
-            files: vae,
-        };
+        let resolve = |c: &str| layout::resolve(Pipeline::Sd3, plan.spec(), dir, c);
+        let clip_l = Part::read(resolve("clip_l")?, clip_text::Config::read)?;
+        let clip_g = Part::read(resolve("clip_g")?, clip_text::Config::read)?;
+        let t5 = Part::read(resolve("t5_xxl")?, t5::read_config)?;
+        let mmdit = Part::read(resolve("transformer")?, TransformerConfig::read)?;
+        let vae = Part::read(resolve("vae")?, VaeConfig::read)?;
         let clip_width = clip_l.config.hidden_size + clip_g.config.hidden_size;
         let pooled = clip_l.config.hidden_size
             + clip_g
@@ -105,31 +78,34 @@ impl Sd3 {
             ));
         }
         let tok = |r: &Resolved| dir.root().join(r.part.tokenizer.unwrap_or_default());
-        let tokenizers = [
+        let clip_tokenizers = [
             PromptTokenizer::clip(&tok(&clip_l.files), clip_l.config.max_position_embeddings)?,
             PromptTokenizer::clip(&tok(&clip_g.files), clip_g.config.max_position_embeddings)?,
-            PromptTokenizer::t5(&tok(&t5.files), text_tokens)?,
         ];
+        let t5_tokenizer = PromptTokenizer::t5(&tok(&t5.files), plan.text_tokens())?;
         let shift = read_shift(dir)?;
         let mut sd3 = Sd3 {
             clip_l,
             clip_g,
-            t5,
             mmdit,
-            vae,
-            tokenizers,
+            clip_tokenizers,
             shift,
+            common: Common {
+                t5,
+                t5_tokenizer,
+                vae,
+                device: device.clone(),
+                dtype,
+            },
             resident: None,
-            device: device.clone(),
-            dtype,
         };
-        if !staged {
+        if !plan.staged() {
             sd3.resident = Some(Resident {
                 clip_l: sd3.load_clip(false)?,
                 clip_g: sd3.load_clip(true)?,
-                t5: sd3.load_t5()?,
+                t5: sd3.common.load_t5()?,
                 mmdit: sd3.load_mmdit()?,
-                vae: sd3.load_vae()?,
+                vae: sd3.common.load_vae()?,
             });
         }
         Ok(sd3)
@@ -142,71 +118,73 @@ impl Sd3 {
 
     fn load_clip(&self, g: bool) -> Result<ClipText, BackendError> {
         let part = if g { &self.clip_g } else { &self.clip_l };
-        let vb = var_builder(&part.files, self.dtype, &self.device)?;
         // SD3 pools bigG through its text projection and CLIP-L without one.
-        Ok(ClipText::load(&part.config, vb, g)?)
-    }
-
-    fn load_t5(&self) -> Result<T5Text, BackendError> {
-        let vb = var_builder(&self.t5.files, self.dtype, &self.device)?;
-        Ok(T5Text::load(&self.t5.config, vb)?)
+        self.common.load(part, |c, vb| ClipText::load(c, vb, g))
     }
 
     fn load_mmdit(&self) -> Result<Mmdit, BackendError> {
-        let vb = var_builder(&self.mmdit.files, self.dtype, &self.device)?;
-        Ok(Mmdit::load(&self.mmdit.config, vb)?)
+        self.common.load(&self.mmdit, Mmdit::load)
+    }
+}
+
+impl Stages for Sd3 {
+    type Denoiser = Mmdit;
+
+    fn common(&self) -> &Common {
+        &self.common
     }
 
-    fn load_vae(&self) -> Result<Vae, BackendError> {
-        let vb = var_builder(&self.vae.files, self.dtype, &self.device)?;
-        Vae::load(&self.vae.config, vb)
-    }
-
-    /// Generates `request`'s image as a `(1, 3, h, w)` tensor in [-1, 1].
-    pub(crate) fn generate(&self, request: &ImageRequest, run: &Run) -> Result<Tensor, ServeError> {
-        let (device, dtype) = (&self.device, self.dtype);
+    fn encode(&self, prompt: &str) -> Result<(Tensor, Tensor), Failure> {
         let r = self.resident.as_ref();
         let joint = self.mmdit.config.joint_attention_dim;
-        let (context, pooled) = run.stage(Stage::TextEncoder, || {
-            let mut penultimate = Vec::new();
-            let mut pooled = Vec::new();
-            for (g, tokenizer) in [(false, &self.tokenizers[0]), (true, &self.tokenizers[1])] {
-                let resident = r.map(|r| if g { &r.clip_g } else { &r.clip_l });
-                let clip = Held::get(resident, || self.load_clip(g))?;
-                let ids = tokenizer.encode(&request.prompt)?;
-                let out = clip.forward(&ids.ids, ids.eos, device)?;
-                penultimate.push(out.penultimate);
-                pooled.push(out.pooled);
-                drop(clip);
-                model_runtime::memory::trim_heap();
-            }
-            let clip_context = Tensor::cat(&penultimate, D::Minus1)?;
-            let width = clip_context.dim(D::Minus1)?;
-            let clip_context = clip_context.pad_with_zeros(D::Minus1, 0, joint - width)?;
-            let t5 = Held::get(r.map(|r| &r.t5), || self.load_t5())?;
-            let ids = self.tokenizers[2].encode(&request.prompt)?;
-            let t5_context = t5.encode(&ids.ids, device)?;
-            let context = Tensor::cat(&[clip_context, t5_context], 1)?;
-            Ok::<_, Failure>((context, Tensor::cat(&pooled, D::Minus1)?))
-        })?;
-        let steps = request.steps;
-        let (h, w) = (request.height as usize, request.width as usize);
-        let latents = run.stage(Stage::Denoiser, || {
-            let mmdit = Held::get(r.map(|r| &r.mmdit), || self.load_mmdit())?;
-            let noise = sampler::noise(request.seed, (1, 16, h / 8, w / 8), device, dtype)?;
-            let schedule = sampler::sd3_schedule(steps as usize, self.shift);
-            sampler::euler::<Failure>(
-                noise,
-                &schedule,
-                |x, sigma| mmdit.forward(x, sigma * 1000.0, &pooled, &context),
-                |n| run.step(n, steps),
-            )
-        })?;
-        drop((context, pooled));
-        run.stage(Stage::Decoder, || {
-            let vae = Held::get(r.map(|r| &r.vae), || self.load_vae())?;
-            Ok(vae.decode(&latents)?)
+        let mut penultimate = Vec::new();
+        let mut pooled = Vec::new();
+        let [clip_l, clip_g] = &self.clip_tokenizers;
+        for (g, tokenizer) in [(false, clip_l), (true, clip_g)] {
+            let resident = r.map(|r| if g { &r.clip_g } else { &r.clip_l });
+            let clip = Held::get(resident, || self.load_clip(g))?;
+            let ids = tokenizer.encode(prompt)?;
+            let out = clip.forward(&ids.ids, ids.eos, &self.common.device)?;
+            penultimate.push(out.penultimate);
+            pooled.push(out.pooled);
+            drop(clip);
+            model_runtime::memory::trim_heap();
+        }
+        let clip_context = Tensor::cat(&penultimate, D::Minus1)?;
+        let width = clip_context.dim(D::Minus1)?;
+        let clip_context = clip_context.pad_with_zeros(D::Minus1, 0, joint - width)?;
+        let t5_context = self.common.t5_context(r.map(|r| &r.t5), prompt)?;
+        let context = Tensor::cat(&[clip_context, t5_context], 1)?;
+        Ok((context, Tensor::cat(&pooled, D::Minus1)?))
+    }
+
+    fn denoiser(&self) -> Result<Held<'_, Mmdit>, BackendError> {
+        Held::get(self.resident.as_ref().map(|r| &r.mmdit), || {
+            self.load_mmdit()
         })
+    }
+
+    fn denoise(
+        &self,
+        mmdit: &Mmdit,
+        context: &Tensor,
+        pooled: &Tensor,
+        noise: Tensor,
+        request: &ImageRequest,
+        run: &Run,
+    ) -> Result<Tensor, Failure> {
+        let steps = request.steps;
+        let schedule = sampler::sd3_schedule(steps as usize, self.shift);
+        sampler::euler::<Failure>(
+            noise,
+            &schedule,
+            |x, sigma| mmdit.forward(x, sigma * 1000.0, pooled, context),
+            |n| run.step(n, steps),
+        )
+    }
+
+    fn resident_vae(&self) -> Option<&Vae> {
+        self.resident.as_ref().map(|r| &r.vae)
     }
 }
 
