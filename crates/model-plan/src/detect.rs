@@ -1,17 +1,14 @@
 //! Detection of the machine the planner runs on: RAM (sysinfo, lowered to a cgroup limit),
 //! cores, NUMA nodes (`/sys/devices/system/node` on Linux), SIMD features, free space in the
-//! Hugging Face cache, and GPUs through [`GpuProbe`] hooks. Nothing here shells out.
+//! Hugging Face cache, and GPUs through [`GpuProbe`]s: NVIDIA ones through NVML by default
+//! ([`NvmlGpus`]). Nothing here shells out.
 
-use crate::machine::{Gpu, Machine, Simd};
+use crate::machine::{Gpu, Machine, PlanDevice, Simd};
 use std::path::Path;
 use sysinfo::{Disks, MemoryRefreshKind, RefreshKind, System};
 
-/// A source of GPU memory figures.
-///
-/// The driver queries (CUDA's `cuMemGetInfo`, Metal's `recommendedMaxWorkingSetSize`) need
-/// the GPU libraries that only the Candle backends link, so this crate has none of its own:
-/// a backend built with `cuda` or `metal` implements this trait and passes its probe to
-/// [`detect_with`]. Until then GPUs are described with `--vram`.
+/// A source of GPU memory figures: [`NvmlGpus`] for NVIDIA GPUs, or a fake in tests.
+/// GPUs no probe finds (Apple's) are described with `--vram`.
 pub trait GpuProbe {
     /// Every GPU the probe sees; empty when there is no driver or device (not an error).
     fn gpus(&self) -> Vec<Gpu>;
@@ -19,13 +16,50 @@ pub trait GpuProbe {
     fn describe(&self) -> String;
 }
 
-/// Detects the machine with no GPU probe (see [`detect_with`]).
+/// NVIDIA GPUs found through NVML, the driver's own library (see the `gpu-memory` crate).
+///
+/// NVML is loaded at run time and needs neither the CUDA toolkit nor a CUDA build: planning
+/// for a GPU does not need the CUDA backend compiled in. Without the driver the probe finds
+/// nothing and its [`describe`](GpuProbe::describe) line says why and what to do.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NvmlGpus;
+
+impl GpuProbe for NvmlGpus {
+    fn gpus(&self) -> Vec<Gpu> {
+        gpu_memory::gpus()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| Gpu {
+                device: PlanDevice::Cuda(g.ordinal),
+                name: Some(g.name),
+                memory_bytes: g.total_bytes,
+            })
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        let driver = gpu_memory::Driver::system();
+        match driver.and_then(|d| Ok((d.gpus()?, d.driver_version()))) {
+            Ok((gpus, _)) if gpus.is_empty() => "gpus: the NVIDIA driver sees none visible to \
+                 this process (CUDA_VISIBLE_DEVICES); describe a GPU with --vram"
+                .to_owned(),
+            Ok((gpus, version)) => format!(
+                "gpus: {} found by the NVIDIA driver (NVML{})",
+                gpus.len(),
+                version.map(|v| format!(", driver {v}")).unwrap_or_default()
+            ),
+            Err(e) => format!("gpus: none detected: {e}"),
+        }
+    }
+}
+
+/// Detects the machine, NVIDIA GPUs through [`NvmlGpus`] (see [`detect_with`]).
 pub fn detect() -> Machine {
-    detect_with(&[])
+    detect_with(&[&NvmlGpus])
 }
 
 /// Detects the machine; `gpu_probes` report GPUs (none registered = no GPU detected, which the
-/// machine's `sources` say, naming the cargo feature and the `--vram` override).
+/// machine's `sources` say, naming the `--vram` override).
 pub fn detect_with(gpu_probes: &[&dyn GpuProbe]) -> Machine {
     let mut sources = Vec::new();
     let system = System::new_with_specifics(
@@ -60,7 +94,7 @@ pub fn detect_with(gpu_probes: &[&dyn GpuProbe]) -> Machine {
         sources.push(probe.describe());
     }
     if gpu_probes.is_empty() {
-        sources.push(format!("gpus: {}", no_gpu_probe_message()));
+        sources.push("gpus: not probed; describe a GPU with --vram".to_owned());
     }
 
     Machine {
@@ -74,16 +108,6 @@ pub fn detect_with(gpu_probes: &[&dyn GpuProbe]) -> Machine {
         model_cache_free_bytes: cache_free,
         gpus,
         sources,
-    }
-}
-
-/// Why no GPU was detected when no probe is registered.
-fn no_gpu_probe_message() -> &'static str {
-    if cfg!(any(feature = "cuda", feature = "metal")) {
-        "none detected: GPU memory is read by the Candle backend's probe, which was not \
-         registered; describe the GPU with --vram"
-    } else {
-        "none detected: built without the `cuda`/`metal` features; describe a GPU with --vram"
     }
 }
 
@@ -194,8 +218,15 @@ mod tests {
         let m = detect();
         assert!(m.ram_bytes > 64 << 20, "{m:?}");
         assert!(m.cores.is_some_and(|c| c >= 1));
-        assert!(m.gpus.is_empty(), "no probe registered, so no GPU: {m:?}");
-        assert!(m.sources.iter().any(|s| s.contains("--vram")), "{m:?}");
+        match gpu_memory::gpus() {
+            // No driver (CI): no GPU, and the sources say why and name the override.
+            Err(_) => {
+                assert!(m.gpus.is_empty(), "{m:?}");
+                let line = m.sources.iter().find(|s| s.starts_with("gpus:")).unwrap();
+                assert!(line.contains("NVIDIA") && line.contains("--vram"), "{line}");
+            }
+            Ok(gpus) => assert_eq!(m.gpus.len(), gpus.len(), "{m:?}"),
+        }
         #[cfg(target_arch = "x86_64")]
         {
             // Every x86_64 build targets SSE2 at least, and the compiled list is a subset of

@@ -1,8 +1,8 @@
 //! Hardware fit planner: which registry models fit this machine, and together with which.
 //!
 //! 1. **Machine** — [`detect()`] reads RAM (sysinfo, lowered to a cgroup limit), cores, NUMA
-//!    nodes, SIMD features, free space in the Hugging Face cache and GPUs (through
-//!    [`detect::GpuProbe`] hooks the Candle backends fill); [`MachineOverrides`] replaces any
+//!    nodes, SIMD features, free space in the Hugging Face cache and NVIDIA GPUs (through
+//!    NVML, [`NvmlGpus`]; other [`GpuProbe`]s can be passed to [`detect_with`]); [`MachineOverrides`] replaces any
 //!    value, and [`Machine::with_ram`] describes a machine you don't have.
 //! 2. **Budget** — [`BudgetPolicy`]: per device, an OS/runtime reserve and a safety margin
 //!    (defaults and their reasons in [`budget`]).
@@ -38,7 +38,7 @@ pub mod svg;
 pub mod table;
 
 pub use budget::{BudgetPolicy, DeviceBudget, ReservePolicy};
-pub use detect::{GpuProbe, detect, detect_with};
+pub use detect::{GpuProbe, NvmlGpus, detect, detect_with};
 pub use machine::{Gpu, GpuKind, Machine, MachineOverrides, PlanDevice, Simd};
 pub use plan::{
     DevicePlan, ModelPlan, PLAN_FORMAT_VERSION, Parts, Plan, PlanFileError, StagingPlan, Tier,
