@@ -84,27 +84,10 @@ impl ChatTemplate {
     pub fn render(self, messages: &[ChatMessage], image: bool) -> String {
         let mut out = String::new();
         let mut image_pending = image;
+        let im_start = |_: Role| "<|im_start|>";
         match self {
-            ChatTemplate::Phi4 => {
-                for m in messages {
-                    out.push_str(&format!(
-                        "<|im_start|>{}<|im_sep|>{}<|im_end|>",
-                        role_name(m.role),
-                        m.content
-                    ));
-                }
-                out.push_str("<|im_start|>assistant<|im_sep|>");
-            }
-            ChatTemplate::ChatMl => {
-                for m in messages {
-                    out.push_str(&format!(
-                        "<|im_start|>{}\n{}<|im_end|>\n",
-                        role_name(m.role),
-                        m.content
-                    ));
-                }
-                out.push_str("<|im_start|>assistant\n");
-            }
+            ChatTemplate::Phi4 => im_turns(&mut out, messages, im_start, "<|im_sep|>", ""),
+            ChatTemplate::ChatMl => im_turns(&mut out, messages, im_start, "\n", "\n"),
             ChatTemplate::Llava15 => {
                 for m in messages {
                     match m.role {
@@ -124,19 +107,12 @@ impl ChatTemplate {
                 if !messages.iter().any(|m| m.role == Role::System) {
                     out.push_str("<|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by Moonshot AI.<|im_end|>");
                 }
-                for m in messages {
-                    let tag = match m.role {
-                        Role::System => "<|im_system|>",
-                        Role::User => "<|im_user|>",
-                        Role::Assistant => "<|im_assistant|>",
-                    };
-                    out.push_str(&format!(
-                        "{tag}{}<|im_middle|>{}<|im_end|>",
-                        role_name(m.role),
-                        m.content
-                    ));
-                }
-                out.push_str("<|im_assistant|>assistant<|im_middle|>");
+                let open = |role: Role| match role {
+                    Role::System => "<|im_system|>",
+                    Role::User => "<|im_user|>",
+                    Role::Assistant => "<|im_assistant|>",
+                };
+                im_turns(&mut out, messages, open, "<|im_middle|>", "");
             }
         }
         out
@@ -151,6 +127,22 @@ impl ChatTemplate {
             ChatTemplate::Kimi => &["<|im_end|>"],
         }
     }
+}
+
+/// ChatML-style turns: `{open}{role}{sep}{content}<|im_end|>{end}` for each message, `open`
+/// being the opening tag of its role, then the assistant's `{open}assistant{sep}`.
+fn im_turns(
+    out: &mut String,
+    messages: &[ChatMessage],
+    open: fn(Role) -> &'static str,
+    sep: &str,
+    end: &str,
+) {
+    for m in messages {
+        let (tag, role) = (open(m.role), role_name(m.role));
+        out.push_str(&format!("{tag}{role}{sep}{}<|im_end|>{end}", m.content));
+    }
+    out.push_str(&format!("{}assistant{sep}", open(Role::Assistant)));
 }
 
 impl fmt::Display for ChatTemplate {
