@@ -599,22 +599,7 @@ mod tests {
 
     #[test]
     fn image_batches_reserve_per_image() {
-        let m = ServedModel::new(
-            "clip",
-            "dir",
-            EmbedOptions::new()
-                .memory(DeclaredMemory {
-                    resident_bytes: 1,
-                    per_request_bytes: 3,
-                    profile_batch: 1,
-                    profile_seq_len: None,
-                    estimate_mb: None,
-                })
-                .batch(model_networks::embed::BatchLimits {
-                    max_batch_size: 8,
-                    ..Default::default()
-                }),
-        );
+        let m = ServedModel::new("clip", "dir", crate::embed::tests::image_embedder());
         assert_eq!(m.pool_spec(0).need_bytes(), 25);
     }
 }

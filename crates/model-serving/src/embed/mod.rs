@@ -214,7 +214,7 @@ impl EmbedOptions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn minilm_like() -> EmbedOptions {
@@ -251,9 +251,9 @@ mod tests {
         assert_eq!(c.effective_batch_tokens(), 512);
     }
 
-    #[test]
-    fn image_batches_scale_with_images() {
-        let c = EmbedOptions::new()
+    /// An image embedder: 1 byte resident, 3 per image, batches of up to 8 images.
+    pub(crate) fn image_embedder() -> EmbedOptions {
+        EmbedOptions::new()
             .memory(DeclaredMemory {
                 resident_bytes: 1,
                 per_request_bytes: 3,
@@ -264,7 +264,11 @@ mod tests {
             .batch(BatchLimits {
                 max_batch_size: 8,
                 ..Default::default()
-            });
-        assert_eq!(c.per_batch_bytes(), 24);
+            })
+    }
+
+    #[test]
+    fn image_batches_scale_with_images() {
+        assert_eq!(image_embedder().per_batch_bytes(), 24);
     }
 }
