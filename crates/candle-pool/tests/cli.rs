@@ -15,19 +15,32 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The binary, without `MODEL_CARDS_DIR`.
+/// The binary, without `MODEL_CARDS_DIR`.
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_candle-pool"));
+    c.env_remove("MODEL_CARDS_DIR");
+    c
+}
+
 /// Runs the binary in an empty directory, without the variables that could point it at the
 /// source tree.
 fn candle_pool(args: &[&str]) -> Output {
     let cwd = scratch("cwd");
-    let out = Command::new(env!("CARGO_BIN_EXE_candle-pool"))
+    let out = bin()
         .args(args)
         .current_dir(&cwd)
-        .env_remove("MODEL_CARDS_DIR")
         .env_remove("MODEL_REGISTRY_CARDS_DIR")
         .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run candle-pool");
     std::fs::remove_dir_all(&cwd).ok();
+    out
+}
+
+/// `out`, once it is checked to be a success (else the test fails showing its stderr).
+fn succeeded(out: Output) -> Output {
+    assert!(out.status.success(), "{}", text(&out.stderr));
     out
 }
 
@@ -37,8 +50,7 @@ fn text(out: &[u8]) -> String {
 
 #[test]
 fn list_names_the_backend_of_the_eleven_served_models_without_the_source_tree() {
-    let out = candle_pool(&["list"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = succeeded(candle_pool(&["list"]));
     let stdout = text(&out.stdout);
     for m in model_registry::ALL {
         let line = stdout
@@ -65,15 +77,14 @@ fn list_names_the_backend_of_the_eleven_served_models_without_the_source_tree() 
 fn plan_prints_the_same_plan_as_the_library_and_writes_a_file_the_pool_reads() {
     let dir = scratch("plan");
     let file = dir.join("plan.json");
-    let out = candle_pool(&[
+    let out = succeeded(candle_pool(&[
         "plan",
         "--ram",
         "24GiB",
         "--no-gpu",
         "--write",
         file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    ]));
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("unsloth/Kimi-K2-Instruct-GGUF") && stdout.contains("never"),
@@ -172,23 +183,14 @@ fn every_subcommand_has_help() {
     }
 }
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_candle-pool"));
-    c.env_remove("MODEL_CARDS_DIR");
-    c
-}
-
 #[test]
 fn cli_lists_the_registry_with_estimates_and_fit() {
-    let out = bin()
-        .arg("list")
-        .env("MODEL_POOL_BUDGET", "4GiB")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        bin()
+            .arg("list")
+            .env("MODEL_POOL_BUDGET", "4GiB")
+            .output()
+            .unwrap(),
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("cpu budget: 4.0 GiB"), "{text}");
@@ -218,16 +220,13 @@ fn cli_lists_the_registry_with_estimates_and_fit() {
 #[test]
 fn cli_embeds_arguments_and_stdin_as_json() {
     let dir = model_fixtures::embed::tiny(model_serving::Family::Bert);
-    let out = bin()
-        .args(["embed", "--model", "my/tiny-bert", "--weights"])
-        .arg(&dir)
-        .args(["hello world", "rust"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        bin()
+            .args(["embed", "--model", "my/tiny-bert", "--weights"])
+            .arg(&dir)
+            .args(["hello world", "rust"])
+            .output()
+            .unwrap(),
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let items = json.as_array().unwrap();
@@ -266,7 +265,7 @@ fn cli_embeds_arguments_and_stdin_as_json() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = text(&out.stderr);
     assert!(err.contains("/nonexistent/dir"), "{err}");
 }
 
@@ -299,7 +298,7 @@ fn the_cli_streams_an_answer_and_explains_a_refusal() {
         "answer",
     ];
     let a = cli("4GiB", &args);
-    let stderr = String::from_utf8_lossy(&a.stderr);
+    let stderr = text(&a.stderr);
     assert!(a.status.success(), "{stderr}");
     assert!(stderr.contains("new tokens"), "{stderr}");
     let b = cli("4GiB", &args);
@@ -314,14 +313,11 @@ fn the_cli_streams_an_answer_and_explains_a_refusal() {
     ];
     let small = cli("24GiB", &kimi);
     assert!(!small.status.success());
-    assert!(
-        String::from_utf8_lossy(&small.stderr).contains("can never fit"),
-        "{small:?}"
-    );
+    assert!(text(&small.stderr).contains("can never fit"), "{small:?}");
     let large = cli("2TiB", &kimi);
     assert!(!large.status.success());
     assert!(
-        String::from_utf8_lossy(&large.stderr).contains("no backend for architecture deepseek2"),
+        text(&large.stderr).contains("no backend for architecture deepseek2"),
         "{large:?}"
     );
 }
@@ -334,9 +330,8 @@ fn the_cli_writes_an_image_file_for_a_prompt() {
     let dir = model_fixtures::scratch("cli-sd3");
     diffusion::write(&dir, Pipeline::Sd3, &Geometry::tiny(Pipeline::Sd3), 7).unwrap();
     let out = dir.join("fox.png");
-    let run = |args: &[&str]| bin().args(args).output().unwrap();
     let weights = dir.to_str().unwrap();
-    let ok = run(&[
+    let prompt = [
         "text-to-image",
         "--model",
         SD3,
@@ -344,6 +339,9 @@ fn the_cli_writes_an_image_file_for_a_prompt() {
         weights,
         "--prompt",
         "a red fox",
+    ];
+    let run = |args: &[&str]| bin().args(prompt).args(args).output().unwrap();
+    let ok = run(&[
         "--width",
         "48",
         "--height",
@@ -358,26 +356,16 @@ fn the_cli_writes_an_image_file_for_a_prompt() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let stderr = String::from_utf8_lossy(&ok.stderr);
+    let stderr = text(&ok.stderr);
     assert!(ok.status.success(), "{stderr}");
     assert!(stderr.contains("step 2/2"), "{stderr}");
     let png = std::fs::read(&out).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
     let image = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
     assert_eq!((image.width(), image.height()), (48, 32));
-    let bad = run(&[
-        "text-to-image",
-        "--model",
-        SD3,
-        "--weights",
-        weights,
-        "--prompt",
-        "a red fox",
-        "--width",
-        "50",
-    ]);
+    let bad = run(&["--width", "50"]);
     assert!(!bad.status.success());
-    let stderr = String::from_utf8_lossy(&bad.stderr);
+    let stderr = text(&bad.stderr);
     assert!(stderr.contains("multiples of 16"), "{stderr}");
     diffusion::remove(&dir).unwrap();
 }
@@ -385,15 +373,12 @@ fn the_cli_writes_an_image_file_for_a_prompt() {
 #[test]
 fn cli_reports_estimate_against_measured_memory() {
     const KEY: &str = "sentence-transformers/all-MiniLM-L6-v2";
-    let out = bin()
-        .args(["report", "--model", KEY, "--weights"])
-        .arg(model_fixtures::minilm::checkpoint())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        bin()
+            .args(["report", "--model", KEY, "--weights"])
+            .arg(model_fixtures::minilm::checkpoint())
+            .output()
+            .unwrap(),
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let row = text
