@@ -288,6 +288,23 @@ pub enum GovernorError {
         /// The reserve asked for.
         reserve: ByteSize,
     },
+    /// Other processes hold so much of a GPU that its reserve leaves nothing.
+    #[error(
+        "{device} has {total}, of which other processes hold {held_by_others}; with the reserve \
+         of {reserve} nothing is left for models: free the GPU or set the budget with \
+         MODEL_POOL_BUDGET_{env_device}",
+        env_device = device.to_string().replace(':', "").to_ascii_uppercase()
+    )]
+    DeviceTaken {
+        /// The device.
+        device: DeviceId,
+        /// Its detected total.
+        total: ByteSize,
+        /// What other processes held when it was probed.
+        held_by_others: ByteSize,
+        /// The reserve.
+        reserve: ByteSize,
+    },
     /// `install_global` was called after the global governor was already in use.
     #[error(
         "a process-wide memory governor is already installed; install yours before the first use"

@@ -43,7 +43,7 @@ pub struct LoadMeasurement {
 pub struct LoadClock {
     device: candle_core::Device,
     before_rss: u64,
-    device_before: Option<u64>,
+    device_before: Option<gpu_memory::Usage>,
     started: Instant,
     weights: Option<(u64, u64)>,
 }
@@ -55,10 +55,10 @@ impl LoadClock {
     }
 
     fn delta(&self) -> u64 {
-        match (self.device_before, memory::device_used_bytes(&self.device)) {
-            (Some(b), Some(a)) => a.saturating_sub(b),
-            _ => memory::resident().rss.saturating_sub(self.before_rss),
-        }
+        self.device_before
+            .zip(memory::device_used_bytes(&self.device))
+            .and_then(|(before, after)| after.since(&before))
+            .unwrap_or_else(|| memory::resident().rss.saturating_sub(self.before_rss))
     }
 }
 

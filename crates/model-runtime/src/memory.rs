@@ -1,5 +1,5 @@
 //! Measuring what a load really takes: resident memory of this process on the CPU, device
-//! memory on CUDA.
+//! memory this process holds on CUDA (through NVML).
 //!
 //! On Linux the figures come from `/proc/self/status` (`VmRSS`, split into `RssAnon` and
 //! `RssFile`: the anonymous part is memory the process owns; the file part is page cache
@@ -137,43 +137,17 @@ impl Drop for PeakSampler {
     }
 }
 
-/// Device memory in use on the GPU that `device` lives on, if it is a CUDA device.
-#[cfg(feature = "cuda")]
-pub fn device_used_bytes(device: &candle_core::Device) -> Option<u64> {
-    let candle_core::Device::Cuda(cuda) = device else {
+/// Device memory this process holds on the GPU that `device` lives on, if it is a CUDA
+/// device and NVML can say (see the `gpu-memory` crate): this process's own use, not the
+/// whole device's, so another program's allocations do not count as ours. `None` on the CPU
+/// and where NVML is missing; callers then fall back to the resident set.
+pub fn device_used_bytes(device: &candle_core::Device) -> Option<gpu_memory::Usage> {
+    let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() else {
         return None;
     };
-    let (free, total) = cuda.cuda_stream().context().mem_get_info().ok()?;
-    Some((total - free) as u64)
-}
-
-/// CUDA device memory as the driver reports it, for the governor (model-pool has no GPU
-/// dependency of its own and leaves this probe to the backend).
-#[cfg(feature = "cuda")]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CudaMemoryProbe;
-
-#[cfg(feature = "cuda")]
-impl model_pool::governor::MemoryProbe for CudaMemoryProbe {
-    fn detect(&self) -> Vec<model_pool::governor::DetectedMemory> {
-        use candle_core::cuda_backend::cudarc::driver::CudaContext;
-        let count = CudaContext::device_count().unwrap_or(0).max(0) as usize;
-        (0..count)
-            .filter_map(|i| {
-                let total = CudaContext::new(i).ok()?.total_mem().ok()? as u64;
-                Some(model_pool::governor::DetectedMemory {
-                    device: model_pool::DeviceId::Cuda(i as u32),
-                    total_bytes: total,
-                })
-            })
-            .collect()
-    }
-}
-
-/// Device memory in use: only CUDA builds can ask the driver.
-#[cfg(not(feature = "cuda"))]
-pub fn device_used_bytes(_device: &candle_core::Device) -> Option<u64> {
-    None
+    gpu_memory::used_by_this_process(gpu_id as u32)
+        .map_err(|e| gpu_memory::warn_once_unavailable(&e))
+        .ok()
 }
 
 #[cfg(test)]

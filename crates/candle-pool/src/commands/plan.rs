@@ -14,8 +14,14 @@ pub fn run(args: &Args) -> Result<(), String> {
     let words: Vec<String> = std::env::args().skip(2).collect();
     let invocation = model_plan_cli::invocation("candle-pool plan", &words);
     let mut out = std::io::stdout().lock();
-    let outcome = model_plan_cli::run(&args.plan, registry, &[&model_plan::NvmlGpus], &invocation, &mut out)
-        .map_err(|e| e.to_string())?;
+    let outcome = model_plan_cli::run(
+        &args.plan,
+        registry,
+        &[&model_plan::NvmlGpus],
+        &invocation,
+        &mut out,
+    )
+    .map_err(|e| e.to_string())?;
     if outcome.up_to_date {
         Ok(())
     } else {

@@ -265,10 +265,13 @@ fn measure(args: &[String]) -> Result<(), String> {
         measured <= est.total_bytes,
         est.total_bytes as f64 / measured.max(1) as f64
     );
-    if let (Some(b), Some(a)) = (device_baseline, device_peak) {
+    if let Some(added) = device_peak
+        .zip(device_baseline)
+        .and_then(|(after, before)| after.since(&before))
+    {
         println!(
             "device memory after the request: {:.1} MiB above the baseline",
-            mib(a.saturating_sub(b))
+            mib(added)
         );
     }
     println!("time: {elapsed:.1?}; PNG {} bytes", image.png.len());

@@ -20,7 +20,7 @@ pub const ENV_OS_RESERVE: &str = "MODEL_POOL_OS_RESERVE";
 ///
 /// A configured budget is taken as is. A detected total has a reserve taken off: for RAM the
 /// OS, page cache and the application's own heap; for a GPU the driver context and allocator
-/// slack. Without a reserve a pool that "fits" would still push the machine into swap or the
+/// slack, and what other processes hold on it when it is probed. Without a reserve a pool that "fits" would still push the machine into swap or the
 /// OOM killer.
 pub struct GovernorConfig {
     fixed: BTreeMap<DeviceId, u64>,
@@ -54,7 +54,7 @@ impl GovernorConfig {
         let mut config = Self::empty().probe(SystemRamProbe);
         #[cfg(feature = "cuda")]
         {
-            config = config.probe(super::detect::CudaProbe);
+            config = config.probe(super::detect::NvmlProbe);
         }
         #[cfg(feature = "metal")]
         {
@@ -147,13 +147,27 @@ impl GovernorConfig {
                     .unwrap_or_else(|| Self::default_reserve(found.device, found.total_bytes));
                 let budget = found
                     .total_bytes
+                    .saturating_sub(found.held_by_others_bytes)
                     .checked_sub(reserve)
-                    .filter(|b| *b > 0)
-                    .ok_or(GovernorError::ReserveExceedsTotal {
-                        device: found.device,
-                        total: ByteSize(found.total_bytes),
-                        reserve: ByteSize(reserve),
-                    })?;
+                    .filter(|b| *b > 0);
+                let budget = match budget {
+                    Some(b) => b,
+                    None if found.held_by_others_bytes > 0 => {
+                        return Err(GovernorError::DeviceTaken {
+                            device: found.device,
+                            total: ByteSize(found.total_bytes),
+                            held_by_others: ByteSize(found.held_by_others_bytes),
+                            reserve: ByteSize(reserve),
+                        });
+                    }
+                    None => {
+                        return Err(GovernorError::ReserveExceedsTotal {
+                            device: found.device,
+                            total: ByteSize(found.total_bytes),
+                            reserve: ByteSize(reserve),
+                        });
+                    }
+                };
                 budgets.insert(found.device, budget);
             }
         }
@@ -190,6 +204,7 @@ mod tests {
             .probe(FixedProbe(vec![DetectedMemory {
                 device: DeviceId::Cpu,
                 total_bytes: 64 * GIB,
+                held_by_others_bytes: 0,
             }]))
             .with_env_vars(vars(&[
                 ("MODEL_POOL_BUDGET", "18GiB"),
@@ -205,10 +220,12 @@ mod tests {
             DetectedMemory {
                 device: DeviceId::Cpu,
                 total_bytes: 64 * GIB,
+                held_by_others_bytes: 0,
             },
             DetectedMemory {
                 device: DeviceId::Cuda(0),
                 total_bytes: 24 * GIB,
+                held_by_others_bytes: 0,
             },
         ]);
         let config = GovernorConfig::empty()
@@ -221,6 +238,32 @@ mod tests {
         let budgets = config.resolve().unwrap();
         assert_eq!(budgets[&DeviceId::Cpu], 60 * GIB);
         assert_eq!(budgets[&DeviceId::Cuda(0)], 24 * GIB - (24 * GIB / 20));
+    }
+
+    #[test]
+    fn memory_other_processes_hold_on_a_gpu_is_not_budgeted() {
+        let shared_gpu = FixedProbe(vec![DetectedMemory {
+            device: DeviceId::Cuda(0),
+            total_bytes: 24 * GIB,
+            held_by_others_bytes: 10 * GIB,
+        }]);
+        let budgets = GovernorConfig::empty().probe(shared_gpu).resolve().unwrap();
+        assert_eq!(budgets[&DeviceId::Cuda(0)], 14 * GIB - (24 * GIB / 20));
+        let full_gpu = FixedProbe(vec![DetectedMemory {
+            device: DeviceId::Cuda(0),
+            total_bytes: 24 * GIB,
+            held_by_others_bytes: 24 * GIB,
+        }]);
+        let err = GovernorConfig::empty()
+            .probe(full_gpu)
+            .resolve()
+            .unwrap_err();
+        assert!(matches!(err, GovernorError::DeviceTaken { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("MODEL_POOL_BUDGET_CUDA0") && text.contains("other processes"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -249,6 +292,7 @@ mod tests {
             .probe(FixedProbe(vec![DetectedMemory {
                 device: DeviceId::Cpu,
                 total_bytes: 2 * GIB,
+                held_by_others_bytes: 0,
             }]))
             .reserve(DeviceId::Cpu, 3 * GIB)
             .resolve()

@@ -11,14 +11,15 @@ pub struct DetectedMemory {
     pub device: DeviceId,
     /// Its total memory in bytes, before any reserve is taken off.
     pub total_bytes: u64,
+    /// Memory other processes held on it when it was probed (a GPU shared with another
+    /// program), kept out of the budget; 0 for RAM, whose budget is the total.
+    pub held_by_others_bytes: u64,
 }
 
 /// A source of device memory figures.
 ///
-/// RAM comes from [`SystemRamProbe`]. GPU memory is reported by the backend that talks to the
-/// driver (CUDA's `cuMemGetInfo`, Metal's `recommendedMaxWorkingSetSize`); backends register
-/// their probe with [`GovernorConfig::probe`](super::GovernorConfig::probe), so this crate
-/// needs no GPU dependency of its own.
+/// RAM comes from [`SystemRamProbe`], NVIDIA GPUs from [`NvmlProbe`]; other sources are
+/// registered with [`GovernorConfig::probe`](super::GovernorConfig::probe).
 pub trait MemoryProbe: Send + Sync {
     /// The devices this probe can see and their total memory. An empty list means the probe
     /// found nothing (no driver, no device), which is not an error: that device then needs a
@@ -49,34 +50,49 @@ impl MemoryProbe for SystemRamProbe {
         vec![DetectedMemory {
             device: DeviceId::Cpu,
             total_bytes: total,
+            held_by_others_bytes: 0,
         }]
     }
 }
 
-/// CUDA device memory.
+/// NVIDIA GPUs through NVML (the `gpu-memory` crate), registered by
+/// [`GovernorConfig::detect`](super::GovernorConfig::detect) in `cuda` builds.
 ///
-/// The query itself needs the CUDA driver API, which only the Candle `cuda` backend links;
-/// that backend provides the real probe. Until it is registered this probe finds nothing and
-/// says so once, so CUDA devices need a configured budget (`MODEL_POOL_BUDGET_CUDA0=20GiB`).
-#[cfg(feature = "cuda")]
+/// Each GPU's total is reported with what other processes hold on it at that moment, so a
+/// GPU shared with another program is budgeted for what is left. Without the NVIDIA driver
+/// this finds nothing and says so once; budgets then cover RAM only, unless
+/// `MODEL_POOL_BUDGET_CUDA<N>` gives one.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CudaProbe;
+pub struct NvmlProbe;
 
-#[cfg(feature = "cuda")]
-impl MemoryProbe for CudaProbe {
+impl MemoryProbe for NvmlProbe {
     fn detect(&self) -> Vec<DetectedMemory> {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            tracing::warn!(
-                "CUDA memory detection is provided by the Candle cuda backend; \
-                 configure MODEL_POOL_BUDGET_CUDA<N> until it is registered"
-            );
+        let found = gpu_memory::Driver::system().and_then(|driver| {
+            let gpus = driver.gpus()?;
+            Ok(gpus
+                .into_iter()
+                .map(|gpu| {
+                    let own = driver
+                        .used_by_this_process(gpu.ordinal)
+                        .ok()
+                        .filter(|u| u.scope == gpu_memory::UsageScope::Process)
+                        .map_or(0, |u| u.bytes);
+                    DetectedMemory {
+                        device: DeviceId::Cuda(gpu.ordinal),
+                        total_bytes: gpu.total_bytes,
+                        held_by_others_bytes: gpu.used_bytes.saturating_sub(own),
+                    }
+                })
+                .collect())
         });
-        Vec::new()
+        found.unwrap_or_else(|e| {
+            gpu_memory::warn_once_unavailable(&e);
+            Vec::new()
+        })
     }
 }
 
-/// Metal device memory; like [`CudaProbe`], the query lives in the Candle `metal` backend.
+/// Metal device memory: not probed yet (the query lives in the Candle `metal` backend).
 #[cfg(feature = "metal")]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MetalProbe;
@@ -109,5 +125,21 @@ mod tests {
         );
         assert_eq!(found[0].device, DeviceId::Cpu);
         assert!(found[0].total_bytes > 64 << 20, "{found:?}");
+    }
+
+    #[test]
+    fn nvml_finds_exactly_what_the_driver_reports() {
+        let found = NvmlProbe.detect();
+        match gpu_memory::gpus() {
+            // No driver: RAM only, nothing invented.
+            Err(_) => assert!(found.is_empty(), "{found:?}"),
+            Ok(gpus) => {
+                assert_eq!(found.len(), gpus.len());
+                for (f, g) in found.iter().zip(&gpus) {
+                    assert_eq!(f.device, DeviceId::Cuda(g.ordinal));
+                    assert!(f.held_by_others_bytes <= f.total_bytes, "{f:?}");
+                }
+            }
+        }
     }
 }

@@ -16,11 +16,9 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
 
 pub use config::{ENV_DEVICE_BUDGET_PREFIX, ENV_OS_RESERVE, ENV_RAM_BUDGET, GovernorConfig};
-#[cfg(feature = "cuda")]
-pub use detect::CudaProbe;
 #[cfg(feature = "metal")]
 pub use detect::MetalProbe;
-pub use detect::{DetectedMemory, MemoryProbe, SystemRamProbe};
+pub use detect::{DetectedMemory, MemoryProbe, NvmlProbe, SystemRamProbe};
 pub use reservation::Reservation;
 
 use crate::device::DeviceId;
