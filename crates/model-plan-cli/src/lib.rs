@@ -389,27 +389,14 @@ mod tests {
         assert_eq!(Plan::load(&file).unwrap(), done.plan);
         assert_eq!(done.plan.machine.cores, None, "--no-detect detects nothing");
 
-        let check = parse(&[
-            "--no-detect",
-            "--ram",
-            "64GiB",
-            "--write",
-            file_arg,
-            "--check",
-        ])
-        .unwrap();
-        let ok = run(&check, &registry, &[], "plan", &mut Vec::new()).unwrap();
+        let check = |ram| {
+            let args = ["--no-detect", "--ram", ram, "--write", file_arg, "--check"];
+            parse(&args).unwrap()
+        };
+        let ok = run(&check("64GiB"), &registry, &[], "plan", &mut Vec::new()).unwrap();
         assert!(ok.up_to_date);
-        let other = parse(&[
-            "--no-detect",
-            "--ram",
-            "48GiB",
-            "--write",
-            file_arg,
-            "--check",
-        ])
-        .unwrap();
         let mut out = Vec::new();
+        let other = check("48GiB");
         let stale = run(&other, &registry, &[], "cargo xtask plan …", &mut out).unwrap();
         assert!(!stale.up_to_date);
         assert!(
