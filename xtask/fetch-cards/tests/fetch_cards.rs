@@ -4,9 +4,11 @@
 mod support;
 
 use fetch_cards::{
-    FetchError, FetchOptions, HubOptions, Log, ModelReport, Outcome, RunReport, run,
+    ComponentReport, FetchError, FetchOptions, HubOptions, Log, ModelReport, Outcome, RunReport,
+    run,
 };
 use model_spec::shapes::inventory;
+use model_spec::spec::Component;
 use model_spec::{Family, load_spec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -69,15 +71,87 @@ fn only_error(o: &FetchOptions) -> (FetchError, String) {
     (r.failures.remove(0).error, text)
 }
 
+/// A text embedding entry with all-MiniLM-L6-v2's run profile.
+fn minilm_profile_entry(key: &str, spec: &str, format: &str, files: &[&str]) -> String {
+    let profile_of = "sentence-transformers/all-MiniLM-L6-v2";
+    entry_toml(key, "text_embedding", spec, format, files, profile_of)
+}
+
 fn minilm_entry() -> String {
-    entry_toml(
+    minilm_profile_entry(
         "sentence-transformers/all-MiniLM-L6-v2",
-        "text_embedding",
         "text_embedding/all-minilm-l6-v2.toml",
         "safetensors",
         &["model.safetensors"],
-        "sentence-transformers/all-MiniLM-L6-v2",
     )
+}
+
+/// The entry for [`sharded_qwen2`], found through the shard index.
+fn sharded_qwen2_entry() -> String {
+    entry_toml(
+        "fixture/gte-qwen2-sharded",
+        "text_embedding",
+        "text_embedding/gte-qwen2-sharded.toml",
+        "safetensors",
+        &["model.safetensors.index.json"],
+        "Alibaba-NLP/gte-Qwen2-1.5B-instruct",
+    )
+}
+
+/// The entry for [`diffusers_sd3`], found through `model_index.json`.
+fn diffusers_sd3_entry() -> String {
+    entry_toml(
+        "fixture/sd3-diffusers",
+        "text_to_image",
+        "text_to_image/sd3-diffusers.toml",
+        "safetensors",
+        &["model_index.json"],
+        "stabilityai/stable-diffusion-3.5-large-turbo",
+    )
+}
+
+/// The entry for [`dense_head`], found through `modules.json`.
+fn dense_head_entry() -> String {
+    entry_toml(
+        "fixture/stella-dense",
+        "text_embedding",
+        "text_embedding/stella-dense.toml",
+        "safetensors",
+        &["modules.json"],
+        "dunzhang/stella_en_1.5B_v5",
+    )
+}
+
+/// The entry for [`gguf_multipart`], its parts named by a pattern.
+fn gguf_multipart_entry() -> String {
+    entry_toml(
+        "fixture/phi-4-gguf-split",
+        "text_to_text",
+        "text_to_text/phi-4-split.toml",
+        "gguf",
+        &["phi-4-Q4_K_M-*-of-00003.gguf"],
+        "microsoft/phi-4",
+    )
+}
+
+/// Fetches `entry` from a hub serving `repo` alone: the setup holding what was written, and
+/// the model's report.
+fn fetch_one(repo: FixtureRepo, entry: String) -> (Setup, ModelReport) {
+    let hub = FixtureHub::start(vec![repo]);
+    let s = setup(&[entry]);
+    let (mut r, _) = ok(&opts(&hub, &s));
+    (s, r.models.remove(0))
+}
+
+/// `got`'s inventory is the one `want`, a checked-in spec's component, records.
+fn assert_inventory(got: &ComponentReport, want: &Component) {
+    assert_eq!(
+        rows(&got.inventory),
+        rows(&want.weights.inventory),
+        "{} vs {}",
+        got.name,
+        want.name
+    );
 }
 
 /// Headers are a vanishing fraction of the weights (the acceptance floor is 0.01 %).
@@ -101,19 +175,6 @@ fn no_temp_files(dir: &Path) {
             e.display()
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]
@@ -216,18 +277,7 @@ fn minilm_reproduces_the_real_header_inventory() {
 
 #[test]
 fn sharded_safetensors_follow_the_index() {
-    let hub = FixtureHub::start(vec![sharded_qwen2()]);
-    let key = "Alibaba-NLP/gte-Qwen2-1.5B-instruct";
-    let s = setup(&[entry_toml(
-        "fixture/gte-qwen2-sharded",
-        "text_embedding",
-        "text_embedding/gte-qwen2-sharded.toml",
-        "safetensors",
-        &["model.safetensors.index.json"],
-        key,
-    )]);
-    let (r, _) = ok(&opts(&hub, &s));
-    let m = &r.models[0];
+    let (_s, m) = fetch_one(sharded_qwen2(), sharded_qwen2_entry());
     assert_eq!(
         m.components[0].files,
         [
@@ -236,12 +286,9 @@ fn sharded_safetensors_follow_the_index() {
         ]
     );
     let want = checked_in_spec("text_embedding/gte-qwen2-1-5b-instruct.toml");
-    assert_eq!(
-        rows(&m.components[0].inventory),
-        rows(&want.components[0].weights.inventory)
-    );
+    assert_inventory(&m.components[0], &want.components[0]);
     assert!(m.weight_bytes > 6_000_000_000);
-    assert_headers_only(m);
+    assert_headers_only(&m);
     assert_eq!(
         m.transfer.range_requests, 4,
         "length prefix + rest, per shard"
@@ -250,18 +297,7 @@ fn sharded_safetensors_follow_the_index() {
 
 #[test]
 fn diffusers_components_from_model_index() {
-    let hub = FixtureHub::start(vec![diffusers_sd3()]);
-    let key = "stabilityai/stable-diffusion-3.5-large-turbo";
-    let s = setup(&[entry_toml(
-        "fixture/sd3-diffusers",
-        "text_to_image",
-        "text_to_image/sd3-diffusers.toml",
-        "safetensors",
-        &["model_index.json"],
-        key,
-    )]);
-    let (r, _) = ok(&opts(&hub, &s));
-    let m = &r.models[0];
+    let (_s, m) = fetch_one(diffusers_sd3(), diffusers_sd3_entry());
     let want = checked_in_spec("text_to_image/stable-diffusion-3-5-large-turbo.toml");
     let names: Vec<&str> = m.components.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
@@ -284,11 +320,7 @@ fn diffusers_components_from_model_index() {
         let got = m.components.iter().find(|c| c.name == ours).unwrap();
         let exp = component(&want, theirs);
         assert_eq!(got.family, exp.family, "{ours}");
-        assert_eq!(
-            rows(&got.inventory),
-            rows(&exp.weights.inventory),
-            "{ours} vs {theirs}"
-        );
+        assert_inventory(got, exp);
     }
     let t5 = m
         .components
@@ -296,7 +328,7 @@ fn diffusers_components_from_model_index() {
         .find(|c| c.name == "text_encoder_3")
         .unwrap();
     assert_eq!(t5.files.len(), 2);
-    assert_headers_only(m);
+    assert_headers_only(&m);
     let spec = load_spec(&m.spec_path).unwrap().spec;
     assert_eq!(
         spec.license.as_deref(),
@@ -307,29 +339,14 @@ fn diffusers_components_from_model_index() {
 
 #[test]
 fn dense_head_from_modules_json() {
-    let hub = FixtureHub::start(vec![dense_head()]);
-    let s = setup(&[entry_toml(
-        "fixture/stella-dense",
-        "text_embedding",
-        "text_embedding/stella-dense.toml",
-        "safetensors",
-        &["modules.json"],
-        "dunzhang/stella_en_1.5B_v5",
-    )]);
-    let (r, _) = ok(&opts(&hub, &s));
-    let m = &r.models[0];
+    let (_s, m) = fetch_one(dense_head(), dense_head_entry());
     let want = checked_in_spec("text_embedding/stella-en-1-5b-v5.toml");
     assert_eq!(m.components.len(), 2);
     assert_eq!(m.components[1].name, "dense_1024");
     assert_eq!(m.components[1].family, Family::Dense);
     assert_eq!(m.components[1].files, ["2_Dense_1024/model.safetensors"]);
     for (got, exp) in m.components.iter().zip(&want.components) {
-        assert_eq!(
-            rows(&got.inventory),
-            rows(&exp.weights.inventory),
-            "{}",
-            got.name
-        );
+        assert_inventory(got, exp);
     }
     let spec = load_spec(&m.spec_path).unwrap().spec;
     assert_eq!(
@@ -338,34 +355,21 @@ fn dense_head_from_modules_json() {
         "the Dense head's output"
     );
     assert_eq!(spec.serving_u64("max_input_tokens"), Some(512));
-    assert_headers_only(m);
+    assert_headers_only(&m);
 }
 
 #[test]
 fn multipart_gguf_by_growing_range_reads() {
-    let hub = FixtureHub::start(vec![gguf_multipart()]);
-    let s = setup(&[entry_toml(
-        "fixture/phi-4-gguf-split",
-        "text_to_text",
-        "text_to_text/phi-4-split.toml",
-        "gguf",
-        &["phi-4-Q4_K_M-*-of-00003.gguf"],
-        "microsoft/phi-4",
-    )]);
-    let (r, _) = ok(&opts(&hub, &s));
-    let m = &r.models[0];
+    let (_s, m) = fetch_one(gguf_multipart(), gguf_multipart_entry());
     assert_eq!(m.components[0].files.len(), 3);
     assert_eq!(m.components[0].family, Family::Phi3);
     let want = checked_in_spec("text_to_text/phi-4.toml");
-    assert_eq!(
-        rows(&m.components[0].inventory),
-        rows(&want.components[0].weights.inventory)
-    );
+    assert_inventory(&m.components[0], &want.components[0]);
     assert!(
         m.transfer.range_requests >= 4,
         "the first part's header needs a second, larger read"
     );
-    assert_headers_only(m);
+    assert_headers_only(&m);
     let spec = load_spec(&m.spec_path).unwrap().spec;
     let c = &spec.components[0];
     assert_eq!(c.arch_u64("hidden_size"), Some(5120));
@@ -422,12 +426,7 @@ fn gated_models_say_to_set_hf_token_and_the_token_is_never_shown() {
     let hub = FixtureHub::start(vec![minilm()]);
     let s = setup(&[minilm_entry()]);
     let mut o = opts(&hub, &s);
-    hub.fault(Fault::Status {
-        path: "/api/models/".into(),
-        method: None,
-        status: 401,
-        times: None,
-    });
+    hub.fault(Fault::status("/api/models/", 401));
     let (e, _) = only_error(&o);
     assert!(matches!(e, FetchError::Gated { status: 401, .. }), "{e}");
     assert!(e.to_string().contains("set HF_TOKEN"), "{e}");
@@ -435,12 +434,7 @@ fn gated_models_say_to_set_hf_token_and_the_token_is_never_shown() {
     let secret = "hf_fixtureSECRETtoken123";
     o.hub.token = Some(secret.into());
     hub.clear_faults();
-    hub.fault(Fault::Status {
-        path: "model.safetensors".into(),
-        method: None,
-        status: 403,
-        times: None,
-    });
+    hub.fault(Fault::status("model.safetensors", 403));
     let (e, log) = only_error(&o);
     assert!(matches!(e, FetchError::Gated { status: 403, .. }), "{e}");
     let msg = e.to_string();
@@ -464,13 +458,11 @@ fn gated_models_say_to_set_hf_token_and_the_token_is_never_shown() {
 #[test]
 fn not_found_names_the_repo_or_the_file() {
     let hub = FixtureHub::start(vec![minilm()]);
-    let missing = entry_toml(
+    let missing = minilm_profile_entry(
         "fixture/does-not-exist",
-        "text_embedding",
         "text_embedding/missing.toml",
         "safetensors",
         &["model.safetensors"],
-        "sentence-transformers/all-MiniLM-L6-v2",
     );
     let s = setup(&[missing]);
     let (e, _) = only_error(&opts(&hub, &s));
@@ -480,13 +472,11 @@ fn not_found_names_the_repo_or_the_file() {
         "{e}"
     );
 
-    let wrong_file = entry_toml(
+    let wrong_file = minilm_profile_entry(
         "sentence-transformers/all-MiniLM-L6-v2",
-        "text_embedding",
         "text_embedding/all-minilm-l6-v2.toml",
         "safetensors",
         &["pytorch_model.safetensors"],
-        "sentence-transformers/all-MiniLM-L6-v2",
     );
     let s = setup(&[wrong_file]);
     let (e, _) = only_error(&opts(&hub, &s));
@@ -497,12 +487,7 @@ fn not_found_names_the_repo_or_the_file() {
 
     // Listed, but the server says 404 when it is read.
     let s = setup(&[minilm_entry()]);
-    hub.fault(Fault::Status {
-        path: "/resolve/".into(),
-        method: None,
-        status: 404,
-        times: None,
-    });
+    hub.fault(Fault::status("/resolve/", 404));
     let (e, _) = only_error(&opts(&hub, &s));
     assert!(matches!(e, FetchError::NotFound { .. }), "{e}");
     assert!(
@@ -637,13 +622,11 @@ fn malformed_headers_are_clear_errors() {
         } else {
             "safetensors"
         };
-        let s = setup(&[entry_toml(
+        let s = setup(&[minilm_profile_entry(
             id,
-            "text_embedding",
             "text_embedding/bad.toml",
             format,
             &[file],
-            "sentence-transformers/all-MiniLM-L6-v2",
         )]);
         let (e, _) = only_error(&opts(&hub, &s));
         assert!(matches!(e, FetchError::BadHeader { .. }), "{id}: {e}");
@@ -670,13 +653,11 @@ fn malformed_headers_are_clear_errors() {
 #[test]
 fn invalid_repo_ids_are_rejected_before_any_request() {
     let hub = FixtureHub::start(vec![]);
-    let s = setup(&[entry_toml(
+    let s = setup(&[minilm_profile_entry(
         "not a repo",
-        "text_embedding",
         "text_embedding/x.toml",
         "safetensors",
         &["model.safetensors"],
-        "sentence-transformers/all-MiniLM-L6-v2",
     )]);
     let (mut log, _) = Log::captured();
     let e = run(&opts(&hub, &s), &mut log).unwrap_err();
@@ -862,38 +843,10 @@ fn one_run_over_every_fixture_reports_bytes_per_model() {
     ]);
     let s = setup(&[
         minilm_entry(),
-        entry_toml(
-            "fixture/gte-qwen2-sharded",
-            "text_embedding",
-            "text_embedding/gte-qwen2-sharded.toml",
-            "safetensors",
-            &["model.safetensors.index.json"],
-            "Alibaba-NLP/gte-Qwen2-1.5B-instruct",
-        ),
-        entry_toml(
-            "fixture/sd3-diffusers",
-            "text_to_image",
-            "text_to_image/sd3-diffusers.toml",
-            "safetensors",
-            &["model_index.json"],
-            "stabilityai/stable-diffusion-3.5-large-turbo",
-        ),
-        entry_toml(
-            "fixture/stella-dense",
-            "text_embedding",
-            "text_embedding/stella-dense.toml",
-            "safetensors",
-            &["modules.json"],
-            "dunzhang/stella_en_1.5B_v5",
-        ),
-        entry_toml(
-            "fixture/phi-4-gguf-split",
-            "text_to_text",
-            "text_to_text/phi-4-split.toml",
-            "gguf",
-            &["phi-4-Q4_K_M-*-of-00003.gguf"],
-            "microsoft/phi-4",
-        ),
+        sharded_qwen2_entry(),
+        diffusers_sd3_entry(),
+        dense_head_entry(),
+        gguf_multipart_entry(),
     ]);
     let (r, log) = ok(&opts(&hub, &s));
     println!("{log}");

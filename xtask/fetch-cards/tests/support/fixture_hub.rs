@@ -90,6 +90,18 @@ pub enum Fault {
     Stall { path: String },
 }
 
+impl Fault {
+    /// Always answer requests of any method whose path contains `path` with `status`.
+    pub fn status(path: &str, status: u16) -> Fault {
+        Fault::Status {
+            path: path.into(),
+            method: None,
+            status,
+            times: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Logged {
     pub method: String,
