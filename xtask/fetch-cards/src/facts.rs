@@ -111,22 +111,13 @@ const DECODER_KEYS: &[&str] = &[
     "tie_word_embeddings",
     "sliding_window",
 ];
-const CLIP_TEXT_KEYS: &[&str] = &[
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "vocab_size",
-    "max_position_embeddings",
-];
-const CLIP_VISION_KEYS: &[&str] = &[
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "image_size",
-    "patch_size",
-];
+
+/// The keys `family` requires under `prefix` (`text_`, `vision_`), without it: what the spec
+/// needs from the config's sub-config stored under that prefix.
+fn keys_under(family: Family, prefix: &str) -> Vec<&'static str> {
+    let keys = family.required_keys().iter();
+    keys.filter_map(|k| k.strip_prefix(prefix)).collect()
+}
 
 struct Reader<'a> {
     cfg: &'a Json,
@@ -188,34 +179,21 @@ pub fn config_facts(family: Family, cfg: &Json, file: &str) -> Facts {
         Family::Clip => {
             r.copy("model_type", "model_type");
             r.copy("projection_dim", "projection_dim");
-            r.copy_all(CLIP_TEXT_KEYS, "text_config", "text_");
-            r.copy_all(CLIP_VISION_KEYS, "vision_config", "vision_");
+            r.copy_all(&keys_under(family, "text_"), "text_config", "text_");
+            r.copy_all(&keys_under(family, "vision_"), "vision_config", "vision_");
         }
         Family::Llava => {
             r.copy("model_type", "model_type");
             r.copy_all(&DECODER_KEYS[1..], "text_config", "text_");
-            r.copy_all(CLIP_VISION_KEYS, "vision_config", "vision_");
+            r.copy_all(&keys_under(family, "vision_"), "vision_config", "vision_");
             r.copy("projector_hidden_act", "projector_hidden_act");
             r.copy("vision_feature_layer", "vision_feature_layer");
         }
-        Family::T5Encoder => r.copy_all(
-            &[
-                "model_type",
-                "d_model",
-                "d_ff",
-                "num_layers",
-                "num_heads",
-                "d_kv",
-                "vocab_size",
-                "relative_attention_num_buckets",
-            ],
-            "",
-            "",
-        ),
-        Family::ClipText => {
-            r.copy_all(CLIP_TEXT_KEYS, "", "");
-            r.copy("projection_dim", "projection_dim");
+        Family::T5Encoder => {
+            r.copy_all(family.required_keys(), "", "");
+            r.copy_all(&["model_type", "relative_attention_num_buckets"], "", "");
         }
+        Family::ClipText | Family::Mmdit => r.copy_all(family.required_keys(), "", ""),
         Family::Dense => r.copy_all(
             &["in_features", "out_features", "bias", "activation_function"],
             "",
@@ -240,7 +218,6 @@ pub fn config_facts(family: Family, cfg: &Json, file: &str) -> Facts {
                 );
             }
         }
-        Family::Mmdit => r.copy_all(Family::Mmdit.required_keys(), "", ""),
         Family::Autoencoder16 => {
             r.copy("layers_per_block", "num_res_blocks");
             r.copy("latent_channels", "z_channels");
