@@ -133,7 +133,21 @@ fn write(file: &Path, layers: Option<u64>) {
     let u = |k: &str| c.arch_u64(k).unwrap();
     let vocab = support::Vocab::new();
     use model_runtime::gguf::ggml_dtype;
-    let mut md: Vec<(String, Meta)> = vec![
+    // GGUF `phi3.*` integers and the spec architecture values they come from.
+    let geometry = [
+        ("context_length", "max_position_embeddings"),
+        ("embedding_length", "hidden_size"),
+        ("feed_forward_length", "intermediate_size"),
+        ("block_count", "num_hidden_layers"),
+        ("attention.head_count", "num_attention_heads"),
+        ("attention.head_count_kv", "num_key_value_heads"),
+        ("rope.dimension_count", "head_dim"),
+    ];
+    let mut md: Vec<(String, Meta)> = geometry
+        .iter()
+        .map(|(gguf, spec)| (format!("phi3.{gguf}"), Meta::U32(u(spec) as u32)))
+        .collect();
+    md.extend([
         ("general.architecture".into(), Meta::Str("phi3".into())),
         (
             "general.name".into(),
@@ -141,36 +155,8 @@ fn write(file: &Path, layers: Option<u64>) {
         ),
         ("general.alignment".into(), Meta::U32(32)),
         (
-            "phi3.context_length".into(),
-            Meta::U32(u("max_position_embeddings") as u32),
-        ),
-        (
-            "phi3.embedding_length".into(),
-            Meta::U32(u("hidden_size") as u32),
-        ),
-        (
-            "phi3.feed_forward_length".into(),
-            Meta::U32(u("intermediate_size") as u32),
-        ),
-        (
-            "phi3.block_count".into(),
-            Meta::U32(u("num_hidden_layers") as u32),
-        ),
-        (
-            "phi3.attention.head_count".into(),
-            Meta::U32(u("num_attention_heads") as u32),
-        ),
-        (
-            "phi3.attention.head_count_kv".into(),
-            Meta::U32(u("num_key_value_heads") as u32),
-        ),
-        (
             "phi3.attention.layer_norm_rms_epsilon".into(),
             Meta::F32(1e-5),
-        ),
-        (
-            "phi3.rope.dimension_count".into(),
-            Meta::U32(u("head_dim") as u32),
         ),
         (
             "phi3.rope.freq_base".into(),
@@ -194,7 +180,7 @@ fn write(file: &Path, layers: Option<u64>) {
             "tokenizer.ggml.eos_token_id".into(),
             Meta::U32(vocab.id("<|im_end|>")),
         ),
-    ];
+    ]);
     md.sort_by(|a, b| a.0.cmp(&b.0));
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let mut w = BufWriter::with_capacity(8 << 20, std::fs::File::create(file).unwrap());
