@@ -27,6 +27,13 @@ impl fmt::Display for DeviceId {
     }
 }
 
+/// Serialized as its `Display` form (`cpu`, `cuda:0`).
+impl serde::Serialize for DeviceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// Why a device name was not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid device `{0}`: expected `cpu`, `cuda:N` or `metal:N`")]

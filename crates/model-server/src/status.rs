@@ -2,6 +2,7 @@
 //! reserved, declared and measured bytes, counters; per device budget, reserved and high
 //! water) with each model's capability and registry estimate.
 
+use model_pool::governor::DeviceUsage;
 use model_pool::status::ModelCounters;
 use model_pool::{PoolStatus, Tier};
 use model_serving::ModelPool;
@@ -18,27 +19,12 @@ pub struct StatusView {
     pub queued: usize,
     /// The pool-wide queue bound.
     pub max_queued: usize,
-    /// Each device.
-    pub devices: Vec<DeviceView>,
+    /// Each device's budget and use.
+    pub devices: Vec<DeviceUsage>,
     /// Each model, in the order served.
     pub models: Vec<ModelView>,
     /// Counters summed over every model.
     pub totals: CountersView,
-}
-
-/// One device's budget and use.
-#[derive(Debug, Serialize)]
-pub struct DeviceView {
-    /// `cpu`, `cuda:0` …
-    pub device: String,
-    /// Its budget.
-    pub budget_bytes: u64,
-    /// Reserved now.
-    pub reserved_bytes: u64,
-    /// Live reservations.
-    pub live_reservations: u64,
-    /// The most ever reserved at once.
-    pub high_water_bytes: u64,
 }
 
 /// One model: `model_pool::ModelStatus` with its capability and registry estimate, durations
@@ -168,17 +154,7 @@ pub fn status(pool: &ModelPool, draining: bool) -> StatusView {
         shutting_down: s.shutting_down,
         queued: s.queued,
         max_queued: s.max_queued,
-        devices: s
-            .devices
-            .iter()
-            .map(|d| DeviceView {
-                device: d.device.to_string(),
-                budget_bytes: d.budget_bytes,
-                reserved_bytes: d.reserved_bytes,
-                live_reservations: d.live_reservations,
-                high_water_bytes: d.high_water_bytes,
-            })
-            .collect(),
+        devices: s.devices,
         models,
         totals: (&s.totals).into(),
     }

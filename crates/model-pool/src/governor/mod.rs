@@ -41,8 +41,8 @@ struct Inner {
     signal: Arc<ReleaseSignal>,
 }
 
-/// Budget and use of one device at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Budget and use of one device at one moment (serialized with the device by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceUsage {
     /// The device.
     pub device: DeviceId,
