@@ -1,13 +1,16 @@
 //! Text generators: [`phi3`] (GGUF, RoPE base from the file), [`qwen3_moe`] (GGUF, experts on
 //! any device) and [`llava`] (1.5, the config built explicitly), each loading through the same
 //! code for tiny test checkpoints and real ones. [`GenerativeModel`] ties a network to its
-//! tokenizer, end tokens and limits; a [`Session`] is one request's KV cache on it.
+//! tokenizer, end tokens and limits; a [`Session`] is one request's KV cache on it. The two
+//! GGUF families share one skeleton (embedding, layer stack, output head, RoPE tables) and
+//! differ only in their hyper-parameters and layers.
 
 pub mod attention;
 pub mod llava;
 pub mod model;
 pub mod phi3;
 pub mod qwen3_moe;
+mod trunk;
 
 pub use model::{DecoderParams, GenerativeModel, Session};
 

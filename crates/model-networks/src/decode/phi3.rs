@@ -8,13 +8,17 @@
 //!   [`KvCaches`], sized to its context (candle keeps one cache inside the model, preallocated
 //!   to the full `context_length`, 6.7 GB in F32 for Phi-4);
 //! * the RoPE tables cover the positions the pool configured, not all `context_length`.
+//!
+//! [`KvCaches`]: super::attention::KvCaches
 
 use candle_core::quantized::QMatMul;
-use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::Embedding;
-use candle_transformers::models::quantized_qwen3::RotaryEmbedding;
+use candle_core::{Module, Result, Tensor};
+use candle_nn::kv_cache::KvCache;
 
-use super::attention::{self, KvCaches, RmsNorm};
+use super::attention::{self, RmsNorm};
+use super::trunk::{
+    DecoderLayer, DecoderTrunk, GgufWeights, Step, TrunkShape, expect_architecture, vocab_size,
+};
 use model_runtime::{BackendError, GgufFile};
 
 /// The architecture name in GGUF metadata.
@@ -67,13 +71,7 @@ impl Config {
 
     /// Reads the hyper-parameters of a phi3 GGUF.
     pub fn from_gguf(f: &GgufFile) -> std::result::Result<Self, BackendError> {
-        let arch = f.architecture()?;
-        if arch != ARCHITECTURE {
-            return Err(BackendError::config(
-                &f.path,
-                format!("general.architecture is `{arch}`, not `{ARCHITECTURE}`"),
-            ));
-        }
+        expect_architecture(f, ARCHITECTURE)?;
         let k = |s: &str| format!("{ARCHITECTURE}.{s}");
         let n_head = f.usize(&k("attention.head_count"))?;
         let hidden = f.usize(&k("embedding_length"))?;
@@ -102,14 +100,7 @@ impl Config {
                 DEFAULT_ROPE_BASE
             }
         };
-        let vocab = f
-            .content
-            .tensor_infos
-            .get("token_embd.weight")
-            .map(|t| t.shape.dims()[0])
-            .ok_or_else(|| {
-                BackendError::config(&f.path, "tensor `token_embd.weight` is missing")
-            })?;
+        let vocab = vocab_size(f)?;
         Ok(Config {
             n_head,
             n_kv_head: f.usize(&k("attention.head_count_kv"))?,
@@ -131,7 +122,9 @@ impl Config {
     }
 }
 
-struct Layer {
+/// One Phi-3 layer: attention with fused `attn_qkv`, SwiGLU feed-forward with fused gate/up
+/// `ffn_up`.
+pub struct Layer {
     attn_norm: RmsNorm,
     attn_qkv: QMatMul,
     attn_output: QMatMul,
@@ -141,118 +134,62 @@ struct Layer {
 }
 
 /// A loaded Phi-3-family model. Immutable: share it between requests.
-pub struct Model {
-    config: Config,
-    embed: Embedding,
-    layers: Vec<Layer>,
-    output_norm: RmsNorm,
-    output: QMatMul,
-    rope: RotaryEmbedding,
-    positions: usize,
-    device: Device,
-}
+pub type Model = DecoderTrunk<Layer>;
 
-impl Model {
-    /// Loads the weights of `f` onto `device`, with RoPE tables for `positions` positions
-    /// (capped at the model's `context_length`).
-    pub fn load(
-        f: &mut GgufFile,
-        device: &Device,
-        positions: usize,
-    ) -> std::result::Result<Self, BackendError> {
-        let config = Config::from_gguf(f)?;
-        let positions = positions.min(config.context_length).max(1);
-        let qmm = |f: &mut GgufFile, name: &str| -> std::result::Result<QMatMul, BackendError> {
-            Ok(QMatMul::from_qtensor(f.tensor(name, device)?)?)
-        };
-        let norm = |f: &mut GgufFile, name: &str| -> std::result::Result<RmsNorm, BackendError> {
-            Ok(RmsNorm::new(f.tensor(name, device)?, config.rms_eps)?)
-        };
-        // Dequantized to F32, as candle's GGUF models do (the estimator counts it so).
-        let embed = f.tensor("token_embd.weight", device)?.dequantize(device)?;
-        let embed = Embedding::new(embed, config.hidden);
-        let output_norm = norm(f, "output_norm.weight")?;
-        let output = qmm(f, "output.weight")?;
-        let mut layers = Vec::with_capacity(config.n_layer);
-        for i in 0..config.n_layer {
-            let p = |s: &str| format!("blk.{i}.{s}");
-            layers.push(Layer {
-                attn_norm: norm(f, &p("attn_norm.weight"))?,
-                attn_qkv: qmm(f, &p("attn_qkv.weight"))?,
-                attn_output: qmm(f, &p("attn_output.weight"))?,
-                ffn_norm: norm(f, &p("ffn_norm.weight"))?,
-                ffn_up: qmm(f, &p("ffn_up.weight"))?,
-                ffn_down: qmm(f, &p("ffn_down.weight"))?,
-            });
+impl DecoderLayer for Layer {
+    type Config = Config;
+
+    fn read_config(f: &GgufFile) -> std::result::Result<Config, BackendError> {
+        Config::from_gguf(f)
+    }
+
+    fn shape(config: &Config) -> TrunkShape {
+        TrunkShape {
+            layers: config.n_layer,
+            hidden: config.hidden,
+            rope_dim: config.rope_dim,
+            rope_base: config.rope_base,
+            rms_eps: config.rms_eps,
+            context_length: config.context_length,
+            tied_embeddings: false,
         }
-        let rope = RotaryEmbedding::new(
-            candle_core::DType::F32,
-            config.rope_dim,
-            positions,
-            config.rope_base,
-            device,
-        )?;
-        Ok(Model {
-            config,
-            embed,
-            layers,
-            output_norm,
-            output,
-            rope,
-            positions,
-            device: device.clone(),
+    }
+
+    fn load(
+        w: &mut GgufWeights<'_>,
+        _config: &Config,
+        i: usize,
+    ) -> std::result::Result<Self, BackendError> {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        Ok(Layer {
+            attn_norm: w.norm(&p("attn_norm.weight"))?,
+            attn_qkv: w.matmul(&p("attn_qkv.weight"))?,
+            attn_output: w.matmul(&p("attn_output.weight"))?,
+            ffn_norm: w.norm(&p("ffn_norm.weight"))?,
+            ffn_up: w.matmul(&p("ffn_up.weight"))?,
+            ffn_down: w.matmul(&p("ffn_down.weight"))?,
         })
     }
 
-    /// The hyper-parameters.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// Positions the RoPE tables cover: the longest context a request can have.
-    pub fn positions(&self) -> usize {
-        self.positions
-    }
-
-    /// An empty cache for a request of up to `tokens` tokens.
-    pub fn new_cache(&self, tokens: usize) -> KvCaches {
-        KvCaches::new(self.config.n_layer, tokens.min(self.positions))
-    }
-
-    /// Runs `tokens` after what `cache` holds and returns the logits of the last one
-    /// (`[vocab]`, F32).
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCaches) -> Result<Tensor> {
-        let len = tokens.len();
-        cache.check_room(len)?;
-        let offset = cache.position();
-        let c = &self.config;
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self.embed.forward(&ids)?;
-        let mask = attention::causal_mask(len, offset, &self.device)?;
+    fn forward(
+        &self,
+        c: &Config,
+        x: &Tensor,
+        step: &Step<'_>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let h = self.attn_norm.forward(x)?;
+        let qkv = self.attn_qkv.forward(&h)?;
         let (q_w, kv_w) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let residual = &x;
-            let h = layer.attn_norm.forward(&x)?;
-            let qkv = layer.attn_qkv.forward(&h)?;
-            let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-                t.reshape((1, len, n, c.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let q = heads(qkv.narrow(2, 0, q_w)?, c.n_head)?;
-            let k = heads(qkv.narrow(2, q_w, kv_w)?, c.n_kv_head)?;
-            let v = heads(qkv.narrow(2, q_w + kv_w, kv_w)?, c.n_kv_head)?;
-            let (q, k) = self.rope.apply(&q, &k, offset)?;
-            let y = attention::attend(&q, &k, &v, cache.layer(i), mask.as_ref())?;
-            let x1 = (layer.attn_output.forward(&y)? + residual)?;
-            let h = layer.ffn_norm.forward(&x1)?;
-            let up = layer.ffn_up.forward(&h)?;
-            let act = attention::swiglu(&up.narrow(2, 0, c.ffn)?, &up.narrow(2, c.ffn, c.ffn)?)?;
-            x = (layer.ffn_down.forward(&act)? + x1)?;
-        }
-        cache.advance(len);
-        let last = x.narrow(1, len - 1, 1)?;
-        let logits = self.output.forward(&self.output_norm.forward(&last)?)?;
-        attention::last_position(&logits)
+        let q = step.heads(qkv.narrow(2, 0, q_w)?, c.n_head, c.head_dim)?;
+        let k = step.heads(qkv.narrow(2, q_w, kv_w)?, c.n_kv_head, c.head_dim)?;
+        let v = step.heads(qkv.narrow(2, q_w + kv_w, kv_w)?, c.n_kv_head, c.head_dim)?;
+        let (q, k) = step.rotate(&q, &k)?;
+        let y = step.attend(&q, &k, &v, cache)?;
+        let x1 = (self.attn_output.forward(&y)? + x)?;
+        let h = self.ffn_norm.forward(&x1)?;
+        let up = self.ffn_up.forward(&h)?;
+        let act = attention::swiglu(&up.narrow(2, 0, c.ffn)?, &up.narrow(2, c.ffn, c.ffn)?)?;
+        self.ffn_down.forward(&act)? + x1
     }
 }

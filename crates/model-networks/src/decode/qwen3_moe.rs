@@ -13,13 +13,18 @@
 //!   [`KvCaches`] (candle's model keeps one concatenating cache inside and has no way to reset
 //!   it, so a loaded model could serve exactly one request);
 //! * the RoPE tables cover the configured context, not all 262 144 positions (268 MB).
+//!
+//! [`KvCaches`]: super::attention::KvCaches
 
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear};
-use candle_transformers::models::quantized_qwen3::RotaryEmbedding;
+use candle_core::{DType, IndexOp, Module, Result, Tensor};
+use candle_nn::Linear;
+use candle_nn::kv_cache::KvCache;
 
-use super::attention::{self, KvCaches, RmsNorm};
+use super::attention::{self, RmsNorm};
+use super::trunk::{
+    DecoderLayer, DecoderTrunk, GgufWeights, Step, TrunkShape, expect_architecture, vocab_size,
+};
 use model_runtime::{BackendError, GgufFile};
 
 /// The architecture name in GGUF metadata.
@@ -75,13 +80,7 @@ impl Config {
 
     /// Reads the hyper-parameters of a qwen3moe GGUF.
     pub fn from_gguf(f: &GgufFile) -> std::result::Result<Self, BackendError> {
-        let arch = f.architecture()?;
-        if arch != ARCHITECTURE {
-            return Err(BackendError::config(
-                &f.path,
-                format!("general.architecture is `{arch}`, not `{ARCHITECTURE}`"),
-            ));
-        }
+        expect_architecture(f, ARCHITECTURE)?;
         let k = |s: &str| format!("{ARCHITECTURE}.{s}");
         let n_head = f.usize(&k("attention.head_count"))?;
         let hidden = f.usize(&k("embedding_length"))?;
@@ -95,14 +94,7 @@ impl Config {
             // llama.cpp normalizes the top-k weights of qwen3moe unconditionally.
             None => true,
         };
-        let vocab = f
-            .content
-            .tensor_infos
-            .get("token_embd.weight")
-            .map(|t| t.shape.dims()[0])
-            .ok_or_else(|| {
-                BackendError::config(&f.path, "tensor `token_embd.weight` is missing")
-            })?;
+        let vocab = vocab_size(f)?;
         Ok(Config {
             n_head,
             n_kv_head: f.usize(&k("attention.head_count_kv"))?,
@@ -184,7 +176,8 @@ impl Moe {
     }
 }
 
-struct Layer {
+/// One Qwen3-MoE layer: attention with per-head query and key norms, then the experts.
+pub struct Layer {
     attn_norm: RmsNorm,
     wq: QMatMul,
     wk: QMatMul,
@@ -197,161 +190,101 @@ struct Layer {
 }
 
 /// A loaded Qwen3-MoE model. Immutable: share it between requests.
-pub struct Model {
-    config: Config,
-    embed: Embedding,
-    layers: Vec<Layer>,
-    output_norm: RmsNorm,
-    output: QMatMul,
-    rope: RotaryEmbedding,
-    positions: usize,
-    device: Device,
-}
+pub type Model = DecoderTrunk<Layer>;
 
-impl Model {
-    /// Loads the weights of `f` onto `device`, with RoPE tables for `positions` positions
-    /// (capped at the model's `context_length`).
-    pub fn load(
-        f: &mut GgufFile,
-        device: &Device,
-        positions: usize,
-    ) -> std::result::Result<Self, BackendError> {
-        let config = Config::from_gguf(f)?;
-        let positions = positions.min(config.context_length).max(1);
-        let qmm = |f: &mut GgufFile, name: &str| -> std::result::Result<QMatMul, BackendError> {
-            Ok(QMatMul::from_qtensor(f.tensor(name, device)?)?)
-        };
-        let norm = |f: &mut GgufFile, name: &str| -> std::result::Result<RmsNorm, BackendError> {
-            Ok(RmsNorm::new(f.tensor(name, device)?, config.rms_eps)?)
-        };
-        let embed = f.tensor("token_embd.weight", device)?.dequantize(device)?;
-        let embed = Embedding::new(embed, config.hidden);
-        let output_norm = norm(f, "output_norm.weight")?;
-        let output = if f.has("output.weight") {
-            qmm(f, "output.weight")?
-        } else {
-            // Tied embeddings.
-            qmm(f, "token_embd.weight")?
-        };
-        let mut layers = Vec::with_capacity(config.n_layer);
-        for i in 0..config.n_layer {
-            let p = |s: &str| format!("blk.{i}.{s}");
-            let router = f
-                .tensor(&p("ffn_gate_inp.weight"), device)?
-                .dequantize(device)?
-                .to_dtype(DType::F32)?;
-            let gates = f.split_experts(&p("ffn_gate_exps.weight"), device)?;
-            let ups = f.split_experts(&p("ffn_up_exps.weight"), device)?;
-            let downs = f.split_experts(&p("ffn_down_exps.weight"), device)?;
-            if gates.len() != config.n_expert
-                || ups.len() != gates.len()
-                || downs.len() != gates.len()
-            {
-                return Err(BackendError::config(
-                    &f.path,
-                    format!(
-                        "layer {i}: expert tensors disagree with expert_count {}",
-                        config.n_expert
-                    ),
-                ));
-            }
-            let experts = gates
-                .into_iter()
-                .zip(ups)
-                .zip(downs)
-                .map(|((g, u), d)| {
-                    Ok(Expert {
-                        gate: QMatMul::from_qtensor(g)?,
-                        up: QMatMul::from_qtensor(u)?,
-                        down: QMatMul::from_qtensor(d)?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            layers.push(Layer {
-                attn_norm: norm(f, &p("attn_norm.weight"))?,
-                wq: qmm(f, &p("attn_q.weight"))?,
-                wk: qmm(f, &p("attn_k.weight"))?,
-                wv: qmm(f, &p("attn_v.weight"))?,
-                wo: qmm(f, &p("attn_output.weight"))?,
-                q_norm: norm(f, &p("attn_q_norm.weight"))?,
-                k_norm: norm(f, &p("attn_k_norm.weight"))?,
-                ffn_norm: norm(f, &p("ffn_norm.weight"))?,
-                moe: Moe {
-                    router: Linear::new(router, None),
-                    experts,
-                    top_k: config.n_expert_used,
-                    norm_topk_prob: config.norm_topk_prob,
-                },
-            });
+impl DecoderLayer for Layer {
+    type Config = Config;
+
+    fn read_config(f: &GgufFile) -> std::result::Result<Config, BackendError> {
+        Config::from_gguf(f)
+    }
+
+    fn shape(config: &Config) -> TrunkShape {
+        TrunkShape {
+            layers: config.n_layer,
+            hidden: config.hidden,
+            rope_dim: config.head_dim,
+            rope_base: config.rope_base,
+            rms_eps: config.rms_eps,
+            context_length: config.context_length,
+            tied_embeddings: true,
         }
-        let rope = RotaryEmbedding::new(
-            DType::F32,
-            config.head_dim,
-            positions,
-            config.rope_base,
-            device,
-        )?;
-        Ok(Model {
-            config,
-            embed,
-            layers,
-            output_norm,
-            output,
-            rope,
-            positions,
-            device: device.clone(),
+    }
+
+    fn load(
+        w: &mut GgufWeights<'_>,
+        config: &Config,
+        i: usize,
+    ) -> std::result::Result<Self, BackendError> {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        let device = w.device;
+        let router = w
+            .file
+            .tensor(&p("ffn_gate_inp.weight"), device)?
+            .dequantize(device)?
+            .to_dtype(DType::F32)?;
+        let gates = w.file.split_experts(&p("ffn_gate_exps.weight"), device)?;
+        let ups = w.file.split_experts(&p("ffn_up_exps.weight"), device)?;
+        let downs = w.file.split_experts(&p("ffn_down_exps.weight"), device)?;
+        if gates.len() != config.n_expert || ups.len() != gates.len() || downs.len() != gates.len()
+        {
+            return Err(BackendError::config(
+                &w.file.path,
+                format!(
+                    "layer {i}: expert tensors disagree with expert_count {}",
+                    config.n_expert
+                ),
+            ));
+        }
+        let experts = gates
+            .into_iter()
+            .zip(ups)
+            .zip(downs)
+            .map(|((g, u), d)| {
+                Ok(Expert {
+                    gate: QMatMul::from_qtensor(g)?,
+                    up: QMatMul::from_qtensor(u)?,
+                    down: QMatMul::from_qtensor(d)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Layer {
+            attn_norm: w.norm(&p("attn_norm.weight"))?,
+            wq: w.matmul(&p("attn_q.weight"))?,
+            wk: w.matmul(&p("attn_k.weight"))?,
+            wv: w.matmul(&p("attn_v.weight"))?,
+            wo: w.matmul(&p("attn_output.weight"))?,
+            q_norm: w.norm(&p("attn_q_norm.weight"))?,
+            k_norm: w.norm(&p("attn_k_norm.weight"))?,
+            ffn_norm: w.norm(&p("ffn_norm.weight"))?,
+            moe: Moe {
+                router: Linear::new(router, None),
+                experts,
+                top_k: config.n_expert_used,
+                norm_topk_prob: config.norm_topk_prob,
+            },
         })
     }
 
-    /// The hyper-parameters.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// Positions the RoPE tables cover: the longest context a request can have.
-    pub fn positions(&self) -> usize {
-        self.positions
-    }
-
-    /// An empty cache for a request of up to `tokens` tokens.
-    pub fn new_cache(&self, tokens: usize) -> KvCaches {
-        KvCaches::new(self.config.n_layer, tokens.min(self.positions))
-    }
-
-    /// Runs `tokens` after what `cache` holds and returns the logits of the last one
-    /// (`[vocab]`, F32).
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCaches) -> Result<Tensor> {
-        let len = tokens.len();
-        cache.check_room(len)?;
-        let offset = cache.position();
-        let c = &self.config;
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self.embed.forward(&ids)?;
-        let mask = attention::causal_mask(len, offset, &self.device)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let residual = &x;
-            let h = layer.attn_norm.forward(&x)?;
-            let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-                t.reshape((1, len, n, c.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let q = heads(layer.wq.forward(&h)?, c.n_head)?;
-            let k = heads(layer.wk.forward(&h)?, c.n_kv_head)?;
-            let v = heads(layer.wv.forward(&h)?, c.n_kv_head)?;
-            // Per-head RMS norm of queries and keys (Qwen3), before RoPE.
-            let q = layer.q_norm.forward(&q)?;
-            let k = layer.k_norm.forward(&k)?;
-            let (q, k) = self.rope.apply(&q, &k, offset)?;
-            let y = attention::attend(&q, &k, &v, cache.layer(i), mask.as_ref())?;
-            let x1 = (layer.wo.forward(&y)? + residual)?;
-            let h = layer.ffn_norm.forward(&x1)?;
-            let moe = layer.moe.forward(&h.i(0)?)?.unsqueeze(0)?;
-            x = (moe + x1)?;
-        }
-        cache.advance(len);
-        let last = x.narrow(1, len - 1, 1)?;
-        let logits = self.output.forward(&self.output_norm.forward(&last)?)?;
-        attention::last_position(&logits)
+    fn forward(
+        &self,
+        c: &Config,
+        x: &Tensor,
+        step: &Step<'_>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let h = self.attn_norm.forward(x)?;
+        let q = step.heads(self.wq.forward(&h)?, c.n_head, c.head_dim)?;
+        let k = step.heads(self.wk.forward(&h)?, c.n_kv_head, c.head_dim)?;
+        let v = step.heads(self.wv.forward(&h)?, c.n_kv_head, c.head_dim)?;
+        // Per-head RMS norm of queries and keys (Qwen3), before RoPE.
+        let q = self.q_norm.forward(&q)?;
+        let k = self.k_norm.forward(&k)?;
+        let (q, k) = step.rotate(&q, &k)?;
+        let y = step.attend(&q, &k, &v, cache)?;
+        let x1 = (self.wo.forward(&y)? + x)?;
+        let h = self.ffn_norm.forward(&x1)?;
+        let moe = self.moe.forward(&h.i(0)?)?.unsqueeze(0)?;
+        moe + x1
     }
 }
