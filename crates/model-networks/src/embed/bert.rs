@@ -25,22 +25,57 @@ use model_runtime::{BackendError, ModelDir};
 /// `config.json` of a BERT checkpoint (the fields the encoder reads).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Config {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
+    /// The sizes.
+    #[serde(flatten)]
+    pub sizes: Sizes,
     #[serde(default = "gelu")]
     pub hidden_act: HiddenAct,
-    pub max_position_embeddings: usize,
-    #[serde(default = "defaults::two")]
-    pub type_vocab_size: usize,
-    #[serde(default = "defaults::f64_1e_12")]
-    pub layer_norm_eps: f64,
-    #[serde(default)]
-    pub pad_token_id: usize,
     #[serde(default)]
     pub position_embedding_type: Option<String>,
+}
+
+/// The sizes a BERT `config.json` gives (JinaBERT's config shares them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Sizes {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward width.
+    pub intermediate_size: usize,
+    /// Positions (the longest input).
+    pub max_position_embeddings: usize,
+    /// Token types (2 when absent).
+    #[serde(default = "defaults::two")]
+    pub type_vocab_size: usize,
+    /// Layer-norm epsilon.
+    #[serde(default = "defaults::f64_1e_12")]
+    pub layer_norm_eps: f64,
+    /// Padding token id.
+    #[serde(default)]
+    pub pad_token_id: usize,
+}
+
+impl Sizes {
+    /// The architecture values the memory estimator reads.
+    pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("hidden_size", self.hidden_size as u64),
+            ("num_hidden_layers", self.num_hidden_layers as u64),
+            ("num_attention_heads", self.num_attention_heads as u64),
+            ("intermediate_size", self.intermediate_size as u64),
+            ("vocab_size", self.vocab_size as u64),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings as u64,
+            ),
+            ("type_vocab_size", self.type_vocab_size as u64),
+        ]
+    }
 }
 
 fn gelu() -> HiddenAct {
@@ -68,34 +103,24 @@ impl Config {
 
     /// The architecture values the memory estimator reads.
     pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("hidden_size", self.hidden_size as u64),
-            ("num_hidden_layers", self.num_hidden_layers as u64),
-            ("num_attention_heads", self.num_attention_heads as u64),
-            ("intermediate_size", self.intermediate_size as u64),
-            ("vocab_size", self.vocab_size as u64),
-            (
-                "max_position_embeddings",
-                self.max_position_embeddings as u64,
-            ),
-            ("type_vocab_size", self.type_vocab_size as u64),
-        ]
+        self.sizes.spec_architecture()
     }
 
     fn to_candle(&self) -> bert::Config {
+        let s = &self.sizes;
         bert::Config {
-            vocab_size: self.vocab_size,
-            hidden_size: self.hidden_size,
-            num_hidden_layers: self.num_hidden_layers,
-            num_attention_heads: self.num_attention_heads,
-            intermediate_size: self.intermediate_size,
+            vocab_size: s.vocab_size,
+            hidden_size: s.hidden_size,
+            num_hidden_layers: s.num_hidden_layers,
+            num_attention_heads: s.num_attention_heads,
+            intermediate_size: s.intermediate_size,
             hidden_act: self.hidden_act,
             hidden_dropout_prob: 0.0,
-            max_position_embeddings: self.max_position_embeddings,
-            type_vocab_size: self.type_vocab_size,
+            max_position_embeddings: s.max_position_embeddings,
+            type_vocab_size: s.type_vocab_size,
             initializer_range: 0.02,
-            layer_norm_eps: self.layer_norm_eps,
-            pad_token_id: self.pad_token_id,
+            layer_norm_eps: s.layer_norm_eps,
+            pad_token_id: s.pad_token_id,
             position_embedding_type: PositionEmbeddingType::Absolute,
             use_cache: false,
             classifier_dropout: None,
@@ -236,14 +261,16 @@ impl Model {
     }
 
     pub(crate) fn into_parts(self) -> Parts {
-        let (limit, dim) = (self.config.max_position_embeddings, self.config.hidden_size);
+        let sizes = &self.config.sizes;
+        let (limit, dim) = (sizes.max_position_embeddings, sizes.hidden_size);
         Parts::new(Net::Bert(self), limit, dim, TextRules::default())
     }
 }
 
 /// The weights of `vb` laid out for [`Encoder`]: each tensor is read, rearranged and dropped
 /// in turn, so the load holds the weights once plus one tensor.
-fn encoder(vb: &VarBuilder<'static>, c: &Config) -> candle_core::Result<Encoder> {
+fn encoder(vb: &VarBuilder<'static>, config: &Config) -> candle_core::Result<Encoder> {
+    let c = &config.sizes;
     let h = c.hidden_size;
     if c.num_attention_heads == 0 || !h.is_multiple_of(c.num_attention_heads) {
         candle_core::bail!(
@@ -251,8 +278,8 @@ fn encoder(vb: &VarBuilder<'static>, c: &Config) -> candle_core::Result<Encoder>
             c.num_attention_heads
         );
     }
-    let act = activation(c.hidden_act)
-        .ok_or_else(|| candle_core::Error::Msg(format!("{:?}", c.hidden_act)))?;
+    let act = activation(config.hidden_act)
+        .ok_or_else(|| candle_core::Error::Msg(format!("{:?}", config.hidden_act)))?;
     let read =
         |vb: &VarBuilder<'static>, shape: &[usize], name: &str| -> candle_core::Result<Vec<f32>> {
             vb.get(shape, name)?.flatten_all()?.to_vec1::<f32>()

@@ -6,39 +6,26 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::qwen2;
 use serde::Deserialize;
 
+use super::qwen2::Qwen2Config;
 use super::text::TextRules;
-use super::{Batch, Net, Parts, defaults, last_token, with_model_prefix};
+use super::{Batch, Net, Parts, last_token, with_model_prefix};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
 
-/// `config.json` (Qwen2).
+/// `config.json` (Qwen2, with the sliding-window fields candle's `qwen2` takes).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Config {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
-    pub max_position_embeddings: usize,
+    /// The fields every Qwen2 encoder reads.
+    #[serde(flatten)]
+    pub qwen2: Qwen2Config,
     #[serde(default)]
     pub sliding_window: Option<usize>,
     #[serde(default)]
     pub max_window_layers: Option<usize>,
     #[serde(default)]
     pub tie_word_embeddings: bool,
-    #[serde(default = "rope_theta")]
-    pub rope_theta: f64,
-    #[serde(default = "defaults::f64_1e_6")]
-    pub rms_norm_eps: f64,
     #[serde(default)]
     pub use_sliding_window: bool,
-    #[serde(default = "defaults::silu")]
-    pub hidden_act: candle_nn::Activation,
-}
-
-fn rope_theta() -> f64 {
-    1_000_000.0
 }
 
 impl Config {
@@ -49,34 +36,28 @@ impl Config {
 
     /// The architecture values the memory estimator reads.
     pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("hidden_size", self.hidden_size as u64),
-            ("num_hidden_layers", self.num_hidden_layers as u64),
-            ("num_attention_heads", self.num_attention_heads as u64),
-            ("num_key_value_heads", self.num_key_value_heads as u64),
-            ("intermediate_size", self.intermediate_size as u64),
-            ("vocab_size", self.vocab_size as u64),
-        ]
+        self.qwen2.spec_architecture()
     }
 
     fn to_candle(&self, limit: usize) -> qwen2::Config {
-        let positions = limit.min(self.max_position_embeddings);
+        let q = &self.qwen2;
+        let positions = limit.min(q.max_position_embeddings);
         qwen2::Config {
-            vocab_size: self.vocab_size,
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
-            num_hidden_layers: self.num_hidden_layers,
-            num_attention_heads: self.num_attention_heads,
-            num_key_value_heads: self.num_key_value_heads,
+            vocab_size: q.vocab_size,
+            hidden_size: q.hidden_size,
+            intermediate_size: q.intermediate_size,
+            num_hidden_layers: q.num_hidden_layers,
+            num_attention_heads: q.num_attention_heads,
+            num_key_value_heads: q.num_key_value_heads,
             // RoPE tables for the positions an input can reach, not 131072 of them.
             max_position_embeddings: positions,
-            sliding_window: self.sliding_window.unwrap_or(self.max_position_embeddings),
-            max_window_layers: self.max_window_layers.unwrap_or(self.num_hidden_layers),
+            sliding_window: self.sliding_window.unwrap_or(q.max_position_embeddings),
+            max_window_layers: self.max_window_layers.unwrap_or(q.num_hidden_layers),
             tie_word_embeddings: self.tie_word_embeddings,
-            rope_theta: self.rope_theta,
-            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: q.rope_theta,
+            rms_norm_eps: q.rms_norm_eps,
             use_sliding_window: self.use_sliding_window,
-            hidden_act: self.hidden_act,
+            hidden_act: q.hidden_act,
         }
     }
 }
@@ -103,7 +84,7 @@ impl Model {
         let encoder = qwen2::Model::new(&config.to_candle(limit), vb)?;
         Ok(Model {
             encoder,
-            dim: config.hidden_size,
+            dim: config.qwen2.hidden_size,
         })
     }
 

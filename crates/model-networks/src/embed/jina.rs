@@ -9,28 +9,20 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_transformers::models::jina_bert::{self, BertModel, PositionEmbeddingType};
 use serde::Deserialize;
 
+use super::bert::Sizes;
 use super::text::{Encoded, TextRules};
-use super::{Net, Parts, defaults, rooted};
+use super::{Net, Parts, rooted};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
 
 /// `config.json` of a JinaBERT checkpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Config {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
+    /// The sizes, as BERT's.
+    #[serde(flatten)]
+    pub sizes: Sizes,
     #[serde(default = "gelu")]
     pub hidden_act: candle_nn::Activation,
-    pub max_position_embeddings: usize,
-    #[serde(default = "defaults::two")]
-    pub type_vocab_size: usize,
-    #[serde(default = "defaults::f64_1e_12")]
-    pub layer_norm_eps: f64,
-    #[serde(default)]
-    pub pad_token_id: usize,
     pub position_embedding_type: String,
     #[serde(default)]
     pub feed_forward_type: Option<String>,
@@ -62,18 +54,7 @@ impl Config {
 
     /// The architecture values the memory estimator reads.
     pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("hidden_size", self.hidden_size as u64),
-            ("num_hidden_layers", self.num_hidden_layers as u64),
-            ("num_attention_heads", self.num_attention_heads as u64),
-            ("intermediate_size", self.intermediate_size as u64),
-            ("vocab_size", self.vocab_size as u64),
-            ("type_vocab_size", self.type_vocab_size as u64),
-            (
-                "max_position_embeddings",
-                self.max_position_embeddings as u64,
-            ),
-        ]
+        self.sizes.spec_architecture()
     }
 }
 
@@ -93,14 +74,18 @@ impl Model {
         dtype: DType,
         device: &Device,
     ) -> Result<Self, BackendError> {
-        let c = Config::read(dir)?;
+        let Config {
+            sizes: c,
+            hidden_act,
+            ..
+        } = Config::read(dir)?;
         let config = jina_bert::Config::new(
             c.vocab_size,
             c.hidden_size,
             c.num_hidden_layers,
             c.num_attention_heads,
             c.intermediate_size,
-            c.hidden_act,
+            hidden_act,
             limit.min(c.max_position_embeddings),
             c.type_vocab_size,
             0.02,

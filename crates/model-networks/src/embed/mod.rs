@@ -10,6 +10,7 @@ pub mod clip;
 pub mod gte_qwen2;
 pub mod jina;
 pub mod nvembed;
+pub mod qwen2;
 pub mod stella;
 pub mod text;
 
@@ -433,10 +434,10 @@ pub fn own_limit(dir: &ModelDir, family: Family) -> Result<usize, BackendError> 
         .filter(|n| (1.0..1e9).contains(n))
         .map(|n| n as usize);
     let from_config = match family {
-        Family::Bert => bert::Config::read(dir)?.max_position_embeddings,
+        Family::Bert => bert::Config::read(dir)?.sizes.max_position_embeddings,
         Family::Stella => stella::Config::read(dir)?.max_position_embeddings,
-        Family::GteQwen2 => gte_qwen2::Config::read(dir)?.max_position_embeddings,
-        Family::JinaBert => jina::Config::read(dir)?.max_position_embeddings,
+        Family::GteQwen2 => gte_qwen2::Config::read(dir)?.qwen2.max_position_embeddings,
+        Family::JinaBert => jina::Config::read(dir)?.sizes.max_position_embeddings,
         Family::NvEmbed => {
             nvembed::Config::read(dir)?
                 .text_config

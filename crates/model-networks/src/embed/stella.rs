@@ -13,27 +13,8 @@ use super::{Batch, Net, Parts, defaults, mean_pool, with_model_prefix};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
 
-/// `config.json` (Qwen2 fields).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Config {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
-    pub max_position_embeddings: usize,
-    #[serde(default = "rope_theta")]
-    pub rope_theta: f64,
-    #[serde(default = "defaults::f64_1e_6")]
-    pub rms_norm_eps: f64,
-    #[serde(default = "defaults::silu")]
-    pub hidden_act: candle_nn::Activation,
-}
-
-fn rope_theta() -> f64 {
-    1_000_000.0
-}
+/// `config.json` (Qwen2).
+pub use super::qwen2::Qwen2Config as Config;
 
 /// `config.json` of a Sentence-Transformers Dense module.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -44,25 +25,6 @@ pub struct DenseConfig {
     pub bias: bool,
     #[serde(default)]
     pub activation_function: Option<String>,
-}
-
-impl Config {
-    /// Reads `config.json`.
-    pub fn read(dir: &ModelDir) -> Result<Self, BackendError> {
-        dir.json("config.json", "the Qwen2 configuration")
-    }
-
-    /// The architecture values the memory estimator reads.
-    pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("hidden_size", self.hidden_size as u64),
-            ("num_hidden_layers", self.num_hidden_layers as u64),
-            ("num_attention_heads", self.num_attention_heads as u64),
-            ("num_key_value_heads", self.num_key_value_heads as u64),
-            ("intermediate_size", self.intermediate_size as u64),
-            ("vocab_size", self.vocab_size as u64),
-        ]
-    }
 }
 
 /// Folder of the Dense head: the one `modules.json` names, else `2_Dense_1024`.
