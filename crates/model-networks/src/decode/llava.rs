@@ -16,7 +16,6 @@
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
-use candle_transformers::models::clip::text_model::Activation;
 use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
 use candle_transformers::models::llama::{self, Llama, LlamaEosToks};
 use image::DynamicImage;
@@ -25,6 +24,10 @@ use serde::Deserialize;
 use model_runtime::{BackendError, ModelDir};
 
 use crate::image::ClipPreprocess;
+
+/// `vision_config`: a CLIP vision tower's (Transformers' `CLIPVisionConfig` defaults where
+/// omitted).
+pub use crate::embed::clip::VisionConfig;
 
 /// `config.json` of a llava-hf 1.5 checkpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -87,35 +90,6 @@ pub struct TextConfig {
     pub tie_word_embeddings: bool,
 }
 
-/// `vision_config` (Transformers' `CLIPVisionConfig` defaults where omitted).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct VisionConfig {
-    /// Hidden size.
-    #[serde(default = "d768")]
-    pub hidden_size: usize,
-    /// MLP width.
-    #[serde(default = "d3072")]
-    pub intermediate_size: usize,
-    /// Layers.
-    #[serde(default = "d12")]
-    pub num_hidden_layers: usize,
-    /// Heads.
-    #[serde(default = "d12")]
-    pub num_attention_heads: usize,
-    /// Input side in pixels.
-    #[serde(default = "d224")]
-    pub image_size: usize,
-    /// Patch side in pixels.
-    #[serde(default = "d32")]
-    pub patch_size: usize,
-    /// Projection width (unused by LLaVA).
-    #[serde(default = "d512")]
-    pub projection_dim: usize,
-    /// Activation; CLIP uses `quick_gelu`.
-    #[serde(default = "default_vision_act")]
-    pub hidden_act: String,
-}
-
 fn default_image_token() -> u32 {
     32000
 }
@@ -134,9 +108,6 @@ fn default_rms_eps() -> f64 {
 fn default_rope_theta() -> f32 {
     10_000.0
 }
-fn default_vision_act() -> String {
-    "quick_gelu".into()
-}
 fn one() -> u32 {
     1
 }
@@ -147,13 +118,8 @@ macro_rules! defaults {
     ($($name:ident = $v:expr),*) => { $(fn $name() -> usize { $v })* };
 }
 defaults!(
-    d12 = 12,
     d32 = 32,
-    d224 = 224,
-    d512 = 512,
-    d768 = 768,
     d2048 = 2048,
-    d3072 = 3072,
     d4096 = 4096,
     d11008 = 11008,
     d32000 = 32000
@@ -162,9 +128,9 @@ defaults!(
 impl Config {
     /// The values the memory estimator reads, under the spec's names.
     pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
-        let (t, v) = (&self.text_config, &self.vision_config);
+        let t = &self.text_config;
         let n = |x: usize| x as u64;
-        vec![
+        let mut values = vec![
             ("text_hidden_size", n(t.hidden_size)),
             ("text_num_hidden_layers", n(t.num_hidden_layers)),
             ("text_num_attention_heads", n(t.num_attention_heads)),
@@ -175,14 +141,10 @@ impl Config {
             ("text_intermediate_size", n(t.intermediate_size)),
             ("text_vocab_size", n(t.vocab_size)),
             ("text_max_position_embeddings", n(t.max_position_embeddings)),
-            ("vision_hidden_size", n(v.hidden_size)),
-            ("vision_num_hidden_layers", n(v.num_hidden_layers)),
-            ("vision_num_attention_heads", n(v.num_attention_heads)),
-            ("vision_intermediate_size", n(v.intermediate_size)),
-            ("vision_image_size", n(v.image_size)),
-            ("vision_patch_size", n(v.patch_size)),
             ("image_token_index", u64::from(self.image_token_index)),
-        ]
+        ];
+        values.extend(self.vision_config.spec_architecture());
+        values
     }
 
     /// Reads `config.json`.
@@ -245,18 +207,7 @@ impl Config {
 
     /// candle's CLIP vision configuration.
     pub fn clip(&self) -> ClipVisionConfig {
-        let v = &self.vision_config;
-        ClipVisionConfig {
-            embed_dim: v.hidden_size,
-            activation: Activation::QuickGelu,
-            intermediate_size: v.intermediate_size,
-            num_hidden_layers: v.num_hidden_layers,
-            num_attention_heads: v.num_attention_heads,
-            projection_dim: v.projection_dim,
-            num_channels: 3,
-            image_size: v.image_size,
-            patch_size: v.patch_size,
-        }
+        self.vision_config.tower()
     }
 
     /// Patch features one image contributes to the prompt.
@@ -315,8 +266,10 @@ impl Model {
                 }
             }
         }
-        let vision =
-            ClipVisionTransformer::new(vb.pp("vision_tower.vision_model"), &config.clip())?;
+        let vision = ClipVisionTransformer::new(
+            vb.pp("vision_tower.vision_model"),
+            &config.vision_config.tower(),
+        )?;
         let (vh, th) = (
             config.vision_config.hidden_size,
             config.text_config.hidden_size,

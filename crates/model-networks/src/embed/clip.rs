@@ -56,17 +56,28 @@ impl Default for TextConfig {
     }
 }
 
-/// `vision_config`.
+/// `vision_config` (Transformers' `CLIPVisionConfig`; LLaVA's vision tower reads the same).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct VisionConfig {
+    /// Hidden size.
     pub hidden_size: usize,
+    /// MLP width.
     pub intermediate_size: usize,
+    /// Layers.
     pub num_hidden_layers: usize,
+    /// Heads.
     pub num_attention_heads: usize,
+    /// Colour channels of the input.
     pub num_channels: usize,
+    /// Input side in pixels.
     pub image_size: usize,
+    /// Patch side in pixels.
     pub patch_size: usize,
+    /// The tower's own projection width (the tower does not use it: CLIP projects with the
+    /// top-level `projection_dim`, LLaVA with its projector).
+    pub projection_dim: usize,
+    /// Activation; CLIP uses `quick_gelu`.
     pub hidden_act: String,
 }
 
@@ -80,8 +91,41 @@ impl Default for VisionConfig {
             num_channels: 3,
             image_size: 224,
             patch_size: 32,
+            projection_dim: 512,
             hidden_act: "quick_gelu".to_owned(),
         }
+    }
+}
+
+impl VisionConfig {
+    /// candle's configuration of the tower.
+    pub fn tower(&self) -> ClipVisionConfig {
+        ClipVisionConfig {
+            embed_dim: self.hidden_size,
+            activation: Activation::QuickGelu,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            projection_dim: self.projection_dim,
+            num_channels: self.num_channels,
+            image_size: self.image_size,
+            patch_size: self.patch_size,
+        }
+    }
+
+    /// The architecture values the memory estimator reads of the tower, `vision_*`.
+    pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("vision_hidden_size", self.hidden_size as u64),
+            ("vision_num_hidden_layers", self.num_hidden_layers as u64),
+            (
+                "vision_num_attention_heads",
+                self.num_attention_heads as u64,
+            ),
+            ("vision_intermediate_size", self.intermediate_size as u64),
+            ("vision_image_size", self.image_size as u64),
+            ("vision_patch_size", self.patch_size as u64),
+        ]
     }
 }
 
@@ -108,8 +152,8 @@ impl Config {
 
     /// The architecture values the memory estimator reads.
     pub fn spec_architecture(&self) -> Vec<(&'static str, u64)> {
-        let (t, v) = (&self.text_config, &self.vision_config);
-        vec![
+        let t = &self.text_config;
+        let mut values = vec![
             ("projection_dim", self.projection_dim as u64),
             ("text_hidden_size", t.hidden_size as u64),
             ("text_num_hidden_layers", t.num_hidden_layers as u64),
@@ -120,13 +164,9 @@ impl Config {
                 "text_max_position_embeddings",
                 t.max_position_embeddings as u64,
             ),
-            ("vision_hidden_size", v.hidden_size as u64),
-            ("vision_num_hidden_layers", v.num_hidden_layers as u64),
-            ("vision_num_attention_heads", v.num_attention_heads as u64),
-            ("vision_intermediate_size", v.intermediate_size as u64),
-            ("vision_image_size", v.image_size as u64),
-            ("vision_patch_size", v.patch_size as u64),
-        ]
+        ];
+        values.extend(self.vision_config.spec_architecture());
+        values
     }
 
     fn text(&self) -> ClipTextConfig {
@@ -141,21 +181,6 @@ impl Config {
             num_hidden_layers: t.num_hidden_layers,
             num_attention_heads: t.num_attention_heads,
             projection_dim: self.projection_dim,
-        }
-    }
-
-    fn vision(&self) -> ClipVisionConfig {
-        let v = &self.vision_config;
-        ClipVisionConfig {
-            embed_dim: v.hidden_size,
-            activation: Activation::QuickGelu,
-            intermediate_size: v.intermediate_size,
-            num_hidden_layers: v.num_hidden_layers,
-            num_attention_heads: v.num_attention_heads,
-            projection_dim: self.projection_dim,
-            num_channels: v.num_channels,
-            image_size: v.image_size,
-            patch_size: v.patch_size,
         }
     }
 }
@@ -180,7 +205,8 @@ impl Model {
         let config = Config::read(dir)?;
         let vb = var_builder(&dir.safetensors("")?, dtype, device)?;
         let text = ClipTextTransformer::new(vb.pp("text_model"), &config.text())?;
-        let vision = ClipVisionTransformer::new(vb.pp("vision_model"), &config.vision())?;
+        let vision =
+            ClipVisionTransformer::new(vb.pp("vision_model"), &config.vision_config.tower())?;
         let text_projection = candle_nn::linear_no_bias(
             config.text_config.hidden_size,
             config.projection_dim,
