@@ -25,64 +25,47 @@ pub struct Part {
     pub tokenizer: Option<&'static str>,
 }
 
+/// A text encoder: its `config.json` and its tokenizer folder.
+const fn text_encoder(
+    component: &'static str,
+    config: &'static str,
+    tokenizer: &'static str,
+) -> Part {
+    Part {
+        component,
+        config,
+        prefix: "",
+        tokenizer: Some(tokenizer),
+    }
+}
+
+/// A network without a tokenizer: its `config.json` and its tensor-name prefix.
+const fn network(component: &'static str, config: &'static str, prefix: &'static str) -> Part {
+    Part {
+        component,
+        config,
+        prefix,
+        tokenizer: None,
+    }
+}
+
 const FLUX: &[Part] = &[
-    Part {
-        component: "clip_l",
-        config: "text_encoder/config.json",
-        prefix: "",
-        tokenizer: Some("tokenizer"),
-    },
-    Part {
-        component: "t5_xxl",
-        config: "text_encoder_2/config.json",
-        prefix: "",
-        tokenizer: Some("tokenizer_2"),
-    },
-    Part {
-        component: "transformer",
-        config: "transformer/config.json",
-        prefix: "",
-        tokenizer: None,
-    },
-    Part {
-        component: "ae",
-        config: "vae/config.json",
-        prefix: "",
-        tokenizer: None,
-    },
+    text_encoder("clip_l", "text_encoder/config.json", "tokenizer"),
+    text_encoder("t5_xxl", "text_encoder_2/config.json", "tokenizer_2"),
+    network("transformer", "transformer/config.json", ""),
+    network("ae", "vae/config.json", ""),
 ];
 
 const SD3: &[Part] = &[
-    Part {
-        component: "clip_l",
-        config: "text_encoder/config.json",
-        prefix: "",
-        tokenizer: Some("tokenizer"),
-    },
-    Part {
-        component: "clip_g",
-        config: "text_encoder_2/config.json",
-        prefix: "",
-        tokenizer: Some("tokenizer_2"),
-    },
-    Part {
-        component: "t5_xxl",
-        config: "text_encoder_3/config.json",
-        prefix: "",
-        tokenizer: Some("tokenizer_3"),
-    },
-    Part {
-        component: "transformer",
-        config: "transformer/config.json",
-        prefix: "model.diffusion_model",
-        tokenizer: None,
-    },
-    Part {
-        component: "vae",
-        config: "vae/config.json",
-        prefix: "first_stage_model",
-        tokenizer: None,
-    },
+    text_encoder("clip_l", "text_encoder/config.json", "tokenizer"),
+    text_encoder("clip_g", "text_encoder_2/config.json", "tokenizer_2"),
+    text_encoder("t5_xxl", "text_encoder_3/config.json", "tokenizer_3"),
+    network(
+        "transformer",
+        "transformer/config.json",
+        "model.diffusion_model",
+    ),
+    network("vae", "vae/config.json", "first_stage_model"),
 ];
 
 /// The components of `pipeline`.
