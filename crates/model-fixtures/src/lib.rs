@@ -7,7 +7,8 @@
 //!   LLaVA 1.5 checkpoint; [`reference`] — an independent plain-`f32` decoder forward pass
 //!   over a GGUF's dequantized weights; [`diffusion`] — FLUX and SD3.5 checkpoints of any
 //!   geometry (tiny for tests, full size for memory measurements); [`minilm`] — the real
-//!   MiniLM; [`manifest`] — one of each, with the `fixtures.json` the CLI serves.
+//!   MiniLM; [`manifest`] — one of each, with the `fixtures.json` the CLI serves;
+//!   [`robustness`] — the allocation tracking of the property tests.
 //!
 //! Unpublished: used by the tests, the measurement programs and `cargo xtask fixtures`.
 
@@ -17,6 +18,7 @@ pub mod embed;
 pub mod manifest;
 pub mod minilm;
 pub mod reference;
+pub mod robustness;
 mod tokenizer;
 mod weights;
 

@@ -5,11 +5,11 @@
 //! 10,000 cases per file by default; `PROPTEST_CASES=100000 cargo test -p model-networks
 //! --test robust_configs --release` is the longer run.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device};
+use model_fixtures::robustness::{TrackingAllocator, cases};
 use model_networks::embed::text::{Overflow, TextEncoder, TextMode, TextRules};
 use model_networks::embed::{self, BatchLimits, EncoderParams};
 use model_networks::{EmbeddingModel, Family};
@@ -18,39 +18,11 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 /// Records the largest single allocation of the process.
-struct Tracking;
-
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above, i.e. from the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST.fetch_max(new_size, Ordering::Relaxed);
-        // SAFETY: as `dealloc`, and the new size is the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Tracking = Tracking;
+static ALLOCATOR: TrackingAllocator = TrackingAllocator::new();
 
 /// Far above what a tiny checkpoint (a few hundred kilobytes) needs to load.
 const ALLOCATION_CAP: usize = 64 << 20;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
-}
 
 /// A tiny BERT written once; each case copies it and replaces one file.
 fn seed() -> &'static Path {
@@ -167,7 +139,7 @@ proptest! {
             prop_assert!(names(&e, &dir, "config.json") || names(&e, &dir, "model.safetensors"), "{e}");
         }
         std::fs::remove_dir_all(&dir).ok();
-        prop_assert!(LARGEST.load(Ordering::Relaxed) <= ALLOCATION_CAP);
+        prop_assert!(ALLOCATOR.largest() <= ALLOCATION_CAP);
     }
 
     #[test]
@@ -181,7 +153,7 @@ proptest! {
             prop_assert!(names(&e, &dir, "tokenizer.json") || matches!(e, BackendError::Input(_)), "{e}");
         }
         std::fs::remove_dir_all(&dir).ok();
-        prop_assert!(LARGEST.load(Ordering::Relaxed) <= ALLOCATION_CAP);
+        prop_assert!(ALLOCATOR.largest() <= ALLOCATION_CAP);
     }
 }
 

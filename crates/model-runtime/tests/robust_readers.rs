@@ -7,7 +7,6 @@
 //! kilobytes, so the largest single allocation the process makes is checked against a fixed
 //! cap far above what reading them needs.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,45 +14,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
+use model_fixtures::robustness::{TrackingAllocator, cases};
 use model_runtime::safetensors::{ReadSafetensors, tensor_descs};
 use model_runtime::{BackendError, GgufFile};
 use proptest::prelude::*;
 
 /// Records the largest single allocation of the process.
-struct Tracking;
-
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` above, i.e. from the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST.fetch_max(new_size, Ordering::Relaxed);
-        // SAFETY: as `dealloc`, and the new size is the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Tracking = Tracking;
+static ALLOCATOR: TrackingAllocator = TrackingAllocator::new();
 
 /// Far above anything reading a few-kilobyte file needs, far below what a length field taken
 /// on trust would ask for.
 const ALLOCATION_CAP: usize = 64 << 20;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
-}
 
 fn scratch() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("robust-readers-{}", std::process::id()));
@@ -221,27 +193,33 @@ fn read_gguf(path: &Path) -> Result<(), BackendError> {
     Ok(())
 }
 
+/// One case: `read` of `bytes` as a `.{ext}` file succeeds or fails naming the file, and no
+/// allocation so far passed the cap.
+fn read_case(
+    bytes: &[u8],
+    ext: &str,
+    read: fn(&Path) -> Result<(), BackendError>,
+) -> Result<(), TestCaseError> {
+    let path = case_file(bytes, ext);
+    if let Err(e) = read(&path) {
+        prop_assert!(names_the_file(&e, &path), "{e}");
+    }
+    std::fs::remove_file(&path).ok();
+    prop_assert!(ALLOCATOR.largest() <= ALLOCATION_CAP);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn safetensors_files_give_typed_errors(bytes in input(valid_safetensors())) {
-        let path = case_file(&bytes, "safetensors");
-        if let Err(e) = read_safetensors(&path) {
-            prop_assert!(names_the_file(&e, &path), "{e}");
-        }
-        std::fs::remove_file(&path).ok();
-        prop_assert!(LARGEST.load(Ordering::Relaxed) <= ALLOCATION_CAP);
+        read_case(&bytes, "safetensors", read_safetensors)?;
     }
 
     #[test]
     fn gguf_files_give_typed_errors(bytes in input(valid_gguf())) {
-        let path = case_file(&bytes, "gguf");
-        if let Err(e) = read_gguf(&path) {
-            prop_assert!(names_the_file(&e, &path), "{e}");
-        }
-        std::fs::remove_file(&path).ok();
-        prop_assert!(LARGEST.load(Ordering::Relaxed) <= ALLOCATION_CAP);
+        read_case(&bytes, "gguf", read_gguf)?;
     }
 }
 
