@@ -180,14 +180,7 @@ fn bert(dir: &Path) {
         &dir.join("sentence_bert_config.json"),
         json!({ "max_seq_length": 24, "do_lower_case": false }),
     );
-    write_json(
-        &dir.join("modules.json"),
-        json!([
-            { "idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer" },
-            { "idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling" },
-            { "idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize" }
-        ]),
-    );
+    modules_json(dir, "2_Normalize", "Normalize");
     tokenizer(
         dir,
         &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
@@ -218,6 +211,19 @@ fn bert(dir: &Path) {
     }
     w.linear("pooler.dense", H, H, true);
     w.save(&dir.join("model.safetensors"));
+}
+
+/// `modules.json` of a Sentence-Transformers checkpoint: Transformer, Pooling, then the
+/// module `last` (`Normalize`, `Dense` …) in the folder `last_path`.
+fn modules_json(dir: &Path, last_path: &str, last: &str) {
+    write_json(
+        &dir.join("modules.json"),
+        json!([
+            { "idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer" },
+            { "idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling" },
+            { "idx": 2, "name": "2", "path": last_path, "type": format!("sentence_transformers.models.{last}") }
+        ]),
+    );
 }
 
 fn qwen2_config(dir: &Path) {
@@ -261,14 +267,7 @@ fn stella(dir: &Path) {
         &dir.join("sentence_bert_config.json"),
         json!({ "max_seq_length": 32 }),
     );
-    write_json(
-        &dir.join("modules.json"),
-        json!([
-            { "idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer" },
-            { "idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling" },
-            { "idx": 2, "name": "2", "path": "2_Dense_24", "type": "sentence_transformers.models.Dense" }
-        ]),
-    );
+    modules_json(dir, "2_Dense_24", "Dense");
     write_json(
         &dir.join("2_Dense_24/config.json"),
         json!({ "in_features": H, "out_features": 24, "bias": true, "activation_function": "torch.nn.modules.linear.Identity" }),
