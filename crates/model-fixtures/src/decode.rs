@@ -14,6 +14,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
+use model_runtime::BackendError;
 use serde_json::json;
 
 use crate::Rng;
@@ -388,12 +389,26 @@ pub const LLAVA_WORDS: &[&str] = &[
 /// Token id of `<image>` in the tiny LLaVA.
 pub const LLAVA_IMAGE_TOKEN: u32 = 3;
 
+/// LLaVA's special tokens, `<image>` at [`LLAVA_IMAGE_TOKEN`].
+const LLAVA_SPECIALS: [&str; 4] = ["<unk>", "<s>", "</s>", "<image>"];
+
+/// LLaVA's word-level `tokenizer.json`: the specials, then [`LLAVA_WORDS`]; `<s>` starts
+/// every input and `<image>` is matched whole.
+pub(crate) fn llava_tokenizer(dir: &Path) -> Result<(), BackendError> {
+    WordLevelTokenizer {
+        tokens: LLAVA_SPECIALS.iter().chain(LLAVA_WORDS).copied().collect(),
+        unk: "<unk>",
+        lowercase: false,
+        added: &LLAVA_SPECIALS,
+        template: Some("<s> $A"),
+    }
+    .write(dir)
+}
+
 /// Writes a tiny LLaVA 1.5 checkpoint (llava-hf layout, F16) into `dir`.
 pub fn write_llava(dir: &Path, seed: u64) {
-    let specials = ["<unk>", "<s>", "</s>", "<image>"];
-    let tokens: Vec<&str> = specials.iter().chain(LLAVA_WORDS).copied().collect();
     let vocab_size = 32;
-    assert!(tokens.len() <= vocab_size);
+    assert!(LLAVA_SPECIALS.len() + LLAVA_WORDS.len() <= vocab_size);
     let (th, ti, tl, heads) = (64, 128, 2, 4);
     let (vh, vi, vl, vheads, image, patch) = (32, 64, 3, 4, 28, 14);
     std::fs::create_dir_all(dir).unwrap();
@@ -426,18 +441,7 @@ pub fn write_llava(dir: &Path, seed: u64) {
         serde_json::to_string_pretty(&config).unwrap(),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("preprocessor_config.json"),
-        serde_json::to_string_pretty(&json!({
-            "crop_size": {"height": image, "width": image},
-            "do_center_crop": true, "do_normalize": true, "do_resize": true,
-            "image_mean": [0.48145466, 0.4578275, 0.40821073],
-            "image_std": [0.26862954, 0.26130258, 0.27577711],
-            "size": {"shortest_edge": image}
-        }))
-        .unwrap(),
-    )
-    .unwrap();
+    crate::embed::clip_preprocessor(dir, image as u64).unwrap();
 
     let mut w = Weights::new(DType::F16, seed);
     let mut put =
@@ -532,15 +536,7 @@ pub fn write_llava(dir: &Path, seed: u64) {
     );
     // Two shards plus the index, as the real checkpoint (three shards) is stored.
     w.save_sharded(dir, 2);
-    WordLevelTokenizer {
-        tokens,
-        unk: "<unk>",
-        lowercase: false,
-        added: &specials,
-        template: Some("<s> $A"),
-    }
-    .write(dir)
-    .unwrap();
+    llava_tokenizer(dir).unwrap();
 }
 
 /// A small RGB test image: a colored square on a plain background.

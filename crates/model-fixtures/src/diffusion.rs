@@ -13,36 +13,23 @@
 //! This is what the tests load (tiny geometries) and what memory measurements load where the
 //! real weights cannot be downloaded.
 
-use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use model_spec::DType;
-use model_spec::shapes::TensorDesc;
-use model_spec::spec::{Component, Fact, Provenance};
+use model_spec::spec::Component;
 use serde_json::json;
 
 use model_networks::Pipeline;
 use model_networks::diffusion::layout::{self, Part};
-use model_networks::diffusion::sampler::SplitMix64;
 use model_networks::diffusion::tokenizer::{CLIP_BOS, CLIP_EOS};
 use model_runtime::BackendError;
 
+use crate::spec_checkpoint::Files;
 use crate::tokenizer::WordLevelTokenizer;
 use crate::write_json;
 
-/// Architecture values that differ from the registry spec's, per component.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Geometry {
-    overrides: BTreeMap<String, BTreeMap<String, toml::Value>>,
-}
+pub use crate::spec_checkpoint::{Geometry, Written};
 
 impl Geometry {
-    /// The registry model's own geometry.
-    pub fn real() -> Self {
-        Geometry::default()
-    }
-
     /// A tiny model of `pipeline` (hidden sizes of 32–96, two layers per text encoder, one or
     /// two transformer blocks, a 32-channel autoencoder): a few hundred kilobytes, seconds to
     /// run on a CPU, and every code path of the real one.
@@ -91,59 +78,18 @@ impl Geometry {
         }
     }
 
-    /// Sets architecture value `key` of `component`.
-    pub fn set(mut self, component: &str, key: &str, value: impl Into<toml::Value>) -> Self {
-        self.overrides
-            .entry(component.to_owned())
-            .or_default()
-            .insert(key.to_owned(), value.into());
-        self
-    }
-
-    /// The spec's components with these values applied.
+    /// The pipeline's components with these values applied.
     pub fn components(&self, pipeline: Pipeline) -> Result<Vec<Component>, BackendError> {
-        let backend = model_serving::text_to_image::backend_of(pipeline);
-        let serve = |e: model_serving::ServeError| BackendError::config("registry", e);
-        let template = model_serving::registry::template(backend).map_err(serve)?;
-        let key = template.registry_key;
-        let entry = model_serving::registry::spec(template).map_err(serve)?;
-        let mut components = entry.spec.spec.components.clone();
-        for (name, values) in &self.overrides {
-            let c = components
-                .iter_mut()
-                .find(|c| &c.name == name)
-                .ok_or_else(|| {
-                    BackendError::config(
-                        &entry.spec.path,
-                        format!("{key} has no component `{name}`"),
-                    )
-                })?;
-            for (k, v) in values {
-                c.architecture.insert(
-                    k.clone(),
-                    toml::Spanned::new(
-                        0..0,
-                        Fact {
-                            value: v.clone(),
-                            provenance: Provenance::Derived,
-                            source: None,
-                            formula: Some("random checkpoint geometry".into()),
-                        },
-                    ),
-                );
-            }
-        }
-        Ok(components)
+        self.spec_components(pipeline_key(pipeline)?)
     }
 }
 
-/// What was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Written {
-    /// Tensors.
-    pub tensors: usize,
-    /// Bytes of tensor data.
-    pub bytes: u64,
+/// The registry key of `pipeline`'s model.
+pub fn pipeline_key(pipeline: Pipeline) -> Result<&'static str, BackendError> {
+    let backend = model_serving::text_to_image::backend_of(pipeline);
+    model_serving::registry::template(backend)
+        .map(|t| t.registry_key)
+        .map_err(|e| BackendError::config("registry", e))
 }
 
 /// Writes a random checkpoint of `pipeline` with `geometry` into `dir` (created if needed).
@@ -154,7 +100,7 @@ pub fn write(
     seed: u64,
 ) -> Result<Written, BackendError> {
     let components = geometry.components(pipeline)?;
-    let mut files: BTreeMap<String, Vec<TensorDesc>> = BTreeMap::new();
+    let mut files = Files::default();
     for part in layout::parts(pipeline) {
         let c = components
             .iter()
@@ -162,23 +108,7 @@ pub fn write(
             .ok_or_else(|| {
                 BackendError::config(dir, format!("no component `{}`", part.component))
             })?;
-        let tensors =
-            model_spec::shapes::derive(c).map_err(|e| BackendError::config(dir, e.to_string()))?;
-        // Shards get consecutive runs of tensors, like the Hub's.
-        let per_file = tensors.len().div_ceil(c.files.len().max(1)).max(1);
-        for (i, chunk) in tensors.chunks(per_file).enumerate() {
-            let file = c.files.get(i).cloned().unwrap_or_default();
-            files
-                .entry(file)
-                .or_default()
-                .extend(chunk.iter().map(|t| TensorDesc {
-                    name: match part.prefix {
-                        "" => t.name.clone(),
-                        p => format!("{p}.{}", t.name),
-                    },
-                    ..t.clone()
-                }));
-        }
+        files.add(c, part.prefix)?;
         write_json(&dir.join(part.config), &config_json(pipeline, part, c)?)?;
         if let Some(tok) = part.tokenizer {
             let tok = dir.join(tok);
@@ -191,12 +121,7 @@ pub fn write(
             }
         }
     }
-    let mut written = Written::default();
-    for (file, tensors) in &files {
-        let bytes = write_safetensors(&dir.join(file), tensors, seed)?;
-        written.tensors += tensors.len();
-        written.bytes += bytes;
-    }
+    let written = files.write(dir, seed)?;
     let (class, scheduler) = match pipeline {
         Pipeline::Flux => (
             "FluxPipeline",
@@ -422,125 +347,6 @@ pub fn t5_tokenizer(dir: &Path) -> Result<(), BackendError> {
     )
 }
 
-/// Streams `tensors` with random values to a safetensors file; returns the data bytes.
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &[TensorDesc],
-    seed: u64,
-) -> Result<u64, BackendError> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0u64;
-    let mut order: Vec<&TensorDesc> = tensors.iter().collect();
-    order.sort_by(|a, b| a.name.cmp(&b.name));
-    for t in &order {
-        let bytes = t.numel() * element_bytes(t.dtype, path)?;
-        header.insert(
-            t.name.clone(),
-            json!({"dtype": t.dtype.as_str(), "shape": t.shape, "data_offsets": [offset, offset + bytes]}),
-        );
-        offset += bytes;
-    }
-    let mut json = serde_json::to_vec(&serde_json::Value::Object(header))
-        .map_err(|e| BackendError::config(path, e))?;
-    json.resize(json.len().div_ceil(8) * 8, b' ');
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| BackendError::io(parent, e))?;
-    }
-    let io = |e| BackendError::io(path, e);
-    let mut out = BufWriter::with_capacity(8 << 20, std::fs::File::create(path).map_err(io)?);
-    out.write_all(&(json.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    out.write_all(&json).map_err(io)?;
-    let mut chunk = Vec::with_capacity(1 << 20);
-    for t in &order {
-        let mut values = Values::new(t, seed);
-        let mut left = t.numel();
-        while left > 0 {
-            let n = left.min(1 << 18);
-            chunk.clear();
-            for _ in 0..n {
-                let v = values.next();
-                match t.dtype {
-                    DType::F32 => chunk.extend_from_slice(&v.to_le_bytes()),
-                    DType::BF16 => chunk.extend_from_slice(&bf16_bits(v).to_le_bytes()),
-                    _ => chunk.extend_from_slice(&f16_bits(v).to_le_bytes()),
-                }
-            }
-            out.write_all(&chunk).map_err(io)?;
-            left -= n;
-        }
-    }
-    out.flush().map_err(io)?;
-    Ok(offset)
-}
-
-fn element_bytes(dtype: DType, path: &Path) -> Result<u64, BackendError> {
-    match dtype {
-        DType::F32 => Ok(4),
-        DType::F16 | DType::BF16 => Ok(2),
-        other => Err(BackendError::config(
-            path,
-            format!("random checkpoints are written in F32, F16 or BF16, not {other}"),
-        )),
-    }
-}
-
-/// Values for one tensor: norm scales near 1, biases near 0, other tensors uniform with
-/// variance 1/fan-in (so activations stay of order one through random layers). The stream
-/// depends only on the seed and the tensor's name.
-struct Values {
-    rng: SplitMix64,
-    center: f32,
-    spread: f32,
-}
-
-impl Values {
-    fn new(t: &TensorDesc, seed: u64) -> Self {
-        let name_hash = t.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        let rng = SplitMix64(seed ^ name_hash);
-        let is_norm = ["norm", "ln_", "scale"].iter().any(|k| t.name.contains(k));
-        let (center, spread) = if t.shape.len() <= 1 {
-            if is_norm && !t.name.ends_with("bias") {
-                (1.0, 0.1)
-            } else {
-                (0.0, 0.02)
-            }
-        } else {
-            let embedding = ["embed", "shared", "relative_attention_bias"]
-                .iter()
-                .any(|k| t.name.contains(k));
-            let fan_in = if embedding {
-                t.shape.last().copied().unwrap_or(1)
-            } else {
-                t.shape[1..].iter().product()
-            };
-            (0.0, (3.0 / fan_in.max(1) as f64).sqrt() as f32)
-        };
-        Values {
-            rng,
-            center,
-            spread,
-        }
-    }
-
-    fn next(&mut self) -> f32 {
-        let u = (self.rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        self.center + self.spread * (2.0 * u - 1.0)
-    }
-}
-
-/// `x` as bfloat16 bits, rounded to nearest even.
-fn bf16_bits(x: f32) -> u16 {
-    half::bf16::from_f32(x).to_bits()
-}
-
-/// `x` as IEEE half bits, rounded to nearest even.
-fn f16_bits(x: f32) -> u16 {
-    half::f16::from_f32(x).to_bits()
-}
-
 /// Removes a checkpoint directory written here (big ones should not outlive a measurement).
 pub fn remove(dir: &Path) -> Result<(), BackendError> {
     match std::fs::remove_dir_all(dir) {
@@ -567,21 +373,6 @@ pub fn weight_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn half_conversions_round_to_nearest() {
-        assert_eq!(f16_bits(1.0), 0x3c00);
-        assert_eq!(f16_bits(-2.0), 0xc000);
-        assert_eq!(f16_bits(0.0), 0);
-        assert_eq!(f16_bits(65504.0), 0x7bff);
-        assert_eq!(f16_bits(1e6), 0x7c00);
-        // The smallest subnormal, 2^-24.
-        assert_eq!(f16_bits(5.960_464_5e-8), 0x0001);
-        assert_eq!(f16_bits(0.333_333_34), 0x3555);
-        assert_eq!(bf16_bits(1.0), 0x3f80);
-        assert_eq!(bf16_bits(-0.5), 0xbf00);
-        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80, "a tie rounds to even");
-    }
 
     #[test]
     fn rope_axes_are_even_and_sum_to_the_head() {

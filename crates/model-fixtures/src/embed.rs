@@ -10,6 +10,8 @@ use candle_core::{DType, Device, Tensor};
 use model_serving::{DeclaredMemory, EmbedOptions, Family, ServedModel};
 use serde_json::json;
 
+use model_runtime::BackendError;
+
 use crate::tokenizer::WordLevelTokenizer;
 use crate::weights::Weights;
 
@@ -139,7 +141,7 @@ pub fn tiny_served(family: Family, dir: &Path) -> ServedModel {
 
 /// A word-level tokenizer: `specials` first (ids 0…), then [`WORDS`]; `template` wraps a
 /// single input (e.g. `"[CLS] $A [SEP]"`).
-fn tokenizer(dir: &Path, specials: &[&str], template: Option<&str>) {
+pub(crate) fn tokenizer(dir: &Path, specials: &[&str], template: Option<&str>) {
     let tokens: Vec<&str> = specials.iter().chain(WORDS).copied().collect();
     assert!(tokens.len() <= VOCAB);
     let unk = specials
@@ -215,7 +217,7 @@ fn bert(dir: &Path) {
 
 /// `modules.json` of a Sentence-Transformers checkpoint: Transformer, Pooling, then the
 /// module `last` (`Normalize`, `Dense` …) in the folder `last_path`.
-fn modules_json(dir: &Path, last_path: &str, last: &str) {
+pub(crate) fn modules_json(dir: &Path, last_path: &str, last: &str) {
     write_json(
         &dir.join("modules.json"),
         json!([
@@ -509,15 +511,7 @@ pub fn write_clip(dir: &Path, g: &ClipGeometry) {
             }
         }),
     );
-    write_json(
-        &dir.join("preprocessor_config.json"),
-        json!({
-            "crop_size": { "height": g.image, "width": g.image }, "do_center_crop": true, "do_normalize": true,
-            "do_resize": true, "image_processor_type": "CLIPImageProcessor", "resample": 3,
-            "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-            "size": { "shortest_edge": g.image }
-        }),
-    );
+    clip_preprocessor(dir, g.image as u64).unwrap();
     tokenizer(
         dir,
         &["<|startoftext|>", "<|endoftext|>", "<unk>"],
@@ -567,6 +561,20 @@ pub fn write_clip(dir: &Path, g: &ClipGeometry) {
         Tensor::new(2.6592f32, &Device::Cpu).unwrap(),
     );
     w.save(&dir.join("model.safetensors"));
+}
+
+/// `preprocessor_config.json` of a CLIP image processor for `image`-pixel squares (CLIP's and
+/// LLaVA's vision towers).
+pub(crate) fn clip_preprocessor(dir: &Path, image: u64) -> Result<(), BackendError> {
+    crate::write_json(
+        &dir.join("preprocessor_config.json"),
+        &json!({
+            "crop_size": { "height": image, "width": image }, "do_center_crop": true, "do_normalize": true,
+            "do_resize": true, "image_processor_type": "CLIPImageProcessor", "resample": 3,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "size": { "shortest_edge": image }
+        }),
+    )
 }
 
 fn encoder(w: &mut Weights, p: &str, h: usize, inter: usize, layers: usize) {

@@ -8,6 +8,8 @@
 //!   over a GGUF's dequantized weights; [`diffusion`] — FLUX and SD3.5 checkpoints of any
 //!   geometry (tiny for tests, full size for memory measurements); [`minilm`] — the real
 //!   MiniLM; [`manifest`] — one of each, with the `fixtures.json` the CLI serves;
+//!   [`spec_checkpoint`] — any served registry model at its spec's geometry (or a tiny one),
+//!   streamed to disk, for the GPU measurements;
 //!   [`robustness`] — the allocation tracking of the property tests.
 //!
 //! Unpublished: used by the tests, the measurement programs and `cargo xtask fixtures`.
@@ -19,6 +21,8 @@ pub mod manifest;
 pub mod minilm;
 pub mod reference;
 pub mod robustness;
+pub mod spec_checkpoint;
+mod stream;
 mod tokenizer;
 mod weights;
 

@@ -253,9 +253,10 @@ fn jina_bert(x: &mut Ctx) -> Result<(), DeriveError> {
         }
         x.linear(&format!("{p}.attention.output.dense"), h, h, true);
         x.layer_norm(&format!("{p}.attention.output.LayerNorm"), h);
-        // GEGLU: gate and up fused in one matrix without bias.
-        x.linear(&format!("{p}.mlp.up_gated_layer"), h, 2 * i, false);
-        x.linear(&format!("{p}.mlp.down_layer"), i, h, true);
+        // GEGLU: gate and up fused in one matrix without bias (jina-embeddings-v2-base-en's
+        // names; the code variant's `up_gated_layer` / `down_layer` are another layout).
+        x.linear(&format!("{p}.mlp.gated_layers"), h, 2 * i, false);
+        x.linear(&format!("{p}.mlp.wo"), i, h, true);
         x.layer_norm(&format!("{p}.mlp.layernorm"), h);
     }
     if x.b_or("has_pooler", true) {

@@ -67,6 +67,10 @@ impl Sizes {
             ("hidden_size", self.hidden_size as u64),
             ("num_hidden_layers", self.num_hidden_layers as u64),
             ("num_attention_heads", self.num_attention_heads as u64),
+            (
+                "head_dim",
+                (self.hidden_size / self.num_attention_heads.max(1)) as u64,
+            ),
             ("intermediate_size", self.intermediate_size as u64),
             ("vocab_size", self.vocab_size as u64),
             (

@@ -52,6 +52,11 @@ impl Qwen2Config {
             ("num_hidden_layers", self.num_hidden_layers as u64),
             ("num_attention_heads", self.num_attention_heads as u64),
             ("num_key_value_heads", self.num_key_value_heads as u64),
+            // candle's Qwen2 has no separate head size: it is hidden / heads.
+            (
+                "head_dim",
+                (self.hidden_size / self.num_attention_heads.max(1)) as u64,
+            ),
             ("intermediate_size", self.intermediate_size as u64),
             ("vocab_size", self.vocab_size as u64),
         ]
