@@ -2,6 +2,7 @@
 //! command line.
 
 mod commands;
+mod download_progress;
 mod model_args;
 
 use std::process::ExitCode;

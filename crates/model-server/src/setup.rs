@@ -330,13 +330,10 @@ fn served(
     let in_registry = model_registry::by_key(&e.key).is_some();
     let source = match (&path, in_registry) {
         (Some(p), _) => ModelSource::Path(p.clone()),
-        (None, true) => ModelSource::HfCache {
-            repo: e.key.clone(),
-            revision: model_registry::by_key(&e.key)
-                .map(|m| m.revision)
-                .filter(|r| *r != "unpinned")
-                .map(str::to_owned),
-        },
+        // Fetched from the Hub into its cache by the first load where files are missing.
+        (None, true) => model_registry::by_key(&e.key)
+            .map(ModelSource::hub_of)
+            .ok_or_else(|| bad("not in the registry".into()))?,
         (None, false) => {
             return Err(bad(format!(
                 "not in the registry and no path: pass --model {}=PATH or set `path` in the pool file",

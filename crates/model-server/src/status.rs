@@ -5,7 +5,7 @@
 use model_pool::governor::DeviceUsage;
 use model_pool::status::ModelCounters;
 use model_pool::{PoolStatus, Tier};
-use model_serving::ModelPool;
+use model_serving::{DownloadProgress, ModelPool};
 use serde::Serialize;
 
 /// The whole pool.
@@ -44,8 +44,12 @@ pub struct ModelView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_ttl_seconds: Option<f64>,
     pub priority: i32,
-    /// `unloaded`, `loading`, `ready`, `unloading`, `failed`.
+    /// `unloaded`, `downloading` (its files from the Hub, see `download`), `loading`,
+    /// `ready`, `unloading`, `failed`.
     pub state: &'static str,
+    /// Bytes of the model's files in the cache and in all, while they download.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download: Option<DownloadProgress>,
     pub leases: usize,
     pub max_concurrency: usize,
     pub queue_depth: usize,
@@ -112,6 +116,7 @@ pub fn status(pool: &ModelPool, draining: bool) -> StatusView {
         .models()
         .filter_map(|m| {
             let st = s.model(&m.key)?;
+            let download = pool.download_progress(&m.key);
             let (tier, pinned, ttl) = match st.tier {
                 Tier::Hot { pinned } => ("hot", Some(pinned), None),
                 Tier::Warm { idle_ttl } => ("warm", None, Some(idle_ttl.as_secs_f64())),
@@ -124,7 +129,11 @@ pub fn status(pool: &ModelPool, draining: bool) -> StatusView {
                 pinned,
                 idle_ttl_seconds: ttl,
                 priority: st.priority,
-                state: st.state.as_str(),
+                state: match download {
+                    Some(_) => "downloading",
+                    None => st.state.as_str(),
+                },
+                download,
                 leases: st.leases,
                 max_concurrency: st.max_concurrency,
                 queue_depth: st.queue_depth,

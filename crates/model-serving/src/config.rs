@@ -25,22 +25,65 @@ use crate::text_to_image::ImageOptions;
 pub enum ModelSource {
     /// A directory in the Hub layout, or a GGUF file.
     Path(PathBuf),
-    /// A snapshot in the Hugging Face Hub cache.
+    /// A snapshot in the Hugging Face Hub cache (nothing is downloaded).
     HfCache {
         /// `owner/name`.
         repo: String,
         /// Branch, tag or commit; `main` when `None`.
         revision: Option<String>,
     },
+    /// A Hub repository, downloaded into the Hugging Face cache by the model's first load
+    /// where files are missing ([`crate::download`]); read from the cache alone with
+    /// `HF_HUB_OFFLINE=1`.
+    Hub {
+        /// `owner/name`.
+        repo: String,
+        /// Branch, tag or commit.
+        revision: String,
+        /// The weight files, as globs over repository paths (configuration and tokenizer
+        /// files come along).
+        weights: Vec<String>,
+    },
 }
 
 impl ModelSource {
+    /// A registry model's repository at its pinned revision (`main` while unpinned), with the
+    /// weight files its entry names.
+    pub fn hub_of(info: &CandleModelInfo) -> ModelSource {
+        // Phi-4's registry key names Microsoft's safetensors repository; the Q4_K_M GGUF the
+        // registry serves is published by another (the spec's `file_type` source names it).
+        // Such a mapping belongs in the spec; until it is there, it is kept here.
+        const WEIGHTS_REPO: &[(&str, &str)] = &[("microsoft/phi-4", "bartowski/phi-4-GGUF")];
+        let repo = WEIGHTS_REPO
+            .iter()
+            .find(|(key, _)| *key == info.registry_key)
+            .map_or(info.registry_key, |(_, repo)| repo);
+        ModelSource::Hub {
+            repo: repo.to_owned(),
+            revision: match info.revision {
+                "unpinned" | "" => "main".to_owned(),
+                r => r.to_owned(),
+            },
+            weights: info
+                .components
+                .iter()
+                .flat_map(|c| c.files.iter().map(|f| (*f).to_owned()))
+                .collect(),
+        }
+    }
+
     /// The path (checked at load time, so a pool can be built before the files are there).
+    /// A [`ModelSource::Hub`] resolves to its snapshot once an earlier load downloaded it.
     pub fn resolve(&self) -> Result<PathBuf, BackendError> {
         match self {
             ModelSource::Path(path) => Ok(path.clone()),
             ModelSource::HfCache { repo, revision } => {
                 Ok(ModelDir::hf_cache(repo, revision.as_deref())?
+                    .root()
+                    .to_path_buf())
+            }
+            ModelSource::Hub { repo, revision, .. } => {
+                Ok(ModelDir::hf_cache(repo, Some(revision))?
                     .root()
                     .to_path_buf())
             }

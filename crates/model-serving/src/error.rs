@@ -176,6 +176,17 @@ pub enum ServeError {
         #[source]
         source: Arc<BackendError>,
     },
+
+    /// Fetching the model's files from the Hub failed (nothing partial is left at a final
+    /// path; an interrupted file resumes on the next try).
+    #[error("model `{model}`: {source}")]
+    Download {
+        /// The model.
+        model: String,
+        /// What failed.
+        #[source]
+        source: Arc<model_hub::HubError>,
+    },
 }
 
 impl ServeError {
@@ -202,7 +213,8 @@ impl ServeError {
             | ServeError::InvalidRequest { model, .. }
             | ServeError::ImageNeverFits { model, .. }
             | ServeError::Cancelled { model }
-            | ServeError::Backend { model, .. } => Some(model),
+            | ServeError::Backend { model, .. }
+            | ServeError::Download { model, .. } => Some(model),
         }
     }
 

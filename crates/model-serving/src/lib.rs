@@ -39,6 +39,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod download;
 pub mod embed;
 pub mod error;
 pub mod generate;
@@ -50,6 +51,8 @@ pub mod report;
 pub mod text_to_image;
 
 pub use config::{ModelOptions, ModelSource, ServedModel};
+pub use download::DownloadProgress;
+pub use model_hub::{FetchObserver, FetchPlan, HubClient, HubError, HubOptions};
 pub use embed::batch::Embeddings;
 pub use embed::{DeclaredMemory, EmbedOptions};
 pub use error::ServeError;

@@ -18,6 +18,7 @@ use model_runtime::{BackendError, LoadClock, LoadMeasurement, ModelDir, measured
 use parking_lot::Mutex;
 
 use crate::config::{ModelOptions, ServedModel};
+use crate::download::Downloads;
 use crate::error::ServeError;
 use crate::text_to_image::{DiffusionModel, MemoryPlan};
 
@@ -129,15 +130,17 @@ pub(crate) struct Prepared {
     pub plan: Option<Arc<MemoryPlan>>,
 }
 
-/// Loads the pool's models on demand and records each load's measurement.
+/// Loads the pool's models on demand (downloading a Hub model's files first where they are
+/// missing) and records each load's measurement.
 #[derive(Clone)]
 pub struct ServingLoader {
     models: Arc<HashMap<String, Prepared>>,
     measurements: Arc<Mutex<BTreeMap<String, LoadMeasurement>>>,
+    downloads: Arc<Downloads>,
 }
 
 impl ServingLoader {
-    pub(crate) fn new(models: impl IntoIterator<Item = Prepared>) -> Self {
+    pub(crate) fn new(models: impl IntoIterator<Item = Prepared>, downloads: Downloads) -> Self {
         ServingLoader {
             models: Arc::new(
                 models
@@ -146,7 +149,13 @@ impl ServingLoader {
                     .collect(),
             ),
             measurements: Arc::new(Mutex::new(BTreeMap::new())),
+            downloads: Arc::new(downloads),
         }
+    }
+
+    /// The Hub downloads of this pool's models.
+    pub fn downloads(&self) -> &Downloads {
+        &self.downloads
     }
 
     /// The last load's measurement of every model loaded so far.
@@ -165,9 +174,18 @@ impl ModelLoader for ServingLoader {
         let prepared = self.models.get(&spec.key).cloned();
         let key = spec.key.clone();
         let measurements = Arc::clone(&self.measurements);
+        let downloads = Arc::clone(&self.downloads);
         async move {
-            let prepared = prepared
+            let mut prepared = prepared
                 .ok_or_else(|| LoadError::failed(format!("no configuration for `{key}`")))?;
+            // Outside the device's load lock: a download must not hold up other loads.
+            prepared.model.source = downloads
+                .local_source(&key, &prepared.model.source)
+                .await
+                .map_err(|e| match e {
+                    ServeError::Download { source, .. } => LoadError::failed(source),
+                    e => LoadError::failed(e),
+                })?;
             match load_measured(&prepared.model, prepared.plan).await {
                 Ok((model, m)) => {
                     measurements.lock().insert(key, m);

@@ -16,6 +16,8 @@ use model_pool::{
 use model_runtime::LoadMeasurement;
 
 use crate::config::{ModelOptions, ServedModel};
+use crate::download::{DownloadProgress, Downloads};
+use model_hub::{FetchObserver, HubClient};
 use crate::embed::batch::{Batcher, Embeddings, Inputs};
 use crate::error::ServeError;
 use crate::generate::{self, GenerateRequest, TokenStream};
@@ -29,6 +31,8 @@ pub struct ModelPoolBuilder {
     models: Vec<ServedModel>,
     governor: Option<MemoryGovernor>,
     scheduler: Option<SchedulerConfig>,
+    hub: Option<HubClient>,
+    download_observer: Option<Arc<dyn FetchObserver>>,
 }
 
 impl ModelPoolBuilder {
@@ -53,6 +57,20 @@ impl ModelPoolBuilder {
     /// Pool-wide limits.
     pub fn scheduler(mut self, config: SchedulerConfig) -> Self {
         self.scheduler = Some(config);
+        self
+    }
+
+    /// Downloads Hub models through `client` instead of one made from the `HF_*` variables
+    /// on first use.
+    pub fn hub_client(mut self, client: HubClient) -> Self {
+        self.hub = Some(client);
+        self
+    }
+
+    /// Tells `observer` how each Hub download goes (a progress bar), besides
+    /// [`ModelPool::download_progress`].
+    pub fn download_observer(mut self, observer: Arc<dyn FetchObserver>) -> Self {
+        self.download_observer = Some(observer);
         self
     }
 
@@ -106,7 +124,11 @@ impl ModelPoolBuilder {
                 },
             );
         }
-        let loader = ServingLoader::new(prepared);
+        let mut downloads = Downloads::with_observer(self.download_observer);
+        if let Some(client) = self.hub {
+            downloads = downloads.with_client(client);
+        }
+        let loader = ServingLoader::new(prepared, downloads);
         let mut builder = Pool::builder(loader.clone())
             .governor(governor.clone())
             .models(specs);
@@ -447,6 +469,12 @@ impl ModelPool {
     /// The request limits of a text-to-image model.
     pub fn limits(&self, model: &str) -> Option<&Limits> {
         self.entries.get(model).and_then(|e| e.limits.as_ref())
+    }
+
+    /// How far `model`'s download from the Hub is, while one is under way (its pool state is
+    /// `loading` meanwhile).
+    pub fn download_progress(&self, model: &str) -> Option<DownloadProgress> {
+        self.loader.downloads().progress(model)
     }
 
     /// The pool's status: states, leases, queues, reserved and measured bytes per model.

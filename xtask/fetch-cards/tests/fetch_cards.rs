@@ -7,12 +7,12 @@ use fetch_cards::{
     ComponentReport, FetchError, FetchOptions, HubOptions, Log, ModelReport, Outcome, RunReport,
     run,
 };
+use fixture_hub::{Body, Fault, FixtureHub, FixtureRepo};
 use model_spec::shapes::inventory;
 use model_spec::spec::Component;
 use model_spec::{Family, load_spec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::fixture_hub::{Body, Fault, FixtureHub, FixtureRepo};
 use support::fixtures::*;
 
 struct Setup {
@@ -180,7 +180,7 @@ fn no_temp_files(dir: &Path) {
 #[test]
 fn minilm_reproduces_the_real_header_inventory() {
     let repo = minilm();
-    let header_len = repo.files["model.safetensors"].prefix.len() as u64;
+    let header_len = repo.files["model.safetensors"].prefix().len() as u64;
     let hub = FixtureHub::start(vec![repo]);
     let s = setup(&[minilm_entry()]);
     let (r, log) = ok(&opts(&hub, &s));

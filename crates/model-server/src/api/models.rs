@@ -19,6 +19,8 @@ struct ModelCard {
     owned_by: &'static str,
     capability: &'static str,
     state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    download: Option<model_serving::DownloadProgress>,
     device: String,
     tier: &'static str,
     estimate_bytes: Option<u64>,
@@ -41,6 +43,7 @@ fn cards(state: &AppState) -> Vec<ModelCard> {
                 owned_by: "candle-pool",
                 capability: m.capability().as_str(),
                 state: s.map_or("unservable", |s| s.state),
+                download: s.and_then(|s| s.download),
                 device: m.device.to_string(),
                 tier: s.map_or("warm", |s| s.tier),
                 estimate_bytes: s.map(|s| s.estimate_bytes),

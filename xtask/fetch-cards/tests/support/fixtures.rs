@@ -4,10 +4,10 @@
 
 #![allow(dead_code)]
 
-use super::fixture_hub::{Body, FixtureRepo};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor, QuantizedType};
 use candle_core::{CpuStorage, Result as CResult};
+use fixture_hub::{Body, FixtureRepo};
 use model_spec::shapes::{TensorDesc, derive};
 use model_spec::spec::{Component, InventoryRow};
 use model_spec::{DType, ModelEntry, ModelSpec, load_list, load_spec};

@@ -1,2 +1,1 @@
-pub mod fixture_hub;
 pub mod fixtures;
