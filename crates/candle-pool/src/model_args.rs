@@ -93,7 +93,7 @@ impl ModelArgs {
                     repo: self.model.clone(),
                     revision: self.revision.clone().unwrap_or_else(|| "main".into()),
                     weights: if self.hub_files.is_empty() {
-                        vec!["*.safetensors".into(), "[0-9]_*/*.safetensors".into()]
+                        vec!["{*.safetensors,[0-9]_*/*.safetensors}".into()]
                     } else {
                         self.hub_files.clone()
                     },

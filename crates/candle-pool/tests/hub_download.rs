@@ -1,0 +1,205 @@
+//! `candle-pool` fetching a model from its key alone, against the fixture hub (the Hub's URL
+//! paths, Range, ETag, the CDN redirect of LFS files) serving the real all-MiniLM-L6-v2 and a
+//! tiny checkpoint written by the fixtures code: the same vector as the local-directory run,
+//! nothing fetched offline, never-fits refused before a byte, an unknown repo fetched by id.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use fixture_hub::{FixtureHub, FixtureRepo};
+
+const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// The binary with the Hub pointed at `hub`, the cache at `cache`, and nothing of the caller's
+/// Hub settings (token, offline flag) leaking in.
+fn candle_pool(hub: &FixtureHub, cache: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_candle-pool"));
+    c.args(args)
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HUB_CACHE", cache)
+        .env("HF_HOME", cache.join("home"))
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
+        .env_remove("MODEL_POOL_BUDGET")
+        .env_remove("MODEL_CARDS_DIR");
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("run candle-pool")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn embedding(out: &Output) -> Vec<f64> {
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json[0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+/// Bytes of file bodies the hub sent (listings and repo info excluded).
+fn file_bytes(hub: &FixtureHub) -> u64 {
+    hub.log()
+        .iter()
+        .filter(|l| !l.url.starts_with("/api/"))
+        .map(|l| l.sent)
+        .sum()
+}
+
+fn minilm_hub() -> (FixtureHub, std::path::PathBuf) {
+    let dir = model_fixtures::minilm::checkpoint();
+    let repo = FixtureRepo::from_dir(MINILM, &dir, FixtureRepo::default_lfs).unwrap();
+    (FixtureHub::start(vec![repo]), dir)
+}
+
+#[test]
+fn a_registry_key_alone_fetches_minilm_and_embeds_as_the_local_copy_does_then_offline_fetches_nothing()
+ {
+    let (hub, dir) = minilm_hub();
+    let cache = tempfile::tempdir().unwrap();
+    let local = ok(run(candle_pool(&hub, cache.path(), &["embed", "--model", MINILM])
+        .arg("--weights")
+        .arg(&dir)
+        .arg("hello world")));
+    assert!(hub.log().is_empty(), "a local directory needs no Hub");
+
+    let started = std::time::Instant::now();
+    let fetched = ok(run(&mut candle_pool(
+        &hub,
+        cache.path(),
+        &["embed", "--model", MINILM, "hello world"],
+    )));
+    let first_run = started.elapsed();
+    assert_eq!(embedding(&fetched), embedding(&local));
+    let weights = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+    let sent = file_bytes(&hub);
+    assert!(sent >= weights, "{sent} B sent, the weights alone are {weights} B");
+    let stderr = String::from_utf8_lossy(&fetched.stderr);
+    assert!(
+        stderr.contains("downloading") && stderr.contains("model.safetensors"),
+        "progress lines on a non-terminal stderr: {stderr}"
+    );
+    // Only what the model needs: not the card.
+    assert_eq!(hub.requests_matching("README.md"), 0, "{:#?}", hub.log());
+    eprintln!(
+        "first run from an empty cache: {sent} B of files fetched, {:.2} s to the embedding",
+        first_run.as_secs_f64()
+    );
+
+    hub.clear_log();
+    let offline = ok(run(candle_pool(
+        &hub,
+        cache.path(),
+        &["embed", "--model", MINILM, "hello world"],
+    )
+    .env("HF_HUB_OFFLINE", "1")));
+    assert_eq!(embedding(&offline), embedding(&local));
+    assert!(hub.log().is_empty(), "offline: {:#?}", hub.log());
+
+    // Online again with everything cached: listings only, no file bytes.
+    hub.clear_log();
+    ok(run(&mut candle_pool(
+        &hub,
+        cache.path(),
+        &["embed", "--model", MINILM, "hello world"],
+    )));
+    assert_eq!(file_bytes(&hub), 0, "{:#?}", hub.log());
+}
+
+#[test]
+fn a_model_that_can_never_fit_is_refused_before_a_byte_is_fetched() {
+    let (hub, _) = minilm_hub();
+    let cache = tempfile::tempdir().unwrap();
+    let out = run(candle_pool(
+        &hub,
+        cache.path(),
+        &["embed", "--model", MINILM, "hello world"],
+    )
+    .env("MODEL_POOL_BUDGET", "50MB"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("never fit") && err.contains(MINILM), "{err}");
+    assert!(hub.log().is_empty(), "{:#?}", hub.log());
+}
+
+#[test]
+fn offline_without_the_files_says_what_is_missing_and_how_to_get_it() {
+    let (hub, _) = minilm_hub();
+    let cache = tempfile::tempdir().unwrap();
+    let out = run(candle_pool(
+        &hub,
+        cache.path(),
+        &["embed", "--model", MINILM, "hello world"],
+    )
+    .env("HF_HUB_OFFLINE", "1"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(MINILM) && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+    assert!(hub.log().is_empty());
+}
+
+#[test]
+fn a_repository_outside_the_registry_is_fetched_by_id_and_revision() {
+    let dir = model_fixtures::embed::tiny(model_serving::Family::Bert);
+    let repo = FixtureRepo::from_dir("acme/tiny-bert", &dir, FixtureRepo::default_lfs).unwrap();
+    let sha = repo.sha.clone();
+    let hub = FixtureHub::start(vec![repo]);
+    let cache = tempfile::tempdir().unwrap();
+    let local = ok(run(candle_pool(&hub, cache.path(), &["embed", "--model", "acme/tiny-bert"])
+        .arg("--weights")
+        .arg(&dir)
+        .arg("rust")));
+    let fetched = ok(run(&mut candle_pool(
+        &hub,
+        cache.path(),
+        &["embed", "--model", "acme/tiny-bert", "--revision", &sha, "rust"],
+    )));
+    assert_eq!(embedding(&fetched), embedding(&local));
+    assert!(
+        cache
+            .path()
+            .join("models--acme--tiny-bert/snapshots")
+            .join(&sha)
+            .join("config.json")
+            .is_file()
+    );
+
+    let out = run(&mut candle_pool(
+        &hub,
+        cache.path(),
+        &["embed", "--model", "acme/no-such-model", "rust"],
+    ));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("acme/no-such-model") && err.contains("404"), "{err}");
+}
+
+#[test]
+fn kimi_k2_never_starts_its_621_gb_download() {
+    let hub = FixtureHub::start(vec![]);
+    let cache = tempfile::tempdir().unwrap();
+    let out = run(candle_pool(
+        &hub,
+        cache.path(),
+        &["generate", "--model", "unsloth/Kimi-K2-Instruct-GGUF", "hi"],
+    )
+    .env("MODEL_POOL_BUDGET", "24GiB"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Kimi-K2"), "{err}");
+    assert!(hub.log().is_empty(), "{:#?}", hub.log());
+}
