@@ -43,6 +43,9 @@ enum Command {
     /// Which registry models fit this machine together: hot (resident), warm (on demand) or
     /// never (and by how much). `--write plan.json` writes the plan a pool reads.
     Plan(commands::plan::Args),
+    /// Download a model's files from the Hub (HF_ENDPOINT) into the Hugging Face cache
+    /// without loading it, after checking that it fits; prints the folder.
+    Pull(commands::pull::Args),
     /// Serve the models over an OpenAI-compatible HTTP API (embeddings, chat and text
     /// completions with streaming, image generation, models) with /health, /status and
     /// Prometheus /metrics, until SIGTERM or Ctrl-C.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::TextToImage(a) => commands::text_to_image::run(a),
         Command::Report(a) => commands::report::run(&a),
         Command::Plan(a) => commands::plan::run(&a),
+        Command::Pull(a) => commands::pull::run(a),
         Command::Serve(a) => commands::serve::run(a),
     };
     match result {

@@ -115,6 +115,18 @@ fn a_registry_key_alone_fetches_minilm_and_embeds_as_the_local_copy_does_then_of
         &["embed", "--model", MINILM, "hello world"],
     )));
     assert_eq!(file_bytes(&hub), 0, "{:#?}", hub.log());
+
+    // `pull` prints the snapshot folder, and fetches nothing that is there.
+    hub.clear_log();
+    let pulled = ok(run(&mut candle_pool(
+        &hub,
+        cache.path(),
+        &["pull", "--model", MINILM],
+    )));
+    let folder = String::from_utf8_lossy(&pulled.stdout).trim().to_owned();
+    assert!(Path::new(&folder).join("model.safetensors").is_file(), "{folder}");
+    assert!(folder.starts_with(cache.path().to_str().unwrap()), "{folder}");
+    assert_eq!(file_bytes(&hub), 0, "{:#?}", hub.log());
 }
 
 #[test]
@@ -201,5 +213,28 @@ fn kimi_k2_never_starts_its_621_gb_download() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Kimi-K2"), "{err}");
+    assert!(hub.log().is_empty(), "{:#?}", hub.log());
+
+    let out = run(candle_pool(
+        &hub,
+        cache.path(),
+        &["pull", "--model", "unsloth/Kimi-K2-Instruct-GGUF"],
+    )
+    .env("MODEL_POOL_BUDGET", "24GiB"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Kimi-K2"), "{err}");
+    assert!(hub.log().is_empty(), "{:#?}", hub.log());
+}
+
+#[test]
+fn pull_refuses_a_model_that_can_never_fit_before_a_byte_is_fetched() {
+    let (hub, _) = minilm_hub();
+    let cache = tempfile::tempdir().unwrap();
+    let out = run(candle_pool(&hub, cache.path(), &["pull", "--model", MINILM])
+        .env("MODEL_POOL_BUDGET", "50MB"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("never fit"), "{err}");
     assert!(hub.log().is_empty(), "{:#?}", hub.log());
 }

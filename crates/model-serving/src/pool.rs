@@ -471,6 +471,45 @@ impl ModelPool {
         self.entries.get(model).and_then(|e| e.limits.as_ref())
     }
 
+    /// Downloads `model`'s files from the Hub into the cache now, without loading it (a
+    /// [`crate::ModelSource::Hub`] model; any other source resolves as it is): the folder
+    /// they are in. A model that can never fit its device's budget, or that no backend can
+    /// run, is refused before a byte is fetched.
+    pub async fn fetch_files(&self, model: &str) -> Result<std::path::PathBuf, ServeError> {
+        let entry = self.entry(model)?;
+        if let ModelOptions::Generate(o) = &entry.model.options
+            && o.decoder.is_none()
+        {
+            let device = entry.model.device;
+            let budget = self.governor.budget(device).unwrap_or(0);
+            return Err(generate::refusal(model, o, device, budget));
+        }
+        let resident = entry
+            .plan
+            .as_ref()
+            .and_then(|p| p.resident_bytes().ok())
+            .unwrap_or(0);
+        let spec = entry.model.pool_spec(resident);
+        let need = spec.resident_bytes.saturating_add(spec.per_request_bytes);
+        let budget = self.governor.budget(spec.device).unwrap_or(0);
+        if need > budget {
+            return Err(ServeError::Pool(PoolError::NeverFits {
+                model: model.to_owned(),
+                need: ByteSize(need),
+                budget: ByteSize(budget),
+                device: spec.device,
+            }));
+        }
+        let source = self
+            .loader
+            .downloads()
+            .local_source(model, &entry.model.source)
+            .await?;
+        source
+            .resolve()
+            .map_err(|e| ServeError::backend(model, e))
+    }
+
     /// How far `model`'s download from the Hub is, while one is under way (its pool state is
     /// `loading` meanwhile).
     pub fn download_progress(&self, model: &str) -> Option<DownloadProgress> {

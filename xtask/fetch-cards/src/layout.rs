@@ -123,15 +123,15 @@ pub fn expand_files(ctx: &mut RepoCtx, entry: &ModelEntry) -> Result<Vec<String>
                 .map(|f| f.path.clone())
                 .collect();
             if m.is_empty() {
-                return Err(FetchError::NotFound {
-                    what: format!(
+                return Err(FetchError::not_in_listing(
+                    format!(
                         "no file matching `{pat}` in `{}` at {} ({} files listed)",
                         ctx.repo,
                         ctx.sha,
                         ctx.listing.len()
                     ),
-                    fix: "; check `files` in model-cards/models.toml".into(),
-                });
+                    "; check `files` in model-cards/models.toml",
+                ));
             }
             m
         } else if pat.ends_with(".safetensors.index.json") {

@@ -6,6 +6,10 @@
 //! provenance `fetched`, the commit pinned) and `<capability>/<SLUG>.md` (the card). Files are
 //! written only once everything for a model was read, each by temp file + rename, so a failed or
 //! interrupted fetch leaves the previous files as they were.
+//!
+//! The Hub client is the workspace's one, [`model_hub::HubClient`] (configured by
+//! [`HubOptions`]; its failures are [`HubError`]s inside [`FetchError::Hub`]); [`hub`] adds the
+//! synchronous facade, the fallback to the cache and the metadata cache fetch-cards keeps.
 
 pub mod error;
 pub mod facts;
@@ -20,6 +24,7 @@ pub mod safetensors;
 
 pub use error::FetchError;
 pub use hub::{HubOptions, Transfer};
+pub use model_hub::HubError;
 pub use progress::Log;
 
 use facts::Facts;

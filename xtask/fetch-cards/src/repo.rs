@@ -33,9 +33,11 @@ impl<'h> RepoCtx<'h> {
     }
 
     pub fn require(&self, path: &str) -> Result<&RepoFile, FetchError> {
-        self.file(path).ok_or_else(|| FetchError::NotFound {
-            what: format!("file `{path}` in `{}` at {}", self.repo, self.sha),
-            fix: "; check `files` in model-cards/models.toml against the repo's file list".into(),
+        self.file(path).ok_or_else(|| {
+            FetchError::not_in_listing(
+                format!("file `{path}` in `{}` at {}", self.repo, self.sha),
+                "; check `files` in model-cards/models.toml against the repo's file list",
+            )
         })
     }
 

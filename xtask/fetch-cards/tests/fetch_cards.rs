@@ -4,8 +4,8 @@
 mod support;
 
 use fetch_cards::{
-    ComponentReport, FetchError, FetchOptions, HubOptions, Log, ModelReport, Outcome, RunReport,
-    run,
+    ComponentReport, FetchError, FetchOptions, HubError, HubOptions, Log, ModelReport, Outcome,
+    RunReport, run,
 };
 use fixture_hub::{Body, Fault, FixtureHub, FixtureRepo};
 use model_spec::shapes::inventory;
@@ -47,6 +47,7 @@ fn opts(hub: &FixtureHub, s: &Setup) -> FetchOptions {
             offline: Some(false),
             retries: 2,
             retry_base_delay: Duration::from_millis(5),
+            connect_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(3),
         },
     }
@@ -403,7 +404,10 @@ fn offline_runs_read_the_cache() {
     // An empty cache offline is a clear error.
     o.hub.cache_dir = Some(s.cache.with_file_name("empty-cache"));
     let (e, _) = only_error(&o);
-    assert!(matches!(e, FetchError::Offline { .. }), "{e}");
+    assert!(
+        matches!(e, FetchError::Hub(HubError::Offline { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("hub cache has no"), "{e}");
 }
 
@@ -428,7 +432,10 @@ fn gated_models_say_to_set_hf_token_and_the_token_is_never_shown() {
     let mut o = opts(&hub, &s);
     hub.fault(Fault::status("/api/models/", 401));
     let (e, _) = only_error(&o);
-    assert!(matches!(e, FetchError::Gated { status: 401, .. }), "{e}");
+    assert!(
+        matches!(e, FetchError::Hub(HubError::Gated { status: 401, .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("set HF_TOKEN"), "{e}");
 
     let secret = "hf_fixtureSECRETtoken123";
@@ -436,7 +443,10 @@ fn gated_models_say_to_set_hf_token_and_the_token_is_never_shown() {
     hub.clear_faults();
     hub.fault(Fault::status("model.safetensors", 403));
     let (e, log) = only_error(&o);
-    assert!(matches!(e, FetchError::Gated { status: 403, .. }), "{e}");
+    assert!(
+        matches!(e, FetchError::Hub(HubError::Gated { status: 403, .. })),
+        "{e}"
+    );
     let msg = e.to_string();
     assert!(
         msg.contains("model.safetensors") && msg.contains("HF_TOKEN"),
@@ -489,7 +499,10 @@ fn not_found_names_the_repo_or_the_file() {
     let s = setup(&[minilm_entry()]);
     hub.fault(Fault::status("/resolve/", 404));
     let (e, _) = only_error(&opts(&hub, &s));
-    assert!(matches!(e, FetchError::NotFound { .. }), "{e}");
+    assert!(
+        matches!(e, FetchError::Hub(HubError::NotFound { .. })),
+        "{e}"
+    );
     assert!(
         e.to_string()
             .contains("in `sentence-transformers/all-MiniLM-L6-v2`"),
@@ -523,11 +536,11 @@ fn rate_limits_and_server_errors_are_retried_then_reported() {
         });
         let (e, _) = only_error(&o);
         match &e {
-            FetchError::Unavailable {
+            FetchError::Hub(HubError::Unavailable {
                 status: got,
                 attempts,
                 ..
-            } => {
+            }) => {
                 assert_eq!((*got, *attempts), (status, 3), "{e}");
             }
             other => panic!("expected Unavailable, got {other}"),
@@ -553,7 +566,10 @@ fn truncated_bodies_are_errors() {
         keep: 100,
     });
     let (e, _) = only_error(&o);
-    assert!(matches!(e, FetchError::Truncated { .. }), "{e}");
+    assert!(
+        matches!(e, FetchError::Hub(HubError::Truncated { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("model.safetensors"), "{e}");
     hub.clear_faults();
     hub.fault(Fault::Truncate {
@@ -561,7 +577,10 @@ fn truncated_bodies_are_errors() {
         keep: 10,
     });
     let (e, _) = only_error(&o);
-    assert!(matches!(e, FetchError::Truncated { .. }), "{e}");
+    assert!(
+        matches!(e, FetchError::Hub(HubError::Truncated { .. })),
+        "{e}"
+    );
     assert!(!s.cards.join("text_embedding").exists());
 }
 
@@ -647,7 +666,10 @@ fn malformed_headers_are_clear_errors() {
         path: "model.safetensors".into(),
     });
     let (e, _) = only_error(&opts(&hub, &s));
-    assert!(matches!(e, FetchError::RangeIgnored { .. }), "{e}");
+    assert!(
+        matches!(e, FetchError::Hub(HubError::RangeIgnored { .. })),
+        "{e}"
+    );
 }
 
 #[test]
