@@ -48,13 +48,13 @@ fn embedding(out: &Output) -> Vec<f64> {
         .collect()
 }
 
-/// Bytes of file bodies the hub sent (listings and repo info excluded).
-fn file_bytes(hub: &FixtureHub) -> u64 {
-    hub.log()
-        .iter()
-        .filter(|l| !l.url.starts_with("/api/"))
-        .map(|l| l.sent)
-        .sum()
+/// Runs `args` with `env` set, expecting a failure that asked the hub nothing: its stderr.
+fn refused_with_nothing_fetched(hub: &FixtureHub, args: &[&str], env: (&str, &str)) -> String {
+    let cache = tempfile::tempdir().unwrap();
+    let out = run(candle_pool(hub, cache.path(), args).env(env.0, env.1));
+    assert!(!out.status.success());
+    assert!(hub.log().is_empty(), "{:#?}", hub.log());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn minilm_hub() -> (FixtureHub, std::path::PathBuf) {
@@ -83,7 +83,7 @@ fn a_registry_key_alone_fetches_minilm_and_embeds_as_the_local_copy_does_then_of
     let first_run = started.elapsed();
     assert_eq!(embedding(&fetched), embedding(&local));
     let weights = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
-    let sent = file_bytes(&hub);
+    let sent = hub.file_bytes_sent();
     assert!(sent >= weights, "{sent} B sent, the weights alone are {weights} B");
     let stderr = String::from_utf8_lossy(&fetched.stderr);
     assert!(
@@ -114,7 +114,7 @@ fn a_registry_key_alone_fetches_minilm_and_embeds_as_the_local_copy_does_then_of
         cache.path(),
         &["embed", "--model", MINILM, "hello world"],
     )));
-    assert_eq!(file_bytes(&hub), 0, "{:#?}", hub.log());
+    assert_eq!(hub.file_bytes_sent(), 0, "{:#?}", hub.log());
 
     // `pull` prints the snapshot folder, and fetches nothing that is there.
     hub.clear_log();
@@ -126,42 +126,30 @@ fn a_registry_key_alone_fetches_minilm_and_embeds_as_the_local_copy_does_then_of
     let folder = String::from_utf8_lossy(&pulled.stdout).trim().to_owned();
     assert!(Path::new(&folder).join("model.safetensors").is_file(), "{folder}");
     assert!(folder.starts_with(cache.path().to_str().unwrap()), "{folder}");
-    assert_eq!(file_bytes(&hub), 0, "{:#?}", hub.log());
+    assert_eq!(hub.file_bytes_sent(), 0, "{:#?}", hub.log());
 }
 
 #[test]
 fn a_model_that_can_never_fit_is_refused_before_a_byte_is_fetched() {
     let (hub, _) = minilm_hub();
-    let cache = tempfile::tempdir().unwrap();
-    let out = run(candle_pool(
-        &hub,
-        cache.path(),
-        &["embed", "--model", MINILM, "hello world"],
-    )
-    .env("MODEL_POOL_BUDGET", "50MB"));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("never fit") && err.contains(MINILM), "{err}");
-    assert!(hub.log().is_empty(), "{:#?}", hub.log());
+    for args in [
+        &["embed", "--model", MINILM, "hello world"][..],
+        &["pull", "--model", MINILM][..],
+    ] {
+        let err = refused_with_nothing_fetched(&hub, args, ("MODEL_POOL_BUDGET", "50MB"));
+        assert!(err.contains("never fit") && err.contains(MINILM), "{args:?}: {err}");
+    }
 }
 
 #[test]
 fn offline_without_the_files_says_what_is_missing_and_how_to_get_it() {
     let (hub, _) = minilm_hub();
-    let cache = tempfile::tempdir().unwrap();
-    let out = run(candle_pool(
+    let err = refused_with_nothing_fetched(
         &hub,
-        cache.path(),
         &["embed", "--model", MINILM, "hello world"],
-    )
-    .env("HF_HUB_OFFLINE", "1"));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(MINILM) && err.contains("HF_HUB_OFFLINE"),
-        "{err}"
+        ("HF_HUB_OFFLINE", "1"),
     );
-    assert!(hub.log().is_empty());
+    assert!(err.contains(MINILM) && err.contains("HF_HUB_OFFLINE"), "{err}");
 }
 
 #[test]
@@ -203,38 +191,11 @@ fn a_repository_outside_the_registry_is_fetched_by_id_and_revision() {
 #[test]
 fn kimi_k2_never_starts_its_621_gb_download() {
     let hub = FixtureHub::start(vec![]);
-    let cache = tempfile::tempdir().unwrap();
-    let out = run(candle_pool(
-        &hub,
-        cache.path(),
-        &["generate", "--model", "unsloth/Kimi-K2-Instruct-GGUF", "hi"],
-    )
-    .env("MODEL_POOL_BUDGET", "24GiB"));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Kimi-K2"), "{err}");
-    assert!(hub.log().is_empty(), "{:#?}", hub.log());
-
-    let out = run(candle_pool(
-        &hub,
-        cache.path(),
-        &["pull", "--model", "unsloth/Kimi-K2-Instruct-GGUF"],
-    )
-    .env("MODEL_POOL_BUDGET", "24GiB"));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Kimi-K2"), "{err}");
-    assert!(hub.log().is_empty(), "{:#?}", hub.log());
-}
-
-#[test]
-fn pull_refuses_a_model_that_can_never_fit_before_a_byte_is_fetched() {
-    let (hub, _) = minilm_hub();
-    let cache = tempfile::tempdir().unwrap();
-    let out = run(candle_pool(&hub, cache.path(), &["pull", "--model", MINILM])
-        .env("MODEL_POOL_BUDGET", "50MB"));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("never fit"), "{err}");
-    assert!(hub.log().is_empty(), "{:#?}", hub.log());
+    for args in [
+        &["generate", "--model", "unsloth/Kimi-K2-Instruct-GGUF", "hi"][..],
+        &["pull", "--model", "unsloth/Kimi-K2-Instruct-GGUF"][..],
+    ] {
+        let err = refused_with_nothing_fetched(&hub, args, ("MODEL_POOL_BUDGET", "24GiB"));
+        assert!(err.contains("Kimi-K2") && err.contains("never fit"), "{err}");
+    }
 }

@@ -423,6 +423,16 @@ impl FixtureHub {
         self.state.lock().unwrap().log.iter().map(|l| l.sent).sum()
     }
 
+    /// Body bytes sent for files (resolve and CDN requests), listings and repo info excluded.
+    pub fn file_bytes_sent(&self) -> u64 {
+        let s = self.state.lock().unwrap();
+        s.log
+            .iter()
+            .filter(|l| !l.url.starts_with("/api/"))
+            .map(|l| l.sent)
+            .sum()
+    }
+
     /// Logged requests whose URL contains `substr`.
     pub fn requests_matching(&self, substr: &str) -> usize {
         let s = self.state.lock().unwrap();

@@ -323,26 +323,6 @@ impl HubClient {
         }
     }
 
-    /// Downloads one small file (a config, a README) at commit `sha` into the hub cache with
-    /// hf-hub's file download, or finds it there, and returns its path in the snapshot folder.
-    /// With `local_only` it only looks in the cache (`HFError::LocalEntryNotFound` when it is
-    /// not there). No resume and no sha256 check: for weights use [`HubClient::snapshot`].
-    pub async fn download_small(
-        &self,
-        repo: &str,
-        sha: &str,
-        path: &str,
-        local_only: bool,
-    ) -> Result<PathBuf, hf_hub::HFError> {
-        self.repo(repo)
-            .download_file()
-            .filename(path.to_owned())
-            .revision(sha.to_owned())
-            .local_files_only(local_only)
-            .send()
-            .await
-    }
-
     /// Streams `path` at `sha` (the byte `range` of it when given): the announced length and
     /// the body. Follows the Hub's CDN redirects and reads Xet-backed files through hf-hub.
     pub async fn stream(

@@ -277,6 +277,25 @@ impl HubClient {
         })
     }
 
+    /// `file` (an entry of [`tree`](Self::tree) at `commit`) in the cache's snapshot of
+    /// `commit`, downloaded like a model's files when it is not there: its path, and the
+    /// body bytes received (0 when it was cached).
+    pub async fn fetch_file(
+        &self,
+        repo: &str,
+        commit: &str,
+        file: &RepoFile,
+    ) -> Result<(PathBuf, u64), HubError> {
+        check_repo_id(repo)?;
+        let cache = RepoCache::new(self.cache_dir(), repo);
+        let at = cache.snapshot(commit).join(&file.path);
+        if blob_is_whole(&at, file.size) {
+            return Ok((at, 0));
+        }
+        let received = self.download(&cache, commit, file, &Silent).await?;
+        Ok((at, received))
+    }
+
     /// Downloads one file into its blob (resuming a partial one) and links it into the
     /// snapshot; the body bytes this call received.
     async fn download(

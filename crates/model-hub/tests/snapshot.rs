@@ -80,13 +80,19 @@ fn wanted_bytes(hub: &FixtureHub) -> u64 {
         .sum()
 }
 
-/// Bytes of file bodies served (listings and repo info excluded).
-fn file_bytes(hub: &FixtureHub) -> u64 {
-    hub.log()
-        .iter()
-        .filter(|l| !l.url.starts_with("/api/"))
-        .map(|l| l.sent)
-        .sum()
+/// A hub whose first transfer of the weights breaks off after `keep` bytes, a cache holding
+/// what that first (failed) fetch left, and a client on both; the fault is cleared.
+fn interrupted(keep: usize) -> (FixtureHub, tempfile::TempDir, HubClient, HubError) {
+    let hub = FixtureHub::start(vec![repo()]);
+    hub.fault(Fault::Truncate {
+        path: "model.safetensors".into(),
+        keep,
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let c = client(&hub, cache.path(), false);
+    let err = fetch(&c).unwrap_err();
+    hub.clear_faults();
+    (hub, cache, c, err)
 }
 
 #[test]
@@ -98,7 +104,7 @@ fn first_run_downloads_the_model_files_second_reuses_them_offline_fetches_nothin
     let first = fetch(&c).unwrap();
     assert_eq!(first.commit, hub.sha(REPO));
     assert_eq!(first.downloaded_bytes, wanted_bytes(&hub));
-    assert_eq!(file_bytes(&hub), wanted_bytes(&hub), "{:#?}", hub.log());
+    assert_eq!(hub.file_bytes_sent(), wanted_bytes(&hub), "{:#?}", hub.log());
     assert_eq!(
         first.files,
         [
@@ -135,7 +141,7 @@ fn first_run_downloads_the_model_files_second_reuses_them_offline_fetches_nothin
     let second = fetch(&c).unwrap();
     assert_eq!(second.downloaded_bytes, 0);
     assert_eq!(second.cached_files, 4);
-    assert_eq!(file_bytes(&hub), 0, "{:#?}", hub.log());
+    assert_eq!(hub.file_bytes_sent(), 0, "{:#?}", hub.log());
 
     hub.clear_log();
     let offline = fetch(&client(&hub, cache.path(), true)).unwrap();
@@ -215,15 +221,8 @@ fn a_corrupted_lfs_file_is_removed_and_fails_naming_both_hashes() {
 
 #[test]
 fn a_download_killed_midway_resumes_from_its_partial_file() {
-    let hub = FixtureHub::start(vec![repo()]);
     let keep = 1_000_000;
-    hub.fault(Fault::Truncate {
-        path: "model.safetensors".into(),
-        keep,
-    });
-    let cache = tempfile::tempdir().unwrap();
-    let c = client(&hub, cache.path(), false);
-    let err = fetch(&c).unwrap_err();
+    let (hub, cache, c, err) = interrupted(keep);
     assert!(matches!(err, HubError::Truncated { .. }), "{err}");
     assert!(err.to_string().contains("resume"), "{err}");
     let sha = hub.body(REPO, "model.safetensors").unwrap().sha256().to_owned();
@@ -232,7 +231,6 @@ fn a_download_killed_midway_resumes_from_its_partial_file() {
     assert_eq!(std::fs::metadata(&partial).unwrap().len(), keep as u64);
     assert!(!blobs.join(&sha).exists(), "a partial file never stands at the final path");
 
-    hub.clear_faults();
     hub.clear_log();
     let snap = fetch(&c).unwrap();
     let size = weights().len() as u64;
@@ -255,16 +253,7 @@ fn a_download_killed_midway_resumes_from_its_partial_file() {
 
 #[test]
 fn a_server_that_ignores_the_range_restarts_the_file() {
-    let hub = FixtureHub::start(vec![repo()]);
-    let keep = 500_000;
-    hub.fault(Fault::Truncate {
-        path: "model.safetensors".into(),
-        keep,
-    });
-    let cache = tempfile::tempdir().unwrap();
-    let c = client(&hub, cache.path(), false);
-    fetch(&c).unwrap_err();
-    hub.clear_faults();
+    let (hub, _cache, c, _) = interrupted(500_000);
     hub.fault(Fault::IgnoreRange {
         path: "model.safetensors".into(),
     });
@@ -378,5 +367,5 @@ fn too_little_disk_is_refused_before_a_byte_is_fetched() {
     }
     let msg = err.to_string();
     assert!(msg.contains("HF_HUB_CACHE") && msg.contains(REPO), "{msg}");
-    assert_eq!(file_bytes(&hub), 0, "{:#?}", hub.log());
+    assert_eq!(hub.file_bytes_sent(), 0, "{:#?}", hub.log());
 }

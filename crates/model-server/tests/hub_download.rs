@@ -14,6 +14,11 @@ use serde_json::{Value, json};
 
 const KEY: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
+async fn get_json(server: &TestServer, path: &str) -> Value {
+    let r = server.http.get(server.url(path)).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downloading_model_shows_its_bytes_and_concurrent_requests_share_one_download() {
     // A tiny BERT checkpoint stands in for the repository's files.
@@ -65,15 +70,7 @@ async fn a_downloading_model_shows_its_bytes_and_concurrent_requests_share_one_d
     // The weights' transfer is held by the hub: the model shows as downloading meanwhile.
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        let s: Value = server
-            .http
-            .get(server.url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = get_json(&server, "/status").await;
         if s["models"][0]["state"] == "downloading" && hub.stalled() > 0 {
             break s;
         }
@@ -84,15 +81,7 @@ async fn a_downloading_model_shows_its_bytes_and_concurrent_requests_share_one_d
     let total = download["bytes_total"].as_u64().unwrap();
     assert!(total > weights, "{download}");
     assert!(download["bytes_done"].as_u64().unwrap() < total, "{download}");
-    let models: Value = server
-        .http
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = get_json(&server, "/v1/models").await;
     assert_eq!(models["data"][0]["state"], "downloading", "{models:#}");
     assert_eq!(models["data"][0]["download"]["bytes_total"], total);
 
@@ -107,15 +96,7 @@ async fn a_downloading_model_shows_its_bytes_and_concurrent_requests_share_one_d
         .count();
     assert_eq!(weight_gets, 1, "one download for both requests: {:#?}", hub.log());
     assert_eq!(hub.bytes_sent_matching("/cdn/"), weights);
-    let after: Value = server
-        .http
-        .get(server.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = get_json(&server, "/status").await;
     assert_eq!(after["models"][0]["state"], "ready", "{after:#}");
     assert!(after["models"][0].get("download").is_none());
 }

@@ -202,26 +202,16 @@ impl Hub {
         let snapshot = RepoCache::new(self.cache_dir(), repo)
             .snapshot(sha)
             .join(&file.path);
-        let was_cached = snapshot.exists();
         let missing = format!("copy of `{}`", file.path);
-        let result =
-            self.rt.block_on(
-                self.client
-                    .download_small(repo, sha, &file.path, self.cache_only()),
-            );
-        let path = match result {
-            Ok(p) => p,
-            Err(hf_hub::HFError::LocalEntryNotFound { .. }) => {
+        let (path, received) = if self.cache_only() {
+            if !snapshot.is_file() {
                 return Err(self.offline_error(repo, &missing));
             }
-            Err(e) if HubError::is_unreachable(&e) => {
-                return Err(self.unreachable(repo, &e, &missing));
-            }
-            Err(e) => {
-                return Err(
-                    HubError::from_hub(e, repo, Some(&file.path), self.client.attempts()).into(),
-                );
-            }
+            (snapshot, 0)
+        } else {
+            self.rt
+                .block_on(self.client.fetch_file(repo, sha, file))
+                .map_err(|e| self.client_error(e, &missing))?
         };
         let bytes = std::fs::read(&path).map_err(|e| FetchError::io(&path, e))?;
         if bytes.len() as u64 != file.size {
@@ -232,7 +222,7 @@ impl Hub {
             }
             .into());
         }
-        if was_cached || self.cache_only() {
+        if received == 0 {
             t.cache_hits += 1;
         } else {
             t.file_bytes += bytes.len() as u64;

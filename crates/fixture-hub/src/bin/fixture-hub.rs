@@ -33,11 +33,9 @@ fn main() {
     // Serve until stdin closes.
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
-    let files: u64 = hub
-        .log()
-        .iter()
-        .filter(|l| !l.url.starts_with("/api/"))
-        .map(|l| l.sent)
-        .sum();
-    eprintln!("served {} requests, {files} B of file bodies", hub.log().len());
+    eprintln!(
+        "served {} requests, {} B of file bodies",
+        hub.log().len(),
+        hub.file_bytes_sent()
+    );
 }
