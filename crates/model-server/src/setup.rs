@@ -42,9 +42,9 @@ pub use model_spec::size::parse_size;
 /// Why the server's configuration cannot be used; each names the setting and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// A `--model` value is not `KEY=PATH`.
+    /// A `--model` value is not `KEY` or `KEY=PATH`.
     #[error(
-        "--model `{0}`: expected KEY=PATH, e.g. sentence-transformers/all-MiniLM-L6-v2=.cache/all-MiniLM-L6-v2"
+        "--model `{0}`: expected KEY (a registry model, fetched from the Hub) or KEY=PATH, e.g. sentence-transformers/all-MiniLM-L6-v2=.cache/all-MiniLM-L6-v2"
     )]
     ModelArg(String),
     /// The pool file could not be read or parsed.
@@ -79,13 +79,14 @@ pub enum SetupError {
     Governor(#[from] model_pool::GovernorError),
 }
 
-/// One `--model KEY=PATH`.
+/// One `--model KEY=PATH` (or `--model KEY`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelArg {
     /// The key requests use (a registry key, or any name for a model outside the registry).
     pub key: String,
-    /// A checkpoint folder in the Hub layout, or a GGUF file.
-    pub path: PathBuf,
+    /// A checkpoint folder in the Hub layout, or a GGUF file; `None`: the pool file's path,
+    /// else (registry models) the Hub repository, fetched into the Hugging Face cache.
+    pub path: Option<PathBuf>,
 }
 
 impl FromStr for ModelArg {
@@ -97,9 +98,13 @@ impl FromStr for ModelArg {
             Some((key, path)) if !key.trim().is_empty() && !path.trim().is_empty() => {
                 Ok(ModelArg {
                     key: key.trim().to_owned(),
-                    path: PathBuf::from(path.trim()),
+                    path: Some(PathBuf::from(path.trim())),
                 })
             }
+            None if !s.trim().is_empty() => Ok(ModelArg {
+                key: s.trim().to_owned(),
+                path: None,
+            }),
             _ => Err(SetupError::ModelArg(s.to_owned())),
         }
     }
@@ -231,8 +236,14 @@ impl PoolSetup {
         }
 
         // Command-line models first, in order; pool-file models that the command line did not
-        // name after them. A key on both takes its path from the command line and the rest
-        // from the file.
+        // name after them. A key on both takes its path from the command line (else the
+        // file's) and the rest from the file. Relative paths in the file are relative to it.
+        let file_path = |e: &ModelEntry| {
+            e.path.as_ref().map(|p| match &base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p.clone(),
+            })
+        };
         let mut entries: Vec<(ModelEntry, Option<PathBuf>, bool)> = Vec::new();
         let mut seen = HashSet::new();
         for m in &args.models {
@@ -251,15 +262,12 @@ impl PoolSetup {
                     key: m.key.clone(),
                     ..Default::default()
                 });
-            entries.push((entry, Some(m.path.clone()), true));
+            let path = m.path.clone().or_else(|| file_path(&entry));
+            entries.push((entry, path, true));
         }
         for e in &file.models {
             if seen.insert(e.key.clone()) {
-                let path = e.path.as_ref().map(|p| match &base {
-                    Some(b) if p.is_relative() => b.join(p),
-                    _ => p.clone(),
-                });
-                entries.push((e.clone(), path, false));
+                entries.push((e.clone(), file_path(e), false));
             } else if !args.models.iter().any(|m| m.key == e.key) {
                 return Err(file_err(format!("model `{}` is listed twice", e.key)));
             }
@@ -436,9 +444,11 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(m.key, "sentence-transformers/all-MiniLM-L6-v2");
-        assert_eq!(m.path, PathBuf::from("/m/a=b"));
+        assert_eq!(m.path, Some(PathBuf::from("/m/a=b")));
+        let registry_key: ModelArg = "sentence-transformers/all-MiniLM-L6-v2".parse().unwrap();
+        assert_eq!(registry_key.path, None, "a key alone: fetched from the Hub");
         assert!(matches!(
-            "nokey".parse::<ModelArg>(),
+            "key=".parse::<ModelArg>(),
             Err(SetupError::ModelArg(_))
         ));
         assert!(matches!(

@@ -21,8 +21,10 @@ pub struct Args {
     port: u16,
     /// A model to serve, as KEY=PATH: a registry key (`candle-pool list`), or any name with
     /// --arch (or an `arch` in the --config file) for a checkpoint outside the registry.
-    /// PATH is a folder in the Hugging Face Hub layout or a GGUF file. Repeatable.
-    #[arg(long = "model", value_name = "KEY=PATH", value_parser = parse_model)]
+    /// PATH is a folder in the Hugging Face Hub layout or a GGUF file. A registry KEY alone
+    /// is fetched from the Hub (HF_ENDPOINT) into the Hugging Face cache by its first load.
+    /// Repeatable.
+    #[arg(long = "model", value_name = "KEY[=PATH]", value_parser = parse_model)]
     models: Vec<ModelArg>,
     /// Backend of the --model checkpoints outside the registry: bert, jina-bert, stella,
     /// gte-qwen2, nv-embed, clip, phi3, qwen3moe, llava, flux or sd3 (detected from their
