@@ -17,7 +17,13 @@ pub fn run(
         .collect();
     let invocation = model_plan_cli::invocation("cargo xtask plan", &typed);
     let mut out = std::io::stdout().lock();
-    let outcome = model_plan_cli::run(args, &registry, &[&model_plan::NvmlGpus], &invocation, &mut out)?;
+    let outcome = model_plan_cli::run(
+        args,
+        &registry,
+        &[&model_plan::NvmlGpus],
+        &invocation,
+        &mut out,
+    )?;
     Ok(if outcome.up_to_date {
         ExitCode::SUCCESS
     } else {

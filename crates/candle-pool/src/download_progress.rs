@@ -93,7 +93,7 @@ impl FetchObserver for TerminalProgress {
         });
         match &entry.bar {
             Some(bar) => bar.set_position(done),
-            None if total > 0 && total >= 10 << 20 => {
+            None if total >= 10 << 20 => {
                 let tenths = done * 10 / total;
                 if tenths > entry.tenths && tenths < 10 {
                     entry.tenths = tenths;

@@ -68,10 +68,14 @@ fn a_registry_key_alone_fetches_minilm_and_embeds_as_the_local_copy_does_then_of
  {
     let (hub, dir) = minilm_hub();
     let cache = tempfile::tempdir().unwrap();
-    let local = ok(run(candle_pool(&hub, cache.path(), &["embed", "--model", MINILM])
-        .arg("--weights")
-        .arg(&dir)
-        .arg("hello world")));
+    let local = ok(run(candle_pool(
+        &hub,
+        cache.path(),
+        &["embed", "--model", MINILM],
+    )
+    .arg("--weights")
+    .arg(&dir)
+    .arg("hello world")));
     assert!(hub.log().is_empty(), "a local directory needs no Hub");
 
     let started = std::time::Instant::now();
@@ -82,9 +86,14 @@ fn a_registry_key_alone_fetches_minilm_and_embeds_as_the_local_copy_does_then_of
     )));
     let first_run = started.elapsed();
     assert_eq!(embedding(&fetched), embedding(&local));
-    let weights = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+    let weights = std::fs::metadata(dir.join("model.safetensors"))
+        .unwrap()
+        .len();
     let sent = hub.file_bytes_sent();
-    assert!(sent >= weights, "{sent} B sent, the weights alone are {weights} B");
+    assert!(
+        sent >= weights,
+        "{sent} B sent, the weights alone are {weights} B"
+    );
     let stderr = String::from_utf8_lossy(&fetched.stderr);
     assert!(
         stderr.contains("downloading") && stderr.contains("model.safetensors"),
@@ -124,8 +133,14 @@ fn a_registry_key_alone_fetches_minilm_and_embeds_as_the_local_copy_does_then_of
         &["pull", "--model", MINILM],
     )));
     let folder = String::from_utf8_lossy(&pulled.stdout).trim().to_owned();
-    assert!(Path::new(&folder).join("model.safetensors").is_file(), "{folder}");
-    assert!(folder.starts_with(cache.path().to_str().unwrap()), "{folder}");
+    assert!(
+        Path::new(&folder).join("model.safetensors").is_file(),
+        "{folder}"
+    );
+    assert!(
+        folder.starts_with(cache.path().to_str().unwrap()),
+        "{folder}"
+    );
     assert_eq!(hub.file_bytes_sent(), 0, "{:#?}", hub.log());
 }
 
@@ -137,7 +152,10 @@ fn a_model_that_can_never_fit_is_refused_before_a_byte_is_fetched() {
         &["pull", "--model", MINILM][..],
     ] {
         let err = refused_with_nothing_fetched(&hub, args, ("MODEL_POOL_BUDGET", "50MB"));
-        assert!(err.contains("never fit") && err.contains(MINILM), "{args:?}: {err}");
+        assert!(
+            err.contains("never fit") && err.contains(MINILM),
+            "{args:?}: {err}"
+        );
     }
 }
 
@@ -149,7 +167,10 @@ fn offline_without_the_files_says_what_is_missing_and_how_to_get_it() {
         &["embed", "--model", MINILM, "hello world"],
         ("HF_HUB_OFFLINE", "1"),
     );
-    assert!(err.contains(MINILM) && err.contains("HF_HUB_OFFLINE"), "{err}");
+    assert!(
+        err.contains(MINILM) && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -159,14 +180,25 @@ fn a_repository_outside_the_registry_is_fetched_by_id_and_revision() {
     let sha = repo.sha.clone();
     let hub = FixtureHub::start(vec![repo]);
     let cache = tempfile::tempdir().unwrap();
-    let local = ok(run(candle_pool(&hub, cache.path(), &["embed", "--model", "acme/tiny-bert"])
-        .arg("--weights")
-        .arg(&dir)
-        .arg("rust")));
+    let local = ok(run(candle_pool(
+        &hub,
+        cache.path(),
+        &["embed", "--model", "acme/tiny-bert"],
+    )
+    .arg("--weights")
+    .arg(&dir)
+    .arg("rust")));
     let fetched = ok(run(&mut candle_pool(
         &hub,
         cache.path(),
-        &["embed", "--model", "acme/tiny-bert", "--revision", &sha, "rust"],
+        &[
+            "embed",
+            "--model",
+            "acme/tiny-bert",
+            "--revision",
+            &sha,
+            "rust",
+        ],
     )));
     assert_eq!(embedding(&fetched), embedding(&local));
     assert!(
@@ -185,7 +217,10 @@ fn a_repository_outside_the_registry_is_fetched_by_id_and_revision() {
     ));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("acme/no-such-model") && err.contains("404"), "{err}");
+    assert!(
+        err.contains("acme/no-such-model") && err.contains("404"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -196,6 +231,9 @@ fn kimi_k2_never_starts_its_621_gb_download() {
         &["pull", "--model", "unsloth/Kimi-K2-Instruct-GGUF"][..],
     ] {
         let err = refused_with_nothing_fetched(&hub, args, ("MODEL_POOL_BUDGET", "24GiB"));
-        assert!(err.contains("Kimi-K2") && err.contains("never fit"), "{err}");
+        assert!(
+            err.contains("Kimi-K2") && err.contains("never fit"),
+            "{err}"
+        );
     }
 }

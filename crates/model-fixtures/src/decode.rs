@@ -53,6 +53,12 @@ pub struct Vocab {
     pub types: Vec<i32>,
 }
 
+impl Default for Vocab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Vocab {
     pub fn new() -> Self {
         let chars = byte_chars();

@@ -50,14 +50,14 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
-    pub fn next(&mut self) -> f32 {
+    pub fn uniform(&mut self) -> f32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
     pub fn vec(&mut self, n: usize, center: f32, spread: f32) -> Vec<f32> {
-        (0..n).map(|_| center + spread * self.next()).collect()
+        (0..n).map(|_| center + spread * self.uniform()).collect()
     }
 }
 

@@ -76,8 +76,7 @@ pub fn write_safetensors(
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().expect("a tensor writer panicked"))
-            .collect()
+            .try_for_each(|w| w.join().expect("a tensor writer panicked"))
     });
     drop(file);
     if let Err(e) = written.and_then(|()| std::fs::rename(&partial, path)) {

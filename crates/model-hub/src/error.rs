@@ -141,18 +141,12 @@ impl HubError {
             }
             H::RevisionNotFound { revision, .. } => revision_not_found(repo, &revision),
             H::EntryNotFound { path, .. } => entry_not_found(repo, &path),
-            H::RateLimited { context, .. } => HubError::unavailable(
-                repo,
-                file_part,
-                context.status.as_u16(),
-                attempts,
-            ),
-            H::Http { context } if context.status.is_server_error() => HubError::unavailable(
-                repo,
-                file_part,
-                context.status.as_u16(),
-                attempts,
-            ),
+            H::RateLimited { context, .. } => {
+                HubError::unavailable(repo, file_part, context.status.as_u16(), attempts)
+            }
+            H::Http { context } if context.status.is_server_error() => {
+                HubError::unavailable(repo, file_part, context.status.as_u16(), attempts)
+            }
             H::Http { context } if context.status.as_u16() == 404 => match file {
                 Some(f) => entry_not_found(repo, f),
                 None => repo_not_found(repo),
@@ -226,8 +220,9 @@ impl HubError {
 fn repo_not_found(repo: &str) -> HubError {
     HubError::NotFound {
         what: format!("repository `{repo}`"),
-        fix: "; check the model key (`owner/name`; a private repo also answers 404 without HF_TOKEN)"
-            .into(),
+        fix:
+            "; check the model key (`owner/name`; a private repo also answers 404 without HF_TOKEN)"
+                .into(),
     }
 }
 

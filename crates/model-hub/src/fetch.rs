@@ -375,7 +375,8 @@ impl HubClient {
                         file.size
                     ),
                 })?;
-                out.write_all(&chunk).map_err(|e| HubError::io(&partial, e))?;
+                out.write_all(&chunk)
+                    .map_err(|e| HubError::io(&partial, e))?;
                 hasher.update(&chunk);
                 done += chunk.len() as u64;
                 received += chunk.len() as u64;
@@ -454,7 +455,9 @@ fn hash_prefix(path: &Path, len: u64, hasher: &mut Sha256) -> Result<u64, HubErr
     let mut read = 0u64;
     while read < len {
         let want = buf.len().min((len - read) as usize);
-        let n = f.read(&mut buf[..want]).map_err(|e| HubError::io(path, e))?;
+        let n = f
+            .read(&mut buf[..want])
+            .map_err(|e| HubError::io(path, e))?;
         if n == 0 {
             break;
         }

@@ -30,7 +30,10 @@ fn weights() -> Vec<u8> {
 fn repo() -> FixtureRepo {
     FixtureRepo::new(REPO)
         .json("config.json", &serde_json::json!({"model_type": "bert"}))
-        .file("tokenizer.json", Body::bytes(b"{\"version\":\"1.0\"}".to_vec()))
+        .file(
+            "tokenizer.json",
+            Body::bytes(b"{\"version\":\"1.0\"}".to_vec()),
+        )
         .file("1_Pooling/config.json", Body::bytes(b"{}".to_vec()))
         .file("model.safetensors", Body::lfs(weights()))
         .file("README.md", Body::bytes(b"# a card\n".to_vec()))
@@ -104,7 +107,12 @@ fn first_run_downloads_the_model_files_second_reuses_them_offline_fetches_nothin
     let first = fetch(&c).unwrap();
     assert_eq!(first.commit, hub.sha(REPO));
     assert_eq!(first.downloaded_bytes, wanted_bytes(&hub));
-    assert_eq!(hub.file_bytes_sent(), wanted_bytes(&hub), "{:#?}", hub.log());
+    assert_eq!(
+        hub.file_bytes_sent(),
+        wanted_bytes(&hub),
+        "{:#?}",
+        hub.log()
+    );
     assert_eq!(
         first.files,
         [
@@ -127,14 +135,21 @@ fn first_run_downloads_the_model_files_second_reuses_them_offline_fetches_nothin
         std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
         hub.sha(REPO)
     );
-    let sha = hub.body(REPO, "model.safetensors").unwrap().sha256().to_owned();
+    let sha = hub
+        .body(REPO, "model.safetensors")
+        .unwrap()
+        .sha256()
+        .to_owned();
     assert!(repo_dir.join("blobs").join(&sha).is_file());
     let link = std::fs::read_link(first.dir.join("model.safetensors")).unwrap();
     assert!(link.is_relative(), "{link:?}");
     assert!(link.ends_with(Path::new("blobs").join(&sha)));
-    let no_partials = std::fs::read_dir(repo_dir.join("blobs"))
-        .unwrap()
-        .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".incomplete"));
+    let no_partials = std::fs::read_dir(repo_dir.join("blobs")).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".incomplete")
+    });
     assert!(no_partials);
 
     hub.clear_log();
@@ -148,7 +163,11 @@ fn first_run_downloads_the_model_files_second_reuses_them_offline_fetches_nothin
     assert_eq!(offline.dir, first.dir);
     assert_eq!(offline.downloaded_bytes, 0);
     assert!(offline.offline.is_some());
-    assert!(hub.log().is_empty(), "offline must not ask the Hub: {:#?}", hub.log());
+    assert!(
+        hub.log().is_empty(),
+        "offline must not ask the Hub: {:#?}",
+        hub.log()
+    );
 }
 
 #[test]
@@ -158,7 +177,10 @@ fn offline_with_nothing_cached_names_what_is_missing() {
     let err = fetch(&client(&hub, cache.path(), true)).unwrap_err();
     assert!(matches!(err, HubError::Offline { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains(REPO) && msg.contains("revision `main`"), "{msg}");
+    assert!(
+        msg.contains(REPO) && msg.contains("revision `main`"),
+        "{msg}"
+    );
     assert!(hub.log().is_empty());
 }
 
@@ -190,7 +212,11 @@ fn a_corrupted_lfs_file_is_removed_and_fails_naming_both_hashes() {
     });
     let cache = tempfile::tempdir().unwrap();
     let err = fetch(&client(&hub, cache.path(), false)).unwrap_err();
-    let sha = hub.body(REPO, "model.safetensors").unwrap().sha256().to_owned();
+    let sha = hub
+        .body(REPO, "model.safetensors")
+        .unwrap()
+        .sha256()
+        .to_owned();
     match &err {
         HubError::Integrity {
             file,
@@ -216,7 +242,10 @@ fn a_corrupted_lfs_file_is_removed_and_fails_naming_both_hashes() {
     // Once the mirror serves the right bytes, the next run succeeds.
     hub.clear_faults();
     let ok = fetch(&client(&hub, cache.path(), false)).unwrap();
-    assert_eq!(std::fs::read(ok.dir.join("model.safetensors")).unwrap(), weights());
+    assert_eq!(
+        std::fs::read(ok.dir.join("model.safetensors")).unwrap(),
+        weights()
+    );
 }
 
 #[test]
@@ -225,11 +254,18 @@ fn a_download_killed_midway_resumes_from_its_partial_file() {
     let (hub, cache, c, err) = interrupted(keep);
     assert!(matches!(err, HubError::Truncated { .. }), "{err}");
     assert!(err.to_string().contains("resume"), "{err}");
-    let sha = hub.body(REPO, "model.safetensors").unwrap().sha256().to_owned();
+    let sha = hub
+        .body(REPO, "model.safetensors")
+        .unwrap()
+        .sha256()
+        .to_owned();
     let blobs = cache.path().join("models--acme--tiny-embedder/blobs");
     let partial = blobs.join(format!("{sha}.incomplete"));
     assert_eq!(std::fs::metadata(&partial).unwrap().len(), keep as u64);
-    assert!(!blobs.join(&sha).exists(), "a partial file never stands at the final path");
+    assert!(
+        !blobs.join(&sha).exists(),
+        "a partial file never stands at the final path"
+    );
 
     hub.clear_log();
     let snap = fetch(&c).unwrap();
@@ -247,7 +283,10 @@ fn a_download_killed_midway_resumes_from_its_partial_file() {
         ranged[0].range.as_deref(),
         Some(format!("bytes={keep}-{}", size - 1).as_str())
     );
-    assert_eq!(std::fs::read(snap.dir.join("model.safetensors")).unwrap(), weights());
+    assert_eq!(
+        std::fs::read(snap.dir.join("model.safetensors")).unwrap(),
+        weights()
+    );
     assert!(!partial.exists());
 }
 
@@ -258,7 +297,10 @@ fn a_server_that_ignores_the_range_restarts_the_file() {
         path: "model.safetensors".into(),
     });
     let snap = fetch(&c).unwrap();
-    assert_eq!(std::fs::read(snap.dir.join("model.safetensors")).unwrap(), weights());
+    assert_eq!(
+        std::fs::read(snap.dir.join("model.safetensors")).unwrap(),
+        weights()
+    );
 }
 
 #[test]
@@ -313,21 +355,32 @@ fn hub_errors_name_the_repository_and_the_fix() {
         .unwrap_err();
     assert!(matches!(err, HubError::InvalidRepoId(_)), "{err}");
 
-    for (status, expect) in [(401, "HF_TOKEN"), (403, "HF_TOKEN"), (429, "rate-limiting"), (503, "HTTP 503")] {
+    for (status, expect) in [
+        (401, "HF_TOKEN"),
+        (403, "HF_TOKEN"),
+        (429, "rate-limiting"),
+        (503, "HTTP 503"),
+    ] {
         hub.clear_faults();
         hub.fault(Fault::status("model.safetensors", status));
         let err = rt
             .block_on(c.snapshot(REPO, "main", &selection(), &Silent))
             .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(expect) && msg.contains(REPO), "{status}: {msg}");
+        assert!(
+            msg.contains(expect) && msg.contains(REPO),
+            "{status}: {msg}"
+        );
     }
     hub.clear_faults();
     hub.fault(Fault::status("/tree/", 500));
     let err = rt
         .block_on(c.snapshot(REPO, "main", &selection(), &Silent))
         .unwrap_err();
-    assert!(matches!(err, HubError::Unavailable { status: 500, .. }), "{err}");
+    assert!(
+        matches!(err, HubError::Unavailable { status: 500, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -349,7 +402,10 @@ fn the_token_is_sent_but_never_shown() {
     assert!(!err.to_string().contains(secret));
     assert!(!format!("{c:?}").contains(secret));
     let sent = hub.log();
-    assert!(sent.iter().any(|l| l.authorization.as_deref() == Some(&format!("Bearer {secret}"))));
+    assert!(
+        sent.iter()
+            .any(|l| l.authorization.as_deref() == Some(&format!("Bearer {secret}")))
+    );
 }
 
 #[test]

@@ -150,6 +150,28 @@ pub fn device_used_bytes(device: &candle_core::Device) -> Option<gpu_memory::Usa
         .ok()
 }
 
+/// Returns freed heap memory to the operating system.
+///
+/// glibc serves allocations below its mmap threshold from its arenas, and the threshold
+/// rises (to 32 MiB) as large blocks are freed, so most tensors of a network end up there;
+/// freed, they stay in the process. After a staged denoiser is dropped that was measured at
+/// 2 GiB kept over into the decoder stage, memory the governor had already handed back; and
+/// a load that reuses a dropped model's free blocks shows almost no resident increase. The
+/// loaders trim before measuring a load, the text-to-image stages after releasing one.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim_heap() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: `malloc_trim` takes no pointers and only releases memory that is free.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim_heap() {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,25 +199,3 @@ mod tests {
         );
     }
 }
-
-/// Returns freed heap memory to the operating system.
-///
-/// glibc serves allocations below its mmap threshold from its arenas, and the threshold
-/// rises (to 32 MiB) as large blocks are freed, so most tensors of a network end up there;
-/// freed, they stay in the process. After a staged denoiser is dropped that was measured at
-/// 2 GiB kept over into the decoder stage, memory the governor had already handed back; and
-/// a load that reuses a dropped model's free blocks shows almost no resident increase. The
-/// loaders trim before measuring a load, the text-to-image stages after releasing one.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn trim_heap() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: `malloc_trim` takes no pointers and only releases memory that is free.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn trim_heap() {}

@@ -80,7 +80,10 @@ async fn a_downloading_model_shows_its_bytes_and_concurrent_requests_share_one_d
     let download = &status["models"][0]["download"];
     let total = download["bytes_total"].as_u64().unwrap();
     assert!(total > weights, "{download}");
-    assert!(download["bytes_done"].as_u64().unwrap() < total, "{download}");
+    assert!(
+        download["bytes_done"].as_u64().unwrap() < total,
+        "{download}"
+    );
     let models = get_json(&server, "/v1/models").await;
     assert_eq!(models["data"][0]["state"], "downloading", "{models:#}");
     assert_eq!(models["data"][0]["download"]["bytes_total"], total);
@@ -94,7 +97,12 @@ async fn a_downloading_model_shows_its_bytes_and_concurrent_requests_share_one_d
         .iter()
         .filter(|l| l.method == "GET" && l.url.starts_with("/cdn/"))
         .count();
-    assert_eq!(weight_gets, 1, "one download for both requests: {:#?}", hub.log());
+    assert_eq!(
+        weight_gets,
+        1,
+        "one download for both requests: {:#?}",
+        hub.log()
+    );
     assert_eq!(hub.bytes_sent_matching("/cdn/"), weights);
     let after = get_json(&server, "/status").await;
     assert_eq!(after["models"][0]["state"], "ready", "{after:#}");

@@ -52,7 +52,6 @@ pub mod text_to_image;
 
 pub use config::{ModelOptions, ModelSource, ServedModel};
 pub use download::DownloadProgress;
-pub use model_hub::{FetchObserver, FetchPlan, HubClient, HubError, HubOptions};
 pub use embed::batch::Embeddings;
 pub use embed::{DeclaredMemory, EmbedOptions};
 pub use error::ServeError;
@@ -60,6 +59,7 @@ pub use generate::{
     ChatMessage, GenMemory, GenerateOptions, GenerateRequest, Prompt, Role, TokenStream,
 };
 pub use loader::LoadedModel;
+pub use model_hub::{FetchObserver, FetchPlan, HubClient, HubError, HubOptions};
 pub use model_networks::embed::BatchLimits;
 pub use model_networks::embed::text::{Overflow, TextMode};
 pub use model_networks::image::decode as decode_image;

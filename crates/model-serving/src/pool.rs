@@ -17,13 +17,13 @@ use model_runtime::LoadMeasurement;
 
 use crate::config::{ModelOptions, ServedModel};
 use crate::download::{DownloadProgress, Downloads};
-use model_hub::{FetchObserver, HubClient};
 use crate::embed::batch::{Batcher, Embeddings, Inputs};
 use crate::error::ServeError;
 use crate::generate::{self, GenerateRequest, TokenStream};
 use crate::loader::{CapabilityLease, LoadedModel, Prepared, ServingLoader};
 use crate::report::{MemoryReport, ReportRow};
 use crate::text_to_image::{GeneratedImage, ImageRequest, Limits, MemoryPlan, Progress};
+use model_hub::{FetchObserver, HubClient};
 
 /// Configures a [`ModelPool`].
 #[derive(Default)]
@@ -505,9 +505,7 @@ impl ModelPool {
             .downloads()
             .local_source(model, &entry.model.source)
             .await?;
-        source
-            .resolve()
-            .map_err(|e| ServeError::backend(model, e))
+        source.resolve().map_err(|e| ServeError::backend(model, e))
     }
 
     /// How far `model`'s download from the Hub is, while one is under way (its pool state is

@@ -173,7 +173,7 @@ pub const LOGITS_TENSOR: &str = "output.weight";
 pub fn inventory(tensors: &[TensorDesc], separate: &[String]) -> Vec<InventoryRow> {
     let mut by_type: BTreeMap<(Option<String>, DType), (u64, u64, u64)> = BTreeMap::new();
     for t in tensors {
-        let own_row = separate.iter().any(|s| *s == t.name) || t.name == LOGITS_TENSOR;
+        let own_row = separate.contains(&t.name) || t.name == LOGITS_TENSOR;
         let key = (own_row.then(|| t.name.clone()), t.dtype);
         let e = by_type.entry(key).or_default();
         e.0 += 1;
