@@ -33,7 +33,7 @@ pub enum HubError {
     },
 
     #[error(
-        "`{repo}`: the Hub is unreachable ({cause}) and the hub cache has no {missing} for it; run again with network (unset HF_HUB_OFFLINE), or check HF_ENDPOINT"
+        "`{repo}`: offline ({cause}) and the hub cache has no {missing} for it; run again with network (unset HF_HUB_OFFLINE), or check HF_ENDPOINT"
     )]
     Offline {
         repo: String,
