@@ -4,9 +4,10 @@
 //! nothing fetched offline, never-fits refused before a byte, an unknown repo fetched by id.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use fixture_hub::{FixtureHub, FixtureRepo};
+use fixture_hub::{Fault, FixtureHub, FixtureRepo};
 
 const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
@@ -236,4 +237,89 @@ fn kimi_k2_never_starts_its_621_gb_download() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn a_download_killed_midway_resumes_where_it_stopped() {
+    let (hub, dir) = minilm_hub();
+    let cache = tempfile::tempdir().unwrap();
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    hub.fault(Fault::StallAfter {
+        path: "model.safetensors".into(),
+        keep: 24 << 20,
+    });
+    let mut child = candle_pool(&hub, cache.path(), &["pull", "--model", MINILM])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the transfer is held open midway and the client has written part of it.
+    let blobs = cache
+        .path()
+        .join("models--sentence-transformers--all-MiniLM-L6-v2/blobs");
+    let partial_len = || -> u64 {
+        std::fs::read_dir(&blobs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".incomplete"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hub.stalled() == 0 || partial_len() < 8 << 20 {
+        assert!(Instant::now() < deadline, "the download never got midway");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = partial_len();
+    assert!(kept > 0 && kept < weights.len() as u64, "{kept}");
+    let snapshot = cache
+        .path()
+        .join("models--sentence-transformers--all-MiniLM-L6-v2/snapshots");
+    assert!(
+        !walk_has(&snapshot, "model.safetensors"),
+        "a partial file never stands at the final path"
+    );
+
+    hub.clear_faults();
+    hub.release_stalls();
+    hub.clear_log();
+    let out = ok(run(&mut candle_pool(
+        &hub,
+        cache.path(),
+        &["pull", "--model", MINILM],
+    )));
+    let folder = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        std::fs::read(Path::new(&folder).join("model.safetensors")).unwrap(),
+        weights
+    );
+    let gets: Vec<_> = hub
+        .log()
+        .into_iter()
+        .filter(|l| l.method == "GET" && l.url.starts_with("/cdn/"))
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:#?}");
+    assert_eq!(
+        gets[0].range.as_deref(),
+        Some(format!("bytes={kept}-{}", weights.len() - 1).as_str()),
+        "resumed from the partial file"
+    );
+    assert_eq!(gets[0].sent, weights.len() as u64 - kept);
+}
+
+/// Whether a file named `name` is anywhere under `dir`.
+fn walk_has(dir: &Path, name: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            p.file_name().is_some_and(|n| n == name) || (p.is_dir() && walk_has(&p, name))
+        })
 }

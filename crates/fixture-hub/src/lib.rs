@@ -326,6 +326,9 @@ pub enum Fault {
     IgnoreRange { path: String },
     /// Hold ranged GETs until the test releases them (or for a minute).
     Stall { path: String },
+    /// Send `keep` body bytes of GETs, then hold the open connection until the test releases
+    /// it (or for a minute): a transfer stopped midway, e.g. while its client is killed.
+    StallAfter { path: String, keep: usize },
     /// Serve every GET body with its first byte XOR 0xff, while the listing and headers still
     /// advertise the true sizes, oids and sha256.
     Corrupt { path: String },
@@ -449,7 +452,7 @@ impl FixtureHub {
             .sum()
     }
 
-    /// Requests currently held by a `Stall` fault.
+    /// Requests held by a `Stall` or `StallAfter` fault so far.
     pub fn stalled(&self) -> usize {
         self.state.lock().unwrap().stalled
     }
@@ -512,6 +515,29 @@ struct BodyReader {
     fail_after: Option<u64>,
     corrupt: bool,
     sent: u64,
+    hold: Option<Hold>,
+}
+
+/// Where a `StallAfter` transfer stops, and what releases it.
+struct Hold {
+    after: u64,
+    held: bool,
+    state: Arc<Mutex<State>>,
+    release: Arc<AtomicBool>,
+}
+
+impl Hold {
+    /// Counts the stall and waits for the release (a minute at most).
+    fn wait(&mut self) {
+        self.held = true;
+        self.state.lock().unwrap().stalled += 1;
+        for _ in 0..600 {
+            if self.release.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Read for BodyReader {
@@ -524,9 +550,18 @@ impl Read for BodyReader {
                 "fixture: truncated",
             ));
         }
+        if let Some(h) = self.hold.as_mut()
+            && !h.held
+            && self.sent >= h.after
+        {
+            h.wait();
+        }
         let mut want = (self.end - self.pos).min(buf.len() as u64);
         if let Some(n) = self.fail_after {
             want = want.min(n - self.sent);
+        }
+        if let Some(h) = self.hold.as_ref().filter(|h| !h.held) {
+            want = want.min(h.after - self.sent);
         }
         let want = want as usize;
         for (i, b) in buf[..want].iter_mut().enumerate() {
@@ -574,6 +609,7 @@ struct Applied {
     truncate: Option<u64>,
     ignore_range: bool,
     stall: bool,
+    stall_after: Option<u64>,
     corrupt: bool,
 }
 
@@ -586,7 +622,12 @@ struct Req<'a> {
 
 /// Answers one request. It is logged before the response is sent, so a client that has its
 /// response always finds it in the log.
-fn handle(req: tiny_http::Request, st: &Arc<Mutex<State>>, release: &AtomicBool, hub_url: &str) {
+fn handle(
+    req: tiny_http::Request,
+    st: &Arc<Mutex<State>>,
+    release: &Arc<AtomicBool>,
+    hub_url: &str,
+) {
     let url = req.url().to_owned();
     let get_header = |name: &'static str| {
         req.headers()
@@ -618,7 +659,7 @@ fn handle(req: tiny_http::Request, st: &Arc<Mutex<State>>, release: &AtomicBool,
     let _ = req.respond(resp);
 }
 
-fn answer(r: &Req, st: &Mutex<State>, release: &AtomicBool, hub_url: &str) -> Answer {
+fn answer(r: &Req, st: &Arc<Mutex<State>>, release: &Arc<AtomicBool>, hub_url: &str) -> Answer {
     let (m, path) = (r.method, r.path);
     let repos = st.lock().unwrap().repos.clone();
 
@@ -661,6 +702,9 @@ fn answer(r: &Req, st: &Mutex<State>, release: &AtomicBool, hub_url: &str) -> An
                 }
                 Fault::IgnoreRange { path: p } if hit(p) => f.ignore_range = true,
                 Fault::Stall { path: p } if hit(p) && m == "GET" => f.stall = true,
+                Fault::StallAfter { path: p, keep } if hit(p) && m == "GET" => {
+                    f.stall_after = Some(*keep as u64)
+                }
                 Fault::Corrupt { path: p } if hit(p) && m == "GET" => f.corrupt = true,
                 _ => {}
             }
@@ -798,8 +842,8 @@ fn serve(
     body: Body,
     extra: &[Header],
     f: &Applied,
-    st: &Mutex<State>,
-    release: &AtomicBool,
+    st: &Arc<Mutex<State>>,
+    release: &Arc<AtomicBool>,
 ) -> Answer {
     let size = body.size();
     let etag = if body.is_lfs() {
@@ -809,13 +853,13 @@ fn serve(
     };
     let parsed = r.range.and_then(|r| parse_range(r, size));
     if f.stall && parsed.is_some() {
-        st.lock().unwrap().stalled += 1;
-        for _ in 0..600 {
-            if release.load(Ordering::SeqCst) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        Hold {
+            after: 0,
+            held: false,
+            state: Arc::clone(st),
+            release: Arc::clone(release),
         }
+        .wait();
     }
     let get = r.method == "GET";
     let (status, start, end) = match parsed {
@@ -830,6 +874,12 @@ fn serve(
         fail_after: f.truncate.filter(|k| *k < len),
         corrupt: f.corrupt,
         sent: 0,
+        hold: f.stall_after.filter(|k| *k < len).map(|after| Hold {
+            after,
+            held: false,
+            state: Arc::clone(st),
+            release: Arc::clone(release),
+        }),
     };
     let mut headers = vec![
         header("ETag", &format!("\"{etag}\"")),
