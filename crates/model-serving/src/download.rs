@@ -135,6 +135,7 @@ impl Downloads {
         let _done = Finished {
             active: &self.active,
             model,
+            download: Arc::clone(&download),
         };
         let snapshot: Snapshot = client
             .snapshot(repo, revision, &selection, download.as_ref())
@@ -153,14 +154,22 @@ impl Downloads {
     }
 }
 
-/// Takes a model off the list of downloads under way when its download ends, however it ends.
+/// Takes a model's download off the list of those under way when it ends, however it ends
+/// (unless a later one for the same model, e.g. `fetch_files` beside a load, took its place).
 struct Finished<'a> {
     active: &'a Mutex<HashMap<String, Arc<ModelDownload>>>,
     model: &'a str,
+    download: Arc<ModelDownload>,
 }
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        self.active.lock().remove(self.model);
+        let mut active = self.active.lock();
+        if active
+            .get(self.model)
+            .is_some_and(|d| Arc::ptr_eq(d, &self.download))
+        {
+            active.remove(self.model);
+        }
     }
 }
