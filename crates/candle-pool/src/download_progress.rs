@@ -69,7 +69,8 @@ impl FetchObserver for TerminalProgress {
 
     fn progress(&self, file: &str, done: u64, total: u64) {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = files.entry(file.to_owned()).or_insert_with(|| {
+        // Called for every chunk received: the file's line is made (and its name copied) once.
+        if !files.contains_key(file) {
             let bar = self.bars.as_ref().map(|m| {
                 let bar = m.add(ProgressBar::new(total));
                 bar.set_style(
@@ -85,12 +86,18 @@ impl FetchObserver for TerminalProgress {
             if announced {
                 eprintln!("downloading {file} ({})", mb(total));
             }
-            FileLine {
-                bar,
-                tenths: 0,
-                announced,
-            }
-        });
+            files.insert(
+                file.to_owned(),
+                FileLine {
+                    bar,
+                    tenths: 0,
+                    announced,
+                },
+            );
+        }
+        let Some(entry) = files.get_mut(file) else {
+            return;
+        };
         match &entry.bar {
             Some(bar) => bar.set_position(done),
             None if total >= 10 << 20 => {

@@ -75,12 +75,23 @@ impl ModelArgs {
                 revision: None,
             },
             Some(w) => ModelSource::Path(w.clone()),
-            None => match model_registry::by_key(&self.model).map(ModelSource::hub_of) {
-                Some(ModelSource::Hub {
-                    repo,
-                    revision,
-                    weights,
-                }) => ModelSource::Hub {
+            None => {
+                // A registry model's repository and weight files, else the repository the
+                // key names with its safetensors weights; --revision and --hub-file override.
+                let (repo, revision, weights) =
+                    match model_registry::by_key(&self.model).map(ModelSource::hub_of) {
+                        Some(ModelSource::Hub {
+                            repo,
+                            revision,
+                            weights,
+                        }) => (repo, revision, weights),
+                        _ => (
+                            self.model.clone(),
+                            "main".to_owned(),
+                            vec!["{*.safetensors,[0-9]_*/*.safetensors}".to_owned()],
+                        ),
+                    };
+                ModelSource::Hub {
                     repo,
                     revision: self.revision.clone().unwrap_or(revision),
                     weights: if self.hub_files.is_empty() {
@@ -88,17 +99,8 @@ impl ModelArgs {
                     } else {
                         self.hub_files.clone()
                     },
-                },
-                _ => ModelSource::Hub {
-                    repo: self.model.clone(),
-                    revision: self.revision.clone().unwrap_or_else(|| "main".into()),
-                    weights: if self.hub_files.is_empty() {
-                        vec!["{*.safetensors,[0-9]_*/*.safetensors}".into()]
-                    } else {
-                        self.hub_files.clone()
-                    },
-                },
-            },
+                }
+            }
         }
     }
 

@@ -58,6 +58,16 @@ fn refused_with_nothing_fetched(hub: &FixtureHub, args: &[&str], env: (&str, &st
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `candle-pool pull --model` MiniLM, which must succeed: the folder it prints.
+fn pull_minilm(hub: &FixtureHub, cache: &Path) -> String {
+    let out = ok(run(&mut candle_pool(
+        hub,
+        cache,
+        &["pull", "--model", MINILM],
+    )));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 fn minilm_hub() -> (FixtureHub, std::path::PathBuf) {
     let dir = model_fixtures::minilm::checkpoint();
     let repo = FixtureRepo::from_dir(MINILM, &dir, FixtureRepo::default_lfs).unwrap();
@@ -128,12 +138,7 @@ fn a_registry_key_alone_fetches_minilm_and_embeds_as_the_local_copy_does_then_of
 
     // `pull` prints the snapshot folder, and fetches nothing that is there.
     hub.clear_log();
-    let pulled = ok(run(&mut candle_pool(
-        &hub,
-        cache.path(),
-        &["pull", "--model", MINILM],
-    )));
-    let folder = String::from_utf8_lossy(&pulled.stdout).trim().to_owned();
+    let folder = pull_minilm(&hub, cache.path());
     assert!(
         Path::new(&folder).join("model.safetensors").is_file(),
         "{folder}"
@@ -288,12 +293,7 @@ fn a_download_killed_midway_resumes_where_it_stopped() {
     hub.clear_faults();
     hub.release_stalls();
     hub.clear_log();
-    let out = ok(run(&mut candle_pool(
-        &hub,
-        cache.path(),
-        &["pull", "--model", MINILM],
-    )));
-    let folder = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let folder = pull_minilm(&hub, cache.path());
     assert_eq!(
         std::fs::read(Path::new(&folder).join("model.safetensors")).unwrap(),
         weights

@@ -55,7 +55,7 @@ impl Default for HubOptions {
 }
 
 /// A variable set to 1/true/yes/on.
-pub fn env_truthy(name: &str) -> bool {
+fn env_truthy(name: &str) -> bool {
     std::env::var(name)
         .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
         .unwrap_or(false)
@@ -202,19 +202,32 @@ impl HubClient {
         self.inner.hf.model(owner, name)
     }
 
-    /// Resolves `revision` (branch, tag or sha) to a commit sha on the Hub.
-    pub async fn resolve(&self, repo: &str, revision: &str) -> Result<String, hf_hub::HFError> {
+    /// Resolves `revision` (branch, tag or sha) to a commit sha on the Hub. An unreachable
+    /// Hub is [`HubError::Offline`], so that a caller may fall back to the cache.
+    pub async fn resolve(&self, repo: &str, revision: &str) -> Result<String, HubError> {
         let info = self
             .repo(repo)
             .info()
             .revision(revision.to_owned())
             .send()
-            .await?;
-        info.sha.filter(|s| is_commit(s)).ok_or_else(|| {
-            hf_hub::HFError::InvalidParameter(format!(
-                "the Hub's repo info for revision `{revision}` has no commit sha"
-            ))
-        })
+            .await
+            .map_err(|e| {
+                if HubError::is_unreachable(&e) {
+                    HubError::Offline {
+                        repo: repo.to_owned(),
+                        cause: format!("the Hub is unreachable: {e}"),
+                        missing: format!("commit for revision `{revision}`"),
+                    }
+                } else {
+                    HubError::from_hub(e, repo, None, self.attempts())
+                }
+            })?;
+        info.sha
+            .filter(|s| is_commit(s))
+            .ok_or_else(|| HubError::Protocol {
+                repo: repo.to_owned(),
+                detail: format!("the Hub's repo info for revision `{revision}` has no commit sha"),
+            })
     }
 
     /// Every file of `repo` at commit `sha`, with sizes and LFS hashes, sorted by path.

@@ -210,11 +210,6 @@ impl HubError {
         matches!(e, hf_hub::HFError::Request { source, .. }
             if source.is_connect() || (source.is_timeout() && !source.is_body() && !source.is_decode()))
     }
-
-    /// True when the Hub could not be reached at all (as opposed to answering with an error).
-    pub fn is_offline(&self) -> bool {
-        matches!(self, HubError::Offline { .. })
-    }
 }
 
 fn repo_not_found(repo: &str) -> HubError {

@@ -49,11 +49,6 @@ impl FileSelection {
         Ok(FileSelection { patterns })
     }
 
-    /// The weight patterns.
-    pub fn patterns(&self) -> impl Iterator<Item = &str> {
-        self.patterns.iter().map(|(p, _)| p.as_str())
-    }
-
     fn is_weight(&self, path: &str) -> bool {
         self.patterns.iter().any(|(_, m)| m.is_match(path))
     }
@@ -203,7 +198,10 @@ impl HubClient {
         for planned in &plan.files {
             let f = &planned.file;
             if planned.state == FileState::Cached {
-                cache.link(&plan.commit, &f.path, f.blob_name())?;
+                // In the cache: linked into this commit's snapshot unless it is there already.
+                if !blob_is_whole(&cache.snapshot(&plan.commit).join(&f.path), f.size) {
+                    cache.link(&plan.commit, &f.path, f.blob_name())?;
+                }
                 observer.progress(&f.path, f.size, f.size);
                 observer.finished(&f.path);
                 cached_files += 1;
@@ -238,17 +236,7 @@ impl HubClient {
         let commit = if is_commit(revision) {
             revision.to_owned()
         } else {
-            self.resolve(repo, revision).await.map_err(|e| {
-                if HubError::is_unreachable(&e) {
-                    HubError::Offline {
-                        repo: repo.to_owned(),
-                        cause: format!("the Hub is unreachable: {e}"),
-                        missing: format!("commit for revision `{revision}`"),
-                    }
-                } else {
-                    HubError::from_hub(e, repo, None, self.attempts())
-                }
-            })?
+            self.resolve(repo, revision).await?
         };
         let listing = self.tree(repo, &commit).await?;
         let paths: Vec<&str> = listing.iter().map(|f| f.path.as_str()).collect();

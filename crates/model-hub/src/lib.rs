@@ -15,7 +15,7 @@ mod client;
 mod error;
 mod fetch;
 
-pub use client::{HubClient, HubOptions, RepoFile, env_truthy, is_commit};
+pub use client::{HubClient, HubOptions, RepoFile, is_commit};
 pub use error::HubError;
 pub use fetch::{
     FetchObserver, FetchPlan, FileSelection, FileState, PlannedFile, Silent, Snapshot,

@@ -47,10 +47,19 @@ impl FetchObserver for ModelDownload {
     }
 
     fn progress(&self, file: &str, done: u64, total: u64) {
+        // Called for every chunk received: no allocation but the first, no sum over files (the
+        // difference wraps when a restarted file goes back, which the wrapping add undoes).
         let mut files = self.files.lock();
-        files.insert(file.to_owned(), done);
-        self.done.store(files.values().sum(), Ordering::Relaxed);
+        let before = match files.get_mut(file) {
+            Some(bytes) => std::mem::replace(bytes, done),
+            None => {
+                files.insert(file.to_owned(), done);
+                0
+            }
+        };
         drop(files);
+        self.done
+            .fetch_add(done.wrapping_sub(before), Ordering::Relaxed);
         if let Some(o) = &self.extra {
             o.progress(file, done, total);
         }

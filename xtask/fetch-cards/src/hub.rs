@@ -100,16 +100,6 @@ impl Hub {
             .join(format!("models--{}", repo.replace('/', "--")))
     }
 
-    fn unreachable(&self, repo: &str, e: &hf_hub::HFError, missing: &str) -> FetchError {
-        self.fall_back(format!("the Hub is unreachable: {e}"));
-        HubError::Offline {
-            repo: repo.to_owned(),
-            cause: e.to_string(),
-            missing: missing.to_owned(),
-        }
-        .into()
-    }
-
     fn offline_error(&self, repo: &str, missing: &str) -> FetchError {
         HubError::Offline {
             repo: repo.to_owned(),
@@ -158,11 +148,11 @@ impl Hub {
                 write_cache(&ref_file, sha.as_bytes());
                 Ok(sha)
             }
-            Err(e) if HubError::is_unreachable(&e) => {
-                let err = self.unreachable(repo, &e, &missing);
+            Err(e @ HubError::Offline { .. }) => {
+                let err = self.client_error(e, &missing);
                 cached().ok_or(err)
             }
-            Err(e) => Err(HubError::from_hub(e, repo, None, self.client.attempts()).into()),
+            Err(e) => Err(e.into()),
         }
     }
 
