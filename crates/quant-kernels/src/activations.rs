@@ -1,0 +1,45 @@
+//! Activations quantized to 8 bits in blocks of 256, the integer side of every dot product.
+
+use crate::blocks::QK_K;
+
+/// 256 activations as `d · qs[i]`, with the sums of each 16 (`bsums`) that the kernels use to
+/// apply the weights' per-sub-block minimums and offsets without touching the values again.
+#[derive(Clone, Debug, PartialEq)]
+#[repr(C, align(32))]
+pub struct Q8K {
+    /// The quantized values.
+    pub qs: [i8; QK_K],
+    /// Sums of each 16 consecutive values.
+    pub bsums: [i16; QK_K / 16],
+    /// The scale.
+    pub d: f32,
+}
+
+/// `x` (a multiple of 256 long) as 8-bit blocks: symmetric, `d = max|x| / 127`, rounded to
+/// nearest.
+pub fn quantize(x: &[f32]) -> Vec<Q8K> {
+    assert_eq!(x.len() % QK_K, 0, "activation rows are whole 256-blocks");
+    x.chunks_exact(QK_K).map(quantize_block).collect()
+}
+
+fn quantize_block(x: &[f32]) -> Q8K {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let finite = x.iter().all(|v| v.is_finite());
+    let mut b = Q8K {
+        qs: [0; QK_K],
+        bsums: [0; QK_K / 16],
+        // A NaN or infinite input makes the whole block's products NaN, as in f32 arithmetic.
+        d: if finite { amax / 127.0 } else { f32::NAN },
+    };
+    if amax == 0.0 || !finite {
+        return b;
+    }
+    let inv = 127.0 / amax;
+    for (q, v) in b.qs.iter_mut().zip(x) {
+        *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+        *s = q.iter().map(|&v| v as i16).sum();
+    }
+    b
+}

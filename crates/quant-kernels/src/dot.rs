@@ -1,0 +1,432 @@
+//! Dot products of one quantized weight row with one row of [`Q8K`] activations.
+//!
+//! Every kernel computes `Σ_blocks d_w · d_a · (Σ sc_j · Σ q·a) − (offsets)` in integers
+//! inside a superblock: the weights' 4/5/6/8-bit values are multiplied with the 8-bit
+//! activations and summed per sub-block, then scaled once. Offsets (Q4_K/Q5_K minimums, the
+//! −32 of Q6_K) come from the activations' 16-element sums, so they cost one multiply per
+//! sub-block, not per weight.
+//!
+//! [`kernel`] picks the version for the CPU at hand once per call: AVX-512 VNNI, AVX2, or the
+//! portable loops (which LLVM vectorises for whatever the target allows).
+
+use crate::activations::Q8K;
+use crate::blocks::{QuantType, f16_at, scales_mins};
+
+/// A row dot product: weight blocks, activation blocks (same length in elements).
+pub type DotFn = fn(&[u8], &[Q8K]) -> f32;
+
+/// The instruction set a kernel uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 (F, BW, VNNI).
+    Avx512Vnni,
+    /// AVX2 with FMA.
+    Avx2,
+    /// Plain Rust.
+    Portable,
+}
+
+/// The best instruction set this CPU offers the kernels.
+pub fn best_isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("avx2") && has!("fma")
+        {
+            return Isa::Avx512Vnni;
+        }
+        if has!("avx2") && has!("fma") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// The dot product for `dtype` on the best instruction set of this CPU.
+pub fn kernel(dtype: QuantType) -> DotFn {
+    kernel_for(dtype, best_isa())
+}
+
+/// The dot product for `dtype` written for `isa` (for tests and benchmarks: the caller must
+/// make sure the CPU has it; [`best_isa`] and anything below it are safe).
+pub fn kernel_for(dtype: QuantType, isa: Isa) -> DotFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let isa = if isa > best_isa() { best_isa() } else { isa };
+        match (dtype, isa) {
+            (QuantType::Q4K, Isa::Avx512Vnni) => return x86::q4k_avx512,
+            (QuantType::Q4K, Isa::Avx2) => return x86::q4k_avx2,
+            (QuantType::Q6K, Isa::Avx512Vnni) => return x86::q6k_avx512,
+            (QuantType::Q6K, Isa::Avx2) => return x86::q6k_avx2,
+            (QuantType::Q5K, Isa::Avx512Vnni | Isa::Avx2) => return x86::q5k_v3,
+            (QuantType::Q8_0, Isa::Avx512Vnni | Isa::Avx2) => return x86::q8_0_v3,
+            _ => {}
+        }
+    }
+    let _ = isa;
+    match dtype {
+        QuantType::Q4K => q4k_portable,
+        QuantType::Q5K => q5k_portable,
+        QuantType::Q6K => q6k_portable,
+        QuantType::Q8_0 => q8_0_portable,
+    }
+}
+
+impl PartialOrd for Isa {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        let rank = |i: &Isa| match i {
+            Isa::Portable => 0,
+            Isa::Avx2 => 1,
+            Isa::Avx512Vnni => 2,
+        };
+        rank(self).partial_cmp(&rank(other))
+    }
+}
+
+fn q4k_portable(w: &[u8], a: &[Q8K]) -> f32 {
+    q4k5k::<false>(w, a)
+}
+
+fn q5k_portable(w: &[u8], a: &[Q8K]) -> f32 {
+    q4k5k::<true>(w, a)
+}
+
+fn q6k_portable(w: &[u8], a: &[Q8K]) -> f32 {
+    q6k(w, a)
+}
+
+fn q8_0_portable(w: &[u8], a: &[Q8K]) -> f32 {
+    q8_0(w, a)
+}
+
+/// Σ over a block's eight sub-blocks of `min_j · Σ a` (the Q4_K/Q5_K minimums' share).
+#[inline(always)]
+fn min_sum(mn: &[u8; 8], act: &Q8K) -> i32 {
+    (0..8)
+        .map(|j| mn[j] as i32 * (act.bsums[2 * j] as i32 + act.bsums[2 * j + 1] as i32))
+        .sum()
+}
+
+/// Σ over a Q6_K block's sixteen sub-blocks of `scale_i · Σ a` (for its −32 offset).
+#[inline(always)]
+fn q6k_offset_sum(sc: &[u8], act: &Q8K) -> i32 {
+    (0..16)
+        .map(|i| (sc[i] as i8) as i32 * act.bsums[i] as i32)
+        .sum()
+}
+
+#[inline(always)]
+fn q4k5k<const FIVE: bool>(w: &[u8], a: &[Q8K]) -> f32 {
+    let block = if FIVE { 176 } else { 144 };
+    let mut sum = 0f32;
+    for (b, act) in w.chunks_exact(block).zip(a) {
+        let (sc, mn) = scales_mins(&b[4..16]);
+        let (qh, qs) = (&b[16..48], if FIVE { &b[48..176] } else { &b[16..144] });
+        let mut isum = 0i32;
+        for j in 0..4 {
+            let q = &qs[32 * j..32 * j + 32];
+            let (a0, a1) = (
+                &act.qs[64 * j..64 * j + 32],
+                &act.qs[64 * j + 32..64 * j + 64],
+            );
+            let (mut s0, mut s1) = (0i32, 0i32);
+            for l in 0..32 {
+                let (mut lo, mut hi) = (q[l] & 0xF, q[l] >> 4);
+                if FIVE {
+                    lo |= ((qh[l] >> (2 * j)) & 1) << 4;
+                    hi |= ((qh[l] >> (2 * j + 1)) & 1) << 4;
+                }
+                s0 += lo as i32 * a0[l] as i32;
+                s1 += hi as i32 * a1[l] as i32;
+            }
+            isum += s0 * sc[2 * j] as i32 + s1 * sc[2 * j + 1] as i32;
+        }
+        let msum = min_sum(&mn, act);
+        sum += act.d * (f16_at(b, 0) * isum as f32 - f16_at(b, 2) * msum as f32);
+    }
+    sum
+}
+
+#[inline(always)]
+fn q6k(w: &[u8], a: &[Q8K]) -> f32 {
+    let mut sum = 0f32;
+    for (b, act) in w.chunks_exact(210).zip(a) {
+        let sc = &b[192..208];
+        let mut isum = 0i32;
+        for h in 0..2 {
+            let ql = &b[64 * h..64 * h + 64];
+            let qh = &b[128 + 32 * h..128 + 32 * h + 32];
+            let aq = &act.qs[128 * h..128 * h + 128];
+            for g in 0..4 {
+                let mut s = [0i32; 2];
+                for l in 0..32 {
+                    let q = match g {
+                        0 => (ql[l] & 0xF) | ((qh[l] & 3) << 4),
+                        1 => (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4),
+                        2 => (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                        _ => (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+                    };
+                    s[l / 16] += q as i32 * aq[32 * g + l] as i32;
+                }
+                let i = 8 * h + 2 * g;
+                isum += (sc[i] as i8) as i32 * s[0] + (sc[i + 1] as i8) as i32 * s[1];
+            }
+        }
+        let offset = 32 * q6k_offset_sum(sc, act);
+        sum += act.d * f16_at(b, 208) * (isum - offset) as f32;
+    }
+    sum
+}
+
+#[inline(always)]
+fn q8_0(w: &[u8], a: &[Q8K]) -> f32 {
+    let mut sum = 0f32;
+    for (blocks, act) in w.chunks_exact(34 * 8).zip(a) {
+        for (k, b) in blocks.chunks_exact(34).enumerate() {
+            let s: i32 = b[2..34]
+                .iter()
+                .zip(&act.qs[32 * k..32 * k + 32])
+                .map(|(&q, &x)| (q as i8) as i32 * x as i32)
+                .sum();
+            sum += act.d * f16_at(b, 0) * s as f32;
+        }
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The x86 kernels. Each `pub(super) fn` is only handed out by [`super::kernel_for`] after
+    //! the CPU was checked for the features its body is compiled with.
+
+    use std::arch::x86_64::*;
+
+    use super::{Q8K, min_sum, q6k_offset_sum};
+    use crate::blocks::{f16_at, scales_mins};
+
+    macro_rules! dispatch {
+        ($name:ident, $features:literal, $body:expr) => {
+            pub(super) fn $name(w: &[u8], a: &[Q8K]) -> f32 {
+                #[target_feature(enable = $features)]
+                #[allow(unused_unsafe)]
+                fn inner(w: &[u8], a: &[Q8K]) -> f32 {
+                    // SAFETY: the helpers only need the features `inner` is compiled with.
+                    unsafe { $body(w, a) }
+                }
+                // SAFETY: handed out only where the CPU has these features (module docs).
+                unsafe { inner(w, a) }
+            }
+        };
+    }
+
+    // The portable loops, compiled for AVX2 (LLVM vectorises them).
+    dispatch!(q5k_v3, "avx2,fma", super::q4k5k::<true>);
+    dispatch!(q8_0_v3, "avx2,fma", super::q8_0);
+    dispatch!(q4k_avx2, "avx2,fma", q4k_avx2_body);
+    dispatch!(q6k_avx2, "avx2,fma", q6k_avx2_body);
+    dispatch!(
+        q4k_avx512,
+        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        q4k_avx512_body
+    );
+    dispatch!(
+        q6k_avx512,
+        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        q6k_avx512_body
+    );
+
+    #[inline(always)]
+    unsafe fn load256(p: &[u8]) -> __m256i {
+        assert!(p.len() >= 32);
+        // SAFETY: 32 readable bytes (checked); unaligned load.
+        unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
+    }
+
+    #[inline(always)]
+    unsafe fn load256_i8(p: &[i8]) -> __m256i {
+        assert!(p.len() >= 32);
+        // SAFETY: as `load256`.
+        unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
+    }
+
+    #[inline(always)]
+    unsafe fn load512_i8(p: &[i8]) -> __m512i {
+        assert!(p.len() >= 64);
+        // SAFETY: 64 readable bytes (checked); unaligned load.
+        unsafe { _mm512_loadu_si512(p.as_ptr() as *const __m512i) }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum256(x: __m256) -> f32 {
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// The low and high nibbles of 32 bytes.
+    #[inline(always)]
+    unsafe fn nibbles(q: __m256i) -> (__m256i, __m256i) {
+        unsafe {
+            let m4 = _mm256_set1_epi8(0x0F);
+            (
+                _mm256_and_si256(q, m4),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+            )
+        }
+    }
+
+    /// Q4_K: for each 64 weights, `vpmaddubsw` of the low and high nibbles with their
+    /// activations (pairs ≤ 2·15·127, no saturation), `vpmaddwd` with the sub-block scale.
+    #[inline(always)]
+    unsafe fn q4k_avx2_body(w: &[u8], a: &[Q8K]) -> f32 {
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            let mut mins = 0f32;
+            for (b, act) in w.chunks_exact(144).zip(a) {
+                let (sc, mn) = scales_mins(&b[4..16]);
+                mins += act.d * f16_at(b, 2) * min_sum(&mn, act) as f32;
+                let mut sumi = _mm256_setzero_si256();
+                for j in 0..4 {
+                    let (lo, hi) = nibbles(load256(&b[16 + 32 * j..]));
+                    let p0 = _mm256_maddubs_epi16(lo, load256_i8(&act.qs[64 * j..]));
+                    let p1 = _mm256_maddubs_epi16(hi, load256_i8(&act.qs[64 * j + 32..]));
+                    let p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * j] as i16));
+                    let p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * j + 1] as i16));
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+                }
+                let d = _mm256_set1_ps(act.d * f16_at(b, 0));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum256(acc) - mins
+        }
+    }
+
+    /// Q4_K with `vpdpbusd`: the low and high nibbles of 32 bytes side by side (64 weights,
+    /// two sub-blocks) against 64 activations in one instruction.
+    #[inline(always)]
+    unsafe fn q4k_avx512_body(w: &[u8], a: &[Q8K]) -> f32 {
+        unsafe {
+            let mut acc = _mm512_setzero_ps();
+            let mut mins = 0f32;
+            for (b, act) in w.chunks_exact(144).zip(a) {
+                let (sc, mn) = scales_mins(&b[4..16]);
+                mins += act.d * f16_at(b, 2) * min_sum(&mn, act) as f32;
+                let mut sumi = _mm512_setzero_si512();
+                for j in 0..4 {
+                    let (lo, hi) = nibbles(load256(&b[16 + 32 * j..]));
+                    let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    let dot = _mm512_dpbusd_epi32(
+                        _mm512_setzero_si512(),
+                        wv,
+                        load512_i8(&act.qs[64 * j..]),
+                    );
+                    let scales = _mm512_mask_blend_epi32(
+                        0xFF00,
+                        _mm512_set1_epi32(sc[2 * j] as i32),
+                        _mm512_set1_epi32(sc[2 * j + 1] as i32),
+                    );
+                    sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, scales));
+                }
+                let d = _mm512_set1_ps(act.d * f16_at(b, 0));
+                acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
+            }
+            _mm512_reduce_add_ps(acc) - mins
+        }
+    }
+
+    /// The 6-bit values (0..63) of one Q6_K half: four groups of 32, in element order.
+    #[inline(always)]
+    unsafe fn q6k_half(b: &[u8], h: usize) -> [__m256i; 4] {
+        unsafe {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m3 = _mm256_set1_epi8(3);
+            let qla = load256(&b[64 * h..]);
+            let qlb = load256(&b[64 * h + 32..]);
+            let qh = load256(&b[128 + 32 * h..]);
+            let high = |shifted: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, m3));
+            [
+                _mm256_or_si256(_mm256_and_si256(qla, m4), high(qh)),
+                _mm256_or_si256(_mm256_and_si256(qlb, m4), high(_mm256_srli_epi16::<2>(qh))),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(qla), m4),
+                    high(_mm256_srli_epi16::<4>(qh)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(qlb), m4),
+                    high(_mm256_srli_epi16::<6>(qh)),
+                ),
+            ]
+        }
+    }
+
+    /// Q6_K: unsigned 6-bit values times activations (pairs ≤ 2·63·127), scale per 16, the
+    /// −32 offset from the activation sums.
+    #[inline(always)]
+    unsafe fn q6k_avx2_body(w: &[u8], a: &[Q8K]) -> f32 {
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            let mut offsets = 0f32;
+            for (b, act) in w.chunks_exact(210).zip(a) {
+                let sc = &b[192..208];
+                let d = act.d * f16_at(b, 208);
+                offsets += d * (32 * q6k_offset_sum(sc, act)) as f32;
+                let mut sumi = _mm256_setzero_si256();
+                for h in 0..2 {
+                    let q = q6k_half(b, h);
+                    for (g, q) in q.into_iter().enumerate() {
+                        let i = 8 * h + 2 * g;
+                        let p = _mm256_maddubs_epi16(q, load256_i8(&act.qs[128 * h + 32 * g..]));
+                        let scales = _mm256_set_m128i(
+                            _mm_set1_epi16((sc[i + 1] as i8) as i16),
+                            _mm_set1_epi16((sc[i] as i8) as i16),
+                        );
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales));
+                    }
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum256(acc) - offsets
+        }
+    }
+
+    /// Q6_K with `vpdpbusd`: two groups of 32 (64 weights, four scales) per instruction; each
+    /// 32-bit lane sums 4 weights, so lane `L` of pair `p` in half `h` takes scale
+    /// `8h + 4p + L/4`.
+    #[inline(always)]
+    unsafe fn q6k_avx512_body(w: &[u8], a: &[Q8K]) -> f32 {
+        unsafe {
+            let lane_quarter = _mm512_srli_epi32::<2>(_mm512_set_epi32(
+                15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
+            ));
+            let index: [__m512i; 4] = std::array::from_fn(|hp| {
+                _mm512_add_epi32(lane_quarter, _mm512_set1_epi32(4 * hp as i32))
+            });
+            let mut acc = _mm512_setzero_ps();
+            let mut offsets = 0f32;
+            for (b, act) in w.chunks_exact(210).zip(a) {
+                let sc = &b[192..208];
+                let d = act.d * f16_at(b, 208);
+                offsets += d * (32 * q6k_offset_sum(sc, act)) as f32;
+                // SAFETY: 16 readable bytes.
+                let sc16 = _mm512_cvtepi8_epi32(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
+                let mut sumi = _mm512_setzero_si512();
+                for h in 0..2 {
+                    let q = q6k_half(b, h);
+                    for p in 0..2 {
+                        let wv =
+                            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[2 * p]), q[2 * p + 1]);
+                        let av = load512_i8(&act.qs[128 * h + 64 * p..]);
+                        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, av);
+                        let scales = _mm512_permutexvar_epi32(index[2 * h + p], sc16);
+                        sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, scales));
+                    }
+                }
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+            }
+            _mm512_reduce_add_ps(acc) - offsets
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! CPU kernels for GGUF quantized matrices, multiplying straight from the file's block layout.
+//!
+//! A [`QMatrix`] holds one weight matrix exactly as the GGUF file stores it: the same bytes,
+//! once. candle's CPU path (0.11) builds a repacked copy of each Q4_K and multi-row Q6_K
+//! matrix on first use and keeps it beside the original, which puts a Phi-4 Q4_K_M at twice
+//! its file size; these kernels read the original blocks instead, so a model costs its file.
+//!
+//! * Activations are quantized once per call to 8-bit blocks of 256 ([`activations::Q8K`]),
+//!   and every weight row is dotted against them in integer arithmetic, one superblock at a
+//!   time ([`dot`]). The per-block scales and minimums are applied once per sub-block.
+//! * Each dot product has three versions, picked at run time for the CPU at hand: AVX-512 with
+//!   VNNI (`vpdpbusd`, 64 weights per instruction), AVX2 (`vpmaddubsw`) and a portable one.
+//!   Q4_K and Q6_K (most of a Q4_K_M file) have hand-written AVX-512 and AVX2 versions; Q5_K
+//!   and Q8_0 are plain loops compiled for each instruction set.
+//! * Output rows are split between threads ([`rayon`]); a chunk of weight rows is dotted
+//!   against every activation row before the next chunk, so prefill reads each weight once.
+//! * [`QMatrix::dequantize_row`] expands one row, for embedding tables that stay quantized.
+//!
+//! Types other than the four, and rows not a multiple of 256 wide, are not covered: callers
+//! keep another path for them ([`QuantType::from_ggml`] says which).
+//!
+//! The workspace compiles this crate with optimisations in dev builds too, so the tests of the
+//! crates above it stay fast.
+
+pub mod activations;
+pub mod blocks;
+pub mod dot;
+
+use rayon::prelude::*;
+
+pub use activations::Q8K;
+pub use blocks::QuantType;
+
+/// Why a [`QMatrix`] could not be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QMatrixError {
+    /// The row width is not a whole number of 256-element superblocks.
+    #[error(
+        "rows of {cols} elements are not a multiple of {} (the activation block)",
+        blocks::QK_K
+    )]
+    RowWidth {
+        /// The row width.
+        cols: usize,
+    },
+    /// The byte count does not match the shape.
+    #[error("{got} bytes for a {rows}×{cols} {dtype:?} matrix, which takes {want}")]
+    Size {
+        /// The type.
+        dtype: QuantType,
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// Bytes given.
+        got: usize,
+        /// Bytes the shape takes.
+        want: usize,
+    },
+}
+
+/// A quantized matrix of `rows` × `cols` (one row per output), in GGUF block layout.
+#[derive(Clone)]
+pub struct QMatrix {
+    dtype: QuantType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QMatrix")
+            .field("dtype", &self.dtype)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
+}
+
+impl QMatrix {
+    /// The matrix whose rows are `data` (GGUF blocks, row after row).
+    pub fn new(
+        dtype: QuantType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<Self, QMatrixError> {
+        if cols % blocks::QK_K != 0 {
+            return Err(QMatrixError::RowWidth { cols });
+        }
+        let row_bytes = dtype.row_bytes(cols);
+        let want = row_bytes * rows;
+        if data.len() != want {
+            return Err(QMatrixError::Size {
+                dtype,
+                rows,
+                cols,
+                got: data.len(),
+                want,
+            });
+        }
+        Ok(QMatrix {
+            dtype,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// The block type.
+    pub fn dtype(&self) -> QuantType {
+        self.dtype
+    }
+
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input width.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The bytes held (the same as in the file).
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The blocks of row `r`.
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Row `r` expanded to f32 into `out` (`cols` long).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        assert_eq!(out.len(), self.cols, "output row width");
+        blocks::dequantize(self.dtype, self.row(r), out);
+    }
+
+    /// `out[i][j] = Σ_k x[i][k] · W[j][k]` for the `m` rows of `x` (`m × cols`, row-major);
+    /// `out` is `m × rows`.
+    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), m * self.cols, "input is not m × cols");
+        assert_eq!(out.len(), m * self.rows, "output is not m × rows");
+        let acts: Vec<Vec<Q8K>> = x
+            .chunks_exact(self.cols)
+            .map(activations::quantize)
+            .collect();
+        self.matmul_quantized(&acts, out);
+    }
+
+    /// [`matmul`](Self::matmul) with the activations already quantized (one entry per input
+    /// row), for several matrices that share an input.
+    pub fn matmul_quantized(&self, acts: &[Vec<Q8K>], out: &mut [f32]) {
+        let m = acts.len();
+        assert_eq!(out.len(), m * self.rows, "output is not m × rows");
+        let dot = dot::kernel(self.dtype);
+        // Enough chunks to balance the threads, each long enough to amortise the hand-off.
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = (self.rows / (threads * 8)).clamp(1, 256);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..self.rows.div_ceil(chunk))
+            .into_par_iter()
+            .for_each(|c| {
+                let start = c * chunk;
+                let end = (start + chunk).min(self.rows);
+                let out_ptr = &out_ptr;
+                for (i, a) in acts.iter().enumerate() {
+                    for r in start..end {
+                        let v = dot(self.row(r), a);
+                        // SAFETY: `i * rows + r` is inside `out` (checked above), and each (i, r)
+                        // is written by exactly one chunk, so no two threads touch one element.
+                        unsafe { *out_ptr.0.add(i * self.rows + r) = v };
+                    }
+                }
+            });
+    }
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: the pointer is only used for disjoint writes (see `matmul_quantized`).
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}

@@ -1,0 +1,211 @@
+//! The kernels against two references on random blocks of every type and several shapes:
+//! the same quantized activations multiplied in f64 after scalar dequantization (exact up to
+//! float rounding: checks the integer arithmetic of every instruction-set version), and
+//! candle's dequantize-then-matmul on the unquantized activations (checks the whole path,
+//! within the activations' 8-bit rounding).
+
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::{Device, Tensor};
+use quant_kernels::dot::{Isa, best_isa, kernel_for};
+use quant_kernels::{QMatrix, QMatrixError, QuantType, activations, blocks};
+
+const TYPES: [QuantType; 4] = [
+    QuantType::Q8_0,
+    QuantType::Q4K,
+    QuantType::Q5K,
+    QuantType::Q6K,
+];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Random blocks with valid, small f16 scales (random bytes elsewhere: every bit pattern of the
+/// quantized values and packed scales is exercised).
+fn random_matrix(dtype: QuantType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut data = rng.bytes(dtype.row_bytes(cols) * rows);
+    let scale_at: &[usize] = match dtype {
+        QuantType::Q8_0 => &[0],
+        QuantType::Q4K | QuantType::Q5K => &[0, 2],
+        QuantType::Q6K => &[208],
+    };
+    for block in data.chunks_exact_mut(dtype.block_bytes()) {
+        for &at in scale_at {
+            let d = half::f16::from_f32(0.001 + 0.01 * rng.uniform()).to_le_bytes();
+            block[at..at + 2].copy_from_slice(&d);
+        }
+    }
+    data
+}
+
+fn random_input(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform() * 4.0 - 2.0).collect()
+}
+
+fn ggml(dtype: QuantType) -> GgmlDType {
+    match dtype {
+        QuantType::Q8_0 => GgmlDType::Q8_0,
+        QuantType::Q4K => GgmlDType::Q4K,
+        QuantType::Q5K => GgmlDType::Q5K,
+        QuantType::Q6K => GgmlDType::Q6K,
+    }
+}
+
+/// candle's dequantization of the same bytes, `rows × cols`.
+fn candle_dequantized(dtype: QuantType, rows: usize, cols: usize, data: &[u8]) -> Vec<f32> {
+    let storage =
+        QStorage::from_data(std::borrow::Cow::Borrowed(data), &Device::Cpu, ggml(dtype)).unwrap();
+    let t = QTensor::new(storage, (rows, cols)).unwrap();
+    t.dequantize(&Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+const SHAPES: [(usize, usize, usize); 5] = [
+    (1, 1, 256),
+    (1, 7, 512),
+    (3, 33, 768),
+    (5, 64, 256),
+    (2, 257, 1280),
+];
+
+#[test]
+fn own_dequantization_matches_candle() {
+    let mut rng = Rng(0x5eed);
+    for dtype in TYPES {
+        let (rows, cols) = (9, 512);
+        let data = random_matrix(dtype, rows, cols, &mut rng);
+        let m = QMatrix::new(dtype, rows, cols, data.clone()).unwrap();
+        let want = candle_dequantized(dtype, rows, cols, &data);
+        let mut row = vec![0f32; cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut row);
+            assert_eq!(row, want[r * cols..(r + 1) * cols], "{dtype:?} row {r}");
+        }
+    }
+}
+
+#[test]
+fn every_isa_matches_the_exact_product_of_the_quantized_values() {
+    let mut rng = Rng(0xC0FFEE);
+    let mut isas = vec![Isa::Portable];
+    for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+        if best_isa() >= isa {
+            isas.push(isa);
+        }
+    }
+    eprintln!("instruction sets checked: {isas:?}");
+    for dtype in TYPES {
+        for &(_, rows, cols) in &SHAPES {
+            let data = random_matrix(dtype, rows, cols, &mut rng);
+            let m = QMatrix::new(dtype, rows, cols, data).unwrap();
+            let x = random_input(cols, &mut rng);
+            let acts = activations::quantize(&x);
+            let xq: Vec<f64> = acts
+                .iter()
+                .flat_map(|b| b.qs.iter().map(move |&q| b.d as f64 * q as f64))
+                .collect();
+            let mut w = vec![0f32; cols];
+            for r in 0..rows {
+                m.dequantize_row(r, &mut w);
+                let exact: f64 = w.iter().zip(&xq).map(|(&a, &b)| a as f64 * b).sum();
+                let magnitude: f64 = w.iter().zip(&xq).map(|(&a, &b)| (a as f64 * b).abs()).sum();
+                for &isa in &isas {
+                    let got = kernel_for(dtype, isa)(m.row(r), &acts) as f64;
+                    assert!(
+                        (got - exact).abs() <= 1e-5 * magnitude + 1e-6,
+                        "{dtype:?} {isa:?} {rows}x{cols} row {r}: {got} vs {exact} (Σ|w·x| {magnitude})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_candle_dequantize_then_matmul() {
+    let mut rng = Rng(0xBEEF);
+    for dtype in TYPES {
+        for &(m_rows, rows, cols) in &SHAPES {
+            let data = random_matrix(dtype, rows, cols, &mut rng);
+            let w = candle_dequantized(dtype, rows, cols, &data);
+            let q = QMatrix::new(dtype, rows, cols, data).unwrap();
+            let x = random_input(m_rows * cols, &mut rng);
+            let mut got = vec![0f32; m_rows * rows];
+            q.matmul(&x, m_rows, &mut got);
+            let xt = Tensor::from_vec(x.clone(), (m_rows, cols), &Device::Cpu).unwrap();
+            let wt = Tensor::from_vec(w.clone(), (rows, cols), &Device::Cpu).unwrap();
+            let want: Vec<f32> = xt
+                .matmul(&wt.t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for i in 0..m_rows {
+                for r in 0..rows {
+                    let magnitude: f32 = (0..cols)
+                        .map(|k| (x[i * cols + k] * w[r * cols + k]).abs())
+                        .sum();
+                    let (g, e) = (got[i * rows + r], want[i * rows + r]);
+                    // 8-bit activations: each within half a step of 1/127 of its block's max.
+                    assert!(
+                        (g - e).abs() <= 0.01 * magnitude,
+                        "{dtype:?} {m_rows}x{rows}x{cols} [{i},{r}]: {g} vs {e} (Σ|w·x| {magnitude})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_refused_with_the_figures() {
+    assert_eq!(
+        QMatrix::new(QuantType::Q4K, 2, 300, vec![]).unwrap_err(),
+        QMatrixError::RowWidth { cols: 300 }
+    );
+    let err = QMatrix::new(QuantType::Q6K, 2, 256, vec![0; 419]).unwrap_err();
+    assert_eq!(
+        err,
+        QMatrixError::Size {
+            dtype: QuantType::Q6K,
+            rows: 2,
+            cols: 256,
+            got: 419,
+            want: 420
+        }
+    );
+    assert!(err.to_string().contains("419 bytes"), "{err}");
+}
+
+#[test]
+fn zero_and_non_finite_activations() {
+    let mut rng = Rng(7);
+    let data = random_matrix(QuantType::Q4K, 4, 256, &mut rng);
+    let m = QMatrix::new(QuantType::Q4K, 4, 256, data).unwrap();
+    let mut out = vec![1f32; 4];
+    m.matmul(&[0.0; 256], 1, &mut out);
+    assert_eq!(out, [0.0; 4]);
+    let mut x = vec![0.5f32; 256];
+    x[3] = f32::NAN;
+    m.matmul(&x, 1, &mut out);
+    assert!(out.iter().all(|v| !v.is_finite()), "{out:?}");
+    let _ = blocks::QK_K;
+}
