@@ -140,15 +140,31 @@ impl GgufFile {
         name: &str,
         device: &candle_core::Device,
     ) -> Result<Vec<QTensor>, BackendError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let path = self.path.clone();
-        let bad = |m: String| BackendError::config(&path, format!("tensor `{name}`: {m}"));
+        let (dtype, rows, cols) = self.expert_shape(name)?;
+        self.expert_parts(name, |bytes| {
+            let storage = candle_core::quantized::QStorage::from_data(
+                std::borrow::Cow::Borrowed(bytes),
+                device,
+                dtype,
+            )?;
+            Ok(QTensor::new(storage, (rows, cols))?)
+        })
+    }
+
+    /// The blocks of each expert of a stacked `[n_experts, rows, cols]` tensor, as stored.
+    pub fn split_expert_bytes(&mut self, name: &str) -> Result<Vec<Vec<u8>>, BackendError> {
+        self.expert_parts(name, |bytes| Ok(bytes.to_vec()))
+    }
+
+    /// The block type and per-expert `(rows, cols)` of a stacked expert tensor.
+    pub fn expert_shape(&self, name: &str) -> Result<(GgmlDType, usize, usize), BackendError> {
+        let bad = |m: String| BackendError::config(&self.path, format!("tensor `{name}`: {m}"));
         let info = self
             .content
             .tensor_infos
             .get(name)
             .ok_or_else(|| bad("missing".into()))?;
-        let (experts, rows, cols) = info
+        let (_, rows, cols) = info
             .shape
             .dims3()
             .map_err(|e| bad(format!("not a stack of expert matrices: {e}")))?;
@@ -158,8 +174,22 @@ impl GgufFile {
                 "{rows}×{cols} is not a whole number of {dtype:?} blocks"
             )));
         }
+        Ok((dtype, rows, cols))
+    }
+
+    /// Calls `each` on the bytes of every expert of `name` in turn (one buffer reused).
+    fn expert_parts<T>(
+        &mut self,
+        name: &str,
+        mut each: impl FnMut(&[u8]) -> Result<T, BackendError>,
+    ) -> Result<Vec<T>, BackendError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let (dtype, rows, cols) = self.expert_shape(name)?;
+        let info = &self.content.tensor_infos[name];
+        let experts = info.shape.dims()[0];
         let bytes = rows * cols / dtype.block_size() * dtype.type_size();
         let start = self.content.tensor_data_offset + info.offset;
+        let path = self.path.clone();
         self.reader
             .seek(SeekFrom::Start(start))
             .map_err(|e| BackendError::io(&path, e))?;
@@ -169,14 +199,42 @@ impl GgufFile {
             self.reader
                 .read_exact(&mut buf)
                 .map_err(|e| BackendError::io(&path, e))?;
-            let storage = candle_core::quantized::QStorage::from_data(
-                std::borrow::Cow::Borrowed(&buf),
-                device,
-                dtype,
-            )?;
-            out.push(QTensor::new(storage, (rows, cols))?);
+            out.push(each(&buf)?);
         }
         Ok(out)
+    }
+
+    /// The block type, `(rows, cols)` and stored bytes of the 2-D tensor `name`, read straight
+    /// from the file into the one buffer the caller keeps.
+    pub fn matrix_bytes(
+        &mut self,
+        name: &str,
+    ) -> Result<(GgmlDType, usize, usize, Vec<u8>), BackendError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.path.clone();
+        let bad = |m: String| BackendError::config(&path, format!("tensor `{name}`: {m}"));
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| bad("missing".into()))?;
+        let (rows, cols) = info
+            .shape
+            .dims2()
+            .map_err(|e| bad(format!("not a matrix: {e}")))?;
+        let dtype = info.ggml_dtype;
+        if !cols.is_multiple_of(dtype.block_size()) {
+            return Err(bad(format!(
+                "rows of {cols} are not a whole number of {dtype:?} blocks"
+            )));
+        }
+        let mut buf = vec![0u8; rows * cols / dtype.block_size() * dtype.type_size()];
+        let start = self.content.tensor_data_offset + info.offset;
+        self.reader
+            .seek(SeekFrom::Start(start))
+            .and_then(|_| self.reader.read_exact(&mut buf))
+            .map_err(|e| BackendError::io(&path, e))?;
+        Ok((dtype, rows, cols, buf))
     }
 
     /// Whether the file has tensor `name`.

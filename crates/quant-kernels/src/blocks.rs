@@ -62,9 +62,29 @@ impl QuantType {
     }
 }
 
+/// The little-endian f16 at `b[at..at + 2]` as f32.
 #[inline(always)]
 pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// The exact f16 → f32 conversion, written out because it runs once per block inside the dot
+/// products: `half` asks the CPU for F16C on every call (a check and an outlined call), which
+/// took a quarter of a Q4_K dot product here. Tested equal to `half` on all 65,536 values.
+#[inline(always)]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h as u32) & 0x8000) << 16;
+    let exp = ((h >> 10) & 0x1F) as u32;
+    let man = (h & 0x3FF) as u32;
+    if exp == 0 {
+        // Zero or subnormal: man · 2^-24, exact in f32.
+        return f32::from_bits((man as f32 * (1.0 / 16_777_216.0)).to_bits() | sign);
+    }
+    if exp == 31 {
+        // Infinity or NaN (payload kept).
+        return f32::from_bits(sign | 0x7F80_0000 | (man << 13));
+    }
+    f32::from_bits(sign | ((exp + 112) << 23) | (man << 13))
 }
 
 /// The eight 6-bit scales and eight 6-bit minimums packed in a Q4_K/Q5_K block's 12 bytes.

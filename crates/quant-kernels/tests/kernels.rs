@@ -209,3 +209,15 @@ fn zero_and_non_finite_activations() {
     assert!(out.iter().all(|v| !v.is_finite()), "{out:?}");
     let _ = blocks::QK_K;
 }
+
+#[test]
+fn f16_conversion_matches_half_on_every_value() {
+    for bits in 0..=u16::MAX {
+        let want = half::f16::from_bits(bits).to_f32();
+        let got = blocks::f16_to_f32(bits);
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "{bits:#06x}: {got} vs {want}"
+        );
+    }
+}

@@ -9,6 +9,7 @@ pub mod attention;
 pub mod llava;
 pub mod model;
 pub mod phi3;
+pub mod qlinear;
 pub mod qwen3_moe;
 mod trunk;
 

@@ -36,6 +36,9 @@ pub struct DecoderParams {
     pub dtype: Option<DType>,
     /// Tokens (prompt + output) one request may hold; capped at the model's own maximum.
     pub context_tokens: usize,
+    /// How the GGUF decoders store each request's keys and values (F16 by default: half
+    /// the memory of F32; attention runs in F32 either way). LLaVA keeps candle's cache.
+    pub kv_dtype: DType,
     /// Tokens that end an answer besides the file's end-of-sequence token (the chat
     /// template's end-of-turn markers, such as `<|im_end|>`).
     pub end_tokens: Vec<String>,
@@ -50,6 +53,7 @@ pub struct GenerativeModel {
     end_ids: Vec<u32>,
     model_max: usize,
     positions: usize,
+    kv_dtype: DType,
 }
 
 impl fmt::Debug for GenerativeModel {
@@ -131,6 +135,7 @@ impl GenerativeModel {
             end_ids,
             model_max,
             positions: want.min(model_max),
+            kv_dtype: config.kv_dtype,
         })
     }
 
@@ -192,8 +197,8 @@ impl GenerativeModel {
     /// A new request's state, holding up to `capacity` tokens.
     pub fn session(&self, capacity: usize) -> Result<Session<'_>, BackendError> {
         let state = match &self.net {
-            Net::Phi3(m) => State::Kv(m.new_cache(capacity)),
-            Net::Qwen3Moe(m) => State::Kv(m.new_cache(capacity)),
+            Net::Phi3(m) => State::Kv(m.new_cache(capacity, self.kv_dtype)),
+            Net::Qwen3Moe(m) => State::Kv(m.new_cache(capacity, self.kv_dtype)),
             Net::Llava(m) => State::Llama(Box::new(m.new_cache()?), 0),
         };
         Ok(Session { model: self, state })

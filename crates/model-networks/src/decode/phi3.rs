@@ -11,11 +11,10 @@
 //!
 //! [`KvCaches`]: super::attention::KvCaches
 
-use candle_core::quantized::QMatMul;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::kv_cache::KvCache;
 
-use super::attention::{self, RmsNorm};
+use super::attention::{self, LayerCache, RmsNorm};
+use super::qlinear::QLinear;
 use super::trunk::{
     DecoderLayer, DecoderTrunk, GgufWeights, Step, TrunkShape, expect_architecture, vocab_size,
 };
@@ -116,9 +115,9 @@ impl Config {
         })
     }
 
-    /// KV-cache bytes per token of context (F32 keys and values over all layers).
-    pub fn kv_bytes_per_token(&self) -> u64 {
-        (2 * self.n_layer * self.n_kv_head * self.head_dim * 4) as u64
+    /// KV-cache bytes per token of context (keys and values of `dtype` over all layers).
+    pub fn kv_bytes_per_token(&self, dtype: candle_core::DType) -> u64 {
+        (2 * self.n_layer * self.n_kv_head * self.head_dim * dtype.size_in_bytes()) as u64
     }
 }
 
@@ -126,11 +125,11 @@ impl Config {
 /// `ffn_up`.
 pub struct Layer {
     attn_norm: RmsNorm,
-    attn_qkv: QMatMul,
-    attn_output: QMatMul,
+    attn_qkv: QLinear,
+    attn_output: QLinear,
     ffn_norm: RmsNorm,
-    ffn_up: QMatMul,
-    ffn_down: QMatMul,
+    ffn_up: QLinear,
+    ffn_down: QLinear,
 }
 
 /// A loaded Phi-3-family model. Immutable: share it between requests.
@@ -176,7 +175,7 @@ impl DecoderLayer for Layer {
         c: &Config,
         x: &Tensor,
         step: &Step<'_>,
-        cache: &mut KvCache,
+        cache: &mut LayerCache<'_>,
     ) -> Result<Tensor> {
         let h = self.attn_norm.forward(x)?;
         let qkv = self.attn_qkv.forward(&h)?;

@@ -3,7 +3,7 @@
 //!
 //! The network of candle's `quantized_qwen3_moe` (per-head q/k RMS norms, NeoX RoPE from
 //! `rope.freq_base`, softmax router with top-k renormalized weights, SiLU experts), built from
-//! candle's own pieces (`quantized_qwen3::RotaryEmbedding`, `QMatMul`, `repeat_kv`), but with
+//! candle's own pieces (`quantized_qwen3::RotaryEmbedding`, `QLinear`, `repeat_kv`), but with
 //! the changes serving needs:
 //! * experts run on every device: candle's `FusedMoeGGUF` calls `moe_gemm_gguf`, which bails
 //!   on anything but CUDA, so candle's model cannot run on a CPU at all. Here each expert's
@@ -16,12 +16,11 @@
 //!
 //! [`KvCaches`]: super::attention::KvCaches
 
-use candle_core::quantized::QMatMul;
 use candle_core::{DType, IndexOp, Module, Result, Tensor};
 use candle_nn::Linear;
-use candle_nn::kv_cache::KvCache;
 
-use super::attention::{self, RmsNorm};
+use super::attention::{self, LayerCache, RmsNorm};
+use super::qlinear::QLinear;
 use super::trunk::{
     DecoderLayer, DecoderTrunk, GgufWeights, Step, TrunkShape, expect_architecture, vocab_size,
 };
@@ -114,16 +113,16 @@ impl Config {
         })
     }
 
-    /// KV-cache bytes per token of context (F32 keys and values over all layers).
-    pub fn kv_bytes_per_token(&self) -> u64 {
-        (2 * self.n_layer * self.n_kv_head * self.head_dim * 4) as u64
+    /// KV-cache bytes per token of context (keys and values of `dtype` over all layers).
+    pub fn kv_bytes_per_token(&self, dtype: candle_core::DType) -> u64 {
+        (2 * self.n_layer * self.n_kv_head * self.head_dim * dtype.size_in_bytes()) as u64
     }
 }
 
 struct Expert {
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: QLinear,
+    up: QLinear,
+    down: QLinear,
 }
 
 struct Moe {
@@ -179,10 +178,10 @@ impl Moe {
 /// One Qwen3-MoE layer: attention with per-head query and key norms, then the experts.
 pub struct Layer {
     attn_norm: RmsNorm,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: QLinear,
+    wk: QLinear,
+    wv: QLinear,
+    wo: QLinear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
     ffn_norm: RmsNorm,
@@ -223,9 +222,9 @@ impl DecoderLayer for Layer {
             .tensor(&p("ffn_gate_inp.weight"), device)?
             .dequantize(device)?
             .to_dtype(DType::F32)?;
-        let gates = w.file.split_experts(&p("ffn_gate_exps.weight"), device)?;
-        let ups = w.file.split_experts(&p("ffn_up_exps.weight"), device)?;
-        let downs = w.file.split_experts(&p("ffn_down_exps.weight"), device)?;
+        let gates = w.experts(&p("ffn_gate_exps.weight"))?;
+        let ups = w.experts(&p("ffn_up_exps.weight"))?;
+        let downs = w.experts(&p("ffn_down_exps.weight"))?;
         if gates.len() != config.n_expert || ups.len() != gates.len() || downs.len() != gates.len()
         {
             return Err(BackendError::config(
@@ -240,14 +239,8 @@ impl DecoderLayer for Layer {
             .into_iter()
             .zip(ups)
             .zip(downs)
-            .map(|((g, u), d)| {
-                Ok(Expert {
-                    gate: QMatMul::from_qtensor(g)?,
-                    up: QMatMul::from_qtensor(u)?,
-                    down: QMatMul::from_qtensor(d)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(|((gate, up), down)| Expert { gate, up, down })
+            .collect();
         Ok(Layer {
             attn_norm: w.norm(&p("attn_norm.weight"))?,
             wq: w.matmul(&p("attn_q.weight"))?,
@@ -271,7 +264,7 @@ impl DecoderLayer for Layer {
         c: &Config,
         x: &Tensor,
         step: &Step<'_>,
-        cache: &mut KvCache,
+        cache: &mut LayerCache<'_>,
     ) -> Result<Tensor> {
         let h = self.attn_norm.forward(x)?;
         let q = step.heads(self.wq.forward(&h)?, c.n_head, c.head_dim)?;

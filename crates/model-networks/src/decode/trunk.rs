@@ -7,13 +7,11 @@
 //! pass around the layers and owns none of the per-request state, which lives in
 //! [`KvCaches`].
 
-use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::Embedding;
-use candle_nn::kv_cache::KvCache;
 use candle_transformers::models::quantized_qwen3::RotaryEmbedding;
 
-use super::attention::{self, KvCaches, RmsNorm};
+use super::attention::{self, KvCaches, LayerCache, RmsNorm};
+use super::qlinear::{QLinear, TokenEmbedding};
 use model_runtime::{BackendError, GgufFile};
 
 /// What the trunk needs to know of a family's hyper-parameters.
@@ -61,7 +59,7 @@ pub trait DecoderLayer: Sized {
         config: &Self::Config,
         x: &Tensor,
         step: &Step<'_>,
-        cache: &mut KvCache,
+        cache: &mut LayerCache<'_>,
     ) -> Result<Tensor>;
 }
 
@@ -75,9 +73,17 @@ pub struct GgufWeights<'a> {
 }
 
 impl GgufWeights<'_> {
-    /// Tensor `name` as a (possibly quantized) matrix.
-    pub(crate) fn matmul(&mut self, name: &str) -> std::result::Result<QMatMul, BackendError> {
-        Ok(QMatMul::from_qtensor(self.file.tensor(name, self.device)?)?)
+    /// Tensor `name` as a (possibly quantized) matrix, held once.
+    pub(crate) fn matmul(&mut self, name: &str) -> std::result::Result<QLinear, BackendError> {
+        QLinear::load(self.file, name, self.device)
+    }
+
+    /// Each expert's matrix of the stacked tensor `name`.
+    pub(crate) fn experts(
+        &mut self,
+        name: &str,
+    ) -> std::result::Result<Vec<QLinear>, BackendError> {
+        QLinear::load_experts(self.file, name, self.device)
     }
 
     /// Tensor `name` as the weight of an RMS norm with the model's epsilon.
@@ -118,7 +124,7 @@ impl Step<'_> {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        cache: &mut KvCache,
+        cache: &mut LayerCache<'_>,
     ) -> Result<Tensor> {
         attention::attend(q, k, v, cache, self.mask.as_ref())
     }
@@ -127,10 +133,10 @@ impl Step<'_> {
 /// A loaded GGUF decoder of `L` layers. Immutable: share it between requests.
 pub struct DecoderTrunk<L: DecoderLayer> {
     config: L::Config,
-    embed: Embedding,
+    embed: TokenEmbedding,
     layers: Vec<L>,
     output_norm: RmsNorm,
-    output: QMatMul,
+    output: QLinear,
     rope: RotaryEmbedding,
     positions: usize,
     device: Device,
@@ -152,17 +158,14 @@ impl<L: DecoderLayer> DecoderTrunk<L> {
             device,
             rms_eps: shape.rms_eps,
         };
-        // Dequantized to F32, as candle's GGUF models do (the estimator counts it so).
-        let embed = weights
-            .file
-            .tensor("token_embd.weight", device)?
-            .dequantize(device)?;
-        let embed = Embedding::new(embed, shape.hidden);
+        // Quantized on the CPU (rows expanded when looked up), F32 elsewhere; a file without
+        // `output.weight` whose family ties them reuses the table as its output head.
+        let tied = shape.tied_embeddings && !weights.file.has("output.weight");
+        let (embed, tied_head) = TokenEmbedding::load(weights.file, device, shape.hidden, tied)?;
         let output_norm = weights.norm("output_norm.weight")?;
-        let output = if shape.tied_embeddings && !weights.file.has("output.weight") {
-            weights.matmul("token_embd.weight")?
-        } else {
-            weights.matmul("output.weight")?
+        let output = match tied_head {
+            Some(head) => head,
+            None => weights.matmul("output.weight")?,
         };
         let mut layers = Vec::with_capacity(shape.layers);
         for i in 0..shape.layers {
@@ -197,9 +200,9 @@ impl<L: DecoderLayer> DecoderTrunk<L> {
         self.positions
     }
 
-    /// An empty cache for a request of up to `tokens` tokens.
-    pub fn new_cache(&self, tokens: usize) -> KvCaches {
-        KvCaches::new(self.layers.len(), tokens.min(self.positions))
+    /// An empty cache for a request of up to `tokens` tokens, stored as `dtype`.
+    pub fn new_cache(&self, tokens: usize, dtype: DType) -> KvCaches {
+        KvCaches::new(self.layers.len(), tokens.min(self.positions), dtype)
     }
 
     /// Runs `tokens` after what `cache` holds and returns the logits of the last one
@@ -208,8 +211,7 @@ impl<L: DecoderLayer> DecoderTrunk<L> {
         let len = tokens.len();
         cache.check_room(len)?;
         let offset = cache.position();
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self.embed.forward(&ids)?;
+        let mut x = self.embed.forward(tokens, &self.device)?;
         let step = Step {
             len,
             offset,
@@ -217,7 +219,7 @@ impl<L: DecoderLayer> DecoderTrunk<L> {
             rope: &self.rope,
         };
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&self.config, &x, &step, cache.layer(i))?;
+            x = layer.forward(&self.config, &x, &step, &mut cache.layer(i))?;
         }
         cache.advance(len);
         let last = x.narrow(1, len - 1, 1)?;

@@ -102,6 +102,9 @@ pub struct GenerateOptions {
     /// Tokens (prompt + output) one request may hold: its KV cache is reserved for this
     /// many. Capped at the model's own maximum when loaded.
     pub context_tokens: usize,
+    /// How each request's keys and values are stored (GGUF decoders): F16 by default, or
+    /// the run profile's `kv_dtype`.
+    pub kv_dtype: DType,
     /// Prompt tokens run per prefill step (the estimate's `prompt_tokens`), so a long prompt
     /// never needs more working memory than one step of this size.
     pub prefill_chunk: usize,
@@ -126,6 +129,7 @@ impl GenerateOptions {
             tokenizer: None,
             dtype: None,
             context_tokens: DEFAULT_CONTEXT_TOKENS,
+            kv_dtype: DType::F16,
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             template: None,
             sampling: SamplingParams::greedy(),
@@ -143,6 +147,10 @@ impl GenerateOptions {
         o.context_tokens = p.context_tokens.unwrap_or(DEFAULT_CONTEXT_TOKENS);
         o.prefill_chunk = p.prompt_tokens.unwrap_or(DEFAULT_PREFILL_CHUNK);
         o.dtype = crate::config::profile_dtype(info)?;
+        if let Some(kv) = p.kv_dtype {
+            o.kv_dtype =
+                model_runtime::parse_dtype(kv).map_err(|e| ServeError::backend(info.registry_key, e))?;
+        }
         o.template = info
             .serving
             .chat_template
@@ -164,6 +172,13 @@ impl GenerateOptions {
     /// Sets the context each request may use (and reserves KV memory for).
     pub fn context_tokens(mut self, tokens: usize) -> Self {
         self.context_tokens = tokens.max(1);
+        self
+    }
+
+    /// Sets how keys and values are stored (F16 or F32 on the CPU; what the device supports
+    /// elsewhere). Declared memory is not changed: set it to match.
+    pub fn kv_dtype(mut self, dtype: DType) -> Self {
+        self.kv_dtype = dtype;
         self
     }
 
@@ -222,6 +237,7 @@ impl GenerateOptions {
             tokenizer: self.tokenizer.clone(),
             dtype: self.dtype,
             context_tokens: self.context_tokens,
+            kv_dtype: self.kv_dtype,
             end_tokens: self
                 .template
                 .map(|t| t.end_tokens().iter().map(|s| (*s).to_owned()).collect())
