@@ -3,8 +3,9 @@
 //! Peak resident bytes to load a model and serve one request of its run profile:
 //! 1. **weights** — Σ tensor bytes as the loader holds them (float tensors converted to the
 //!    profile's `load_dtype`, `dequantize_on_load` tensors as F32, `skip_on_load` tensors
-//!    not at all, ggml block sizes for quantized tensors), plus, for GGUF models on the CPU,
-//!    the repacked copies candle's quantized matmul keeps (see [`cpu_repacked_bytes`]);
+//!    not at all, ggml block sizes for quantized tensors: GGUF matrices are held once, as
+//!    stored, on every device — `quant-kernels` multiplies them on the CPU, candle's
+//!    `QMatMul` on GPUs);
 //! 2. **kv_cache** — generators only: `2 × layers × kv_heads × head_dim × context × batch ×
 //!    kv bytes`, with `head_dim` from config when the config states it; for MLA (deepseek2)
 //!    the compressed latent llama.cpp caches: `layers × (kv_lora_rank + qk_rope_head_dim) ×
@@ -18,12 +19,11 @@
 
 use crate::dtype::DType;
 use crate::profile::{Device, RunProfile};
-use crate::shapes;
 use crate::spec::{Capability, Component, Family, Format, ModelSpec, Stage};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a formula below changes, so every stored figure becomes stale.
-pub const ESTIMATOR_VERSION: u32 = 2;
+pub const ESTIMATOR_VERSION: u32 = 3;
 
 /// 1 MB as used by `est_memory_allocation_mb`.
 pub const MB: u64 = 1_048_576;
@@ -179,38 +179,6 @@ fn encoder_activations(b: u64, s: u64, h: u64, heads: u64, i: u64, ffn: u64, a: 
     b * s * (4 * h + ffn * i) * a + 2 * b * heads * s * s * a
 }
 
-/// Extra bytes of the repacked weight copies candle's quantized CPU matmul builds on a
-/// matrix's first use and keeps beside the original (`candle-core` `quantized::repack`,
-/// x86-64 with AVX2 and aarch64): every Q4_K matrix as 192-byte tiles per 144-byte block
-/// (×4/3), and every Q6_K matrix multiplied by more than one row at a time (prefill) as
-/// 320-byte tiles per 210-byte block (×32/21). `output.weight` only ever multiplies the last
-/// prompt row (one row), so a Q6_K output is not repacked. Dequantized or skipped tensors
-/// are not matmul weights. Measured on full-size Phi-4 Q4_K_M: +9,500 MiB, this formula to
-/// within 0.1 %. Counted on every CPU (machines without AVX2 keep no copy: the figure errs
-/// high there).
-pub fn cpu_repacked_bytes(c: &Component, p: &RunProfile) -> u64 {
-    if p.device != Device::Cpu || c.format != Format::Gguf {
-        return 0;
-    }
-    let multi_row = p.prompt_tokens.unwrap_or(1) > 1 || p.batch > 1;
-    c.weights
-        .inventory
-        .iter()
-        .map(|r| {
-            let name = r.name.as_deref();
-            let named = |list: &[String]| name.is_some_and(|n| list.iter().any(|x| x == n));
-            if named(&p.skip_on_load) || named(&p.dequantize_on_load) {
-                return 0;
-            }
-            match r.dtype {
-                DType::Q4K => r.bytes * 4 / 3,
-                DType::Q6K if multi_row && name != Some(shapes::LOGITS_TENSOR) => r.bytes * 32 / 21,
-                _ => 0,
-            }
-        })
-        .sum()
-}
-
 /// Decoder prefill working set: hidden states and q/k/v for `p` tokens, the feed-forward
 /// width actually computed per token, the `heads × p × p` scores (3 copies as above) and the
 /// last token's logits.
@@ -227,15 +195,7 @@ pub fn estimate(spec: &ModelSpec, profile: &RunProfile) -> Result<MemoryEstimate
     let mut comps = Vec::new();
 
     for c in &spec.components {
-        let repacked = cpu_repacked_bytes(c, profile);
-        if repacked > 0 {
-            notes.push(format!(
-                "weights[{}]: + {:.1} MiB of repacked matmul copies (candle CPU: Q4_K ×4/3, multi-row Q6_K ×32/21)",
-                c.name,
-                repacked as f64 / MB as f64
-            ));
-        }
-        let w = loaded_weight_bytes(c, profile) + repacked;
+        let w = loaded_weight_bytes(c, profile);
         let a = bytes_of(e.act_dtype(c));
         let act = match c.family {
             Family::Bert | Family::JinaBert | Family::Qwen2 | Family::NvEmbed => {

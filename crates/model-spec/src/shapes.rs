@@ -162,9 +162,8 @@ pub fn derive(c: &Component) -> Result<Vec<TensorDesc>, DeriveError> {
     Ok(x.out)
 }
 
-/// The GGUF output projection. It gets an inventory row of its own: it multiplies only the
-/// last prompt row, so candle's CPU matmul never repacks it (see
-/// [`crate::estimate::cpu_repacked_bytes`]).
+/// The GGUF output projection. It gets an inventory row of its own, so that the cards show
+/// the output head apart from the layers (it is often of another type, Q6_K in Q4_K_M).
 pub const LOGITS_TENSOR: &str = "output.weight";
 
 /// Aggregates tensors into inventory rows by type; tensors named in `separate` (loaders
