@@ -219,7 +219,12 @@ impl GgufTensors {
         ];
         let mut metadata: Vec<(String, Value)> = vec![
             ("general.architecture".into(), Value::String(arch.into())),
-            ("general.name".into(), Value::String(format!("tiny-{arch}"))),
+            // Not "tiny-phi3": llama.cpp gives a model whose name contains "phi3" Phi-3's
+            // vocabulary quirks and fails to load one without `</s>`, `<unk>` and `<s>`.
+            (
+                "general.name".into(),
+                Value::String(format!("tiny random {}", arch.replace("phi3", "phi"))),
+            ),
         ];
         metadata.extend(
             common

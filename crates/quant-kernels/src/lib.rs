@@ -25,6 +25,7 @@
 pub mod activations;
 pub mod blocks;
 pub mod dot;
+pub mod expand;
 
 use rayon::prelude::*;
 
@@ -158,11 +159,48 @@ impl QMatrix {
     pub fn matmul_quantized(&self, acts: &[Vec<Q8K>], out: &mut [f32]) {
         let m = acts.len();
         assert_eq!(out.len(), m * self.rows, "output is not m × rows");
+        let threads = rayon::current_num_threads().max(1);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        if m >= expand::MIN_ROWS && expand::covers(self.dtype) {
+            // Prefill: each weight row widened once, then dotted with every input row.
+            let wide = expand::WideActs::new(acts);
+            let group = expand::GROUP;
+            let chunk = (self.rows / (threads * 4))
+                .clamp(1, 64)
+                .next_multiple_of(group);
+            (0..self.rows.div_ceil(chunk))
+                .into_par_iter()
+                .for_each_init(
+                    || {
+                        (
+                            std::array::from_fn(|_| expand::WideRow::default()),
+                            vec![0f32; group * m],
+                        )
+                    },
+                    |(scratch, cols), c| {
+                        let out_ptr = &out_ptr;
+                        let end = ((c + 1) * chunk).min(self.rows);
+                        for first in (c * chunk..end).step_by(group) {
+                            let n = group.min(end - first);
+                            let rows: Vec<&[u8]> =
+                                (first..first + n).map(|r| self.row(r)).collect();
+                            let cols = &mut cols[..n * m];
+                            expand::rows_times_acts(self.dtype, &rows, scratch, &wide, cols);
+                            for (k, col) in cols.chunks_exact(m).enumerate() {
+                                for (i, &v) in col.iter().enumerate() {
+                                    // SAFETY: as below: (i, first + k) is written by this
+                                    // chunk only.
+                                    unsafe { *out_ptr.0.add(i * self.rows + first + k) = v };
+                                }
+                            }
+                        }
+                    },
+                );
+            return;
+        }
         let dot = dot::kernel(self.dtype);
         // Enough chunks to balance the threads, each long enough to amortise the hand-off.
-        let threads = rayon::current_num_threads().max(1);
         let chunk = (self.rows / (threads * 8)).clamp(1, 256);
-        let out_ptr = SendPtr(out.as_mut_ptr());
         (0..self.rows.div_ceil(chunk))
             .into_par_iter()
             .for_each(|c| {
@@ -197,7 +235,7 @@ fn prefetch(bytes: &[u8]) {
         // SAFETY: a prefetch of a valid address has no effect on memory.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr() as *const i8,
+                line.as_ptr() as *const i8
             )
         };
     }

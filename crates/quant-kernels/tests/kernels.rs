@@ -221,3 +221,32 @@ fn f16_conversion_matches_half_on_every_value() {
         );
     }
 }
+
+#[test]
+fn the_multi_row_path_matches_the_row_kernels() {
+    let mut rng = Rng(0xFEED);
+    for dtype in [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {
+        let (m, rows, cols) = (quant_kernels::expand::MIN_ROWS + 3, 19, 768);
+        let q = QMatrix::new(
+            dtype,
+            rows,
+            cols,
+            random_matrix(dtype, rows, cols, &mut rng),
+        )
+        .unwrap();
+        let x = random_input(m * cols, &mut rng);
+        let mut got = vec![0f32; m * rows];
+        q.matmul(&x, m, &mut got);
+        for i in 0..m {
+            let acts = activations::quantize(&x[i * cols..(i + 1) * cols]);
+            for r in 0..rows {
+                let want = kernel_for(dtype, Isa::Portable)(q.row(r), &acts);
+                let g = got[i * rows + r];
+                assert!(
+                    (g - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "{dtype:?} [{i},{r}]: {g} vs {want}"
+                );
+            }
+        }
+    }
+}

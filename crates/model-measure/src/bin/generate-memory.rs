@@ -129,7 +129,7 @@ fn one(name: &str) {
         .unwrap();
     let image = support::test_image([255, 0, 0], [0, 0, 255]);
     let image = (case.backend == Backend::Llava15).then_some(&image);
-    let (_model, run) = measure_profile(&config, case.prompt, case.new, image).unwrap();
+    let (_model, run) = measure_profile(&config, case.prompt, case.new, None, image).unwrap();
     let mb = |b: u64| b as f64 / MB;
     println!(
         "{:<15} {:>10.1} {:>9.1} {:>9.2} {:>9.2} {:>9.1} {:>10.1} {:>10.1} {:>10.2} {:>7.0}",

@@ -51,13 +51,15 @@ impl ProfileRun {
 
 /// Loads the generator `served` and runs one greedy request of `prompt_tokens` synthetic
 /// prompt tokens (prefilled in steps of its `prefill_chunk`) and `new_tokens` new ones, with
-/// a KV cache for exactly that context. With `image` (LLaVA), the second prompt token is
+/// a KV cache for `context_tokens` (at least that request's own length; the cache is
+/// allocated at full size on its first use). With `image` (LLaVA), the second prompt token is
 /// `<image>` and the image's features count towards `prompt_tokens`. Returns the model too,
 /// so a caller can keep using it.
 pub fn measure_profile(
     served: &ServedModel,
     prompt_tokens: usize,
     new_tokens: usize,
+    context_tokens: Option<usize>,
     image: Option<&image::DynamicImage>,
 ) -> Result<(GenerativeModel, ProfileRun), ServeError> {
     let prefill_chunk = served.generate_options("generate text")?.prefill_chunk;
@@ -86,7 +88,8 @@ pub fn measure_profile(
         prompt[1] = id;
     }
     let request = PeakSampler::start();
-    let mut session = model.session(prompt_tokens + new_tokens).map_err(fail)?;
+    let capacity = context_tokens.unwrap_or(0).max(prompt_tokens + new_tokens);
+    let mut session = model.session(capacity).map_err(fail)?;
     let t0 = Instant::now();
     let mut logits = session
         .prefill(&prompt, image, prefill_chunk)
