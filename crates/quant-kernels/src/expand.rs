@@ -43,8 +43,9 @@ impl WideActs {
         for b in acts.iter().flatten() {
             w.q.extend(b.qs.iter().map(|&v| v as i16));
             w.d.push(b.d);
+            // Already times the block's scale, as the minimums' share needs them.
             w.sums.push(std::array::from_fn(|j| {
-                (b.bsums[2 * j] + b.bsums[2 * j + 1]) as f32
+                b.d * (b.bsums[2 * j] as f32 + b.bsums[2 * j + 1] as f32)
             }));
         }
         w

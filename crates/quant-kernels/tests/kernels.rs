@@ -250,3 +250,4 @@ fn the_multi_row_path_matches_the_row_kernels() {
         }
     }
 }
+
