@@ -600,6 +600,15 @@ mod tests {
             long.pool_spec(0).per_request_bytes - phi.pool_spec(0).per_request_bytes,
             g.memory.unwrap().kv_bytes_per_token * 4096
         );
+        // The registry's KV cache is F16; F32 keys and values reserve twice its bytes.
+        assert_eq!(g.kv_dtype, DType::F16);
+        let f32_kv = phi.clone().map_generate(|o| o.kv_dtype(DType::F32)).unwrap();
+        let f32_opts = f32_kv.generate_options("generate").unwrap();
+        assert_eq!(f32_opts.kv_dtype, DType::F32);
+        assert_eq!(
+            f32_opts.memory.unwrap().kv_bytes_per_token,
+            2 * g.memory.unwrap().kv_bytes_per_token
+        );
 
         let flux = ServedModel::registry("black-forest-labs/FLUX.1-schnell", "d").unwrap();
         assert_eq!(

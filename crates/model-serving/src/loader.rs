@@ -275,11 +275,12 @@ pub fn load(
             let params = o.params(&model.key, source).map_err(serve)?;
             let m = GenerativeModel::load(&params, &device)?;
             clock.weights_read();
-            // On x86-64 and aarch64, candle's quantized matmuls repack Q4_K weights (and
-            // Q6_K / Q8_0 ones when a product has more than one row, as in every prefill) into
-            // CPU-friendly tiles on first use and keep them next to the original blocks. A
-            // two-token pass now puts that memory inside the measured load instead of the
-            // first request.
+            // On the CPU the GGUF decoders multiply Q4_K/Q5_K/Q6_K/Q8_0 matrices straight from
+            // the file's blocks (quant-kernels) and keep no copy. A matrix left to candle's
+            // quantized matmul (another type, or a row length that is not a multiple of 256)
+            // may still be repacked into CPU-friendly tiles on first use on x86-64 and aarch64
+            // and kept next to the original blocks. A two-token pass puts any such memory
+            // inside the measured load instead of the first request.
             let first = m.end_ids().first().copied().unwrap_or(0);
             m.session(2)?.prefill(&[first, first], None, 2)?;
             Ok(LoadedModel::Generator(m))

@@ -1,5 +1,10 @@
-//! The multi-row path (prefill): weights widened to 16 bits with their sub-block scales
-//! folded in, one row at a time, then dotted against every activation row.
+//! The multi-row path (prefill): weights unpacked once per call and dotted against every
+//! activation row.
+//!
+//! With AVX-512 VNNI, sixteen weight rows are unpacked together into unsigned bytes
+//! interleaved four values at a time (one row per 32-bit lane), and each `vpdpbusd` adds four
+//! products to all sixteen rows; scales and offsets are applied per 16 values in f32, and
+//! the columns are walked in L1-sized tiles. Elsewhere, and for the rows left over:
 //!
 //! A row of `m ≥` [`MIN_ROWS`] activations shares each weight row, so unpacking it once and
 //! multiplying it `m` times pays: each weight becomes `q · scale` as i16 (Q4_K/Q5_K: ≤ 31·63;
@@ -127,25 +132,34 @@ impl WideRow {
     }
 }
 
-/// Weight rows widened together by [`rows_times_acts`]: each activation block is loaded once
-/// for this many rows.
-pub const GROUP: usize = 4;
+/// Weight rows the AVX-512 kernel takes at a time (one per 32-bit lane).
+pub const GROUP: usize = 16;
+
+/// What one thread reuses between calls.
+#[derive(Default)]
+pub struct Scratch {
+    row: WideRow,
+    group: Interleaved,
+    partial: Vec<[f32; GROUP]>,
+}
 
 /// `out[r · m + i] = rows[r] · acts[i]` for up to [`GROUP`] weight rows (blocks of `dtype`,
-/// which [`covers`]) and every activation row `i` of the `m`; `scratch` holds them widened.
+/// which [`covers`]) and every activation row `i` of the `m` (`q8` the same activations as
+/// `wide`, unwidened).
 pub fn rows_times_acts(
     dtype: QuantType,
     rows: &[&[u8]],
-    scratch: &mut [WideRow; GROUP],
-    acts: &WideActs,
+    scratch: &mut Scratch,
+    q8: &[Vec<Q8K>],
+    wide: &WideActs,
     out: &mut [f32],
 ) {
     assert!(rows.len() <= GROUP, "at most {GROUP} rows at a time");
-    assert_eq!(out.len(), rows.len() * acts.rows(), "output is rows × m");
-    kernel()(dtype, rows, scratch, acts, out)
+    assert_eq!(out.len(), rows.len() * wide.rows(), "output is rows × m");
+    kernel()(dtype, rows, scratch, q8, wide, out)
 }
 
-type RowsFn = fn(QuantType, &[&[u8]], &mut [WideRow; GROUP], &WideActs, &mut [f32]);
+type RowsFn = fn(QuantType, &[&[u8]], &mut Scratch, &[Vec<Q8K>], &WideActs, &mut [f32]);
 
 fn kernel() -> RowsFn {
     #[cfg(target_arch = "x86_64")]
@@ -160,115 +174,216 @@ fn kernel() -> RowsFn {
     portable
 }
 
+/// Each row widened to i16 and dotted with every activation row.
 #[inline(always)]
 fn each_row(
     dtype: QuantType,
     rows: &[&[u8]],
-    scratch: &mut [WideRow; GROUP],
+    scratch: &mut Scratch,
     acts: &WideActs,
     out: &mut [f32],
 ) {
     let m = acts.rows();
-    for ((bytes, row), out) in rows
-        .iter()
-        .zip(scratch.iter_mut())
-        .zip(out.chunks_exact_mut(m))
-    {
-        row.fill(dtype, bytes);
-        body(row, acts, out);
+    for (bytes, out) in rows.iter().zip(out.chunks_exact_mut(m)) {
+        scratch.row.fill(dtype, bytes);
+        body(&scratch.row, acts, out);
     }
 }
 
 fn portable(
     dtype: QuantType,
     rows: &[&[u8]],
-    scratch: &mut [WideRow; GROUP],
-    acts: &WideActs,
+    scratch: &mut Scratch,
+    _q8: &[Vec<Q8K>],
+    wide: &WideActs,
     out: &mut [f32],
 ) {
-    each_row(dtype, rows, scratch, acts, out)
+    each_row(dtype, rows, scratch, wide, out)
+}
+
+/// [`GROUP`] weight rows with their values unsigned (Q4_K/Q5_K as stored, Q6_K before its
+/// −32) in groups of 16 elements, interleaved four elements at a time: the 64 bytes of
+/// `(group, quad)` are four values of each of the 16 rows, so one `vpdpbusd` against four
+/// broadcast activations adds four products to every row's lane. Each (group, row) has a
+/// scale and an offset: the row's value is `scale · q − offset`.
+#[derive(Default)]
+struct Interleaved {
+    q: Vec<u8>,
+    scale: Vec<[f32; GROUP]>,
+    offset: Vec<[f32; GROUP]>,
+}
+
+impl Interleaved {
+    #[inline(always)]
+    fn fill(&mut self, dtype: QuantType, rows: &[&[u8]]) {
+        debug_assert_eq!(rows.len(), GROUP);
+        let blocks = rows[0].len() / dtype.block_bytes();
+        let groups = blocks * QK_K / 16;
+        self.q.resize(groups * 16 * GROUP, 0);
+        self.scale.resize(groups, [0.0; GROUP]);
+        self.offset.resize(groups, [0.0; GROUP]);
+        let mut values = [0u8; QK_K];
+        let mut scales = [0f32; 16];
+        let mut offsets = [0f32; 16];
+        for (r, row) in rows.iter().enumerate() {
+            for (b, block) in row.chunks_exact(dtype.block_bytes()).enumerate() {
+                unsigned_block(dtype, block, &mut values, &mut scales, &mut offsets);
+                for g in 0..16 {
+                    let group = b * 16 + g;
+                    self.scale[group][r] = scales[g];
+                    self.offset[group][r] = offsets[g];
+                    for quad in 0..4 {
+                        let at = ((group * 4 + quad) * GROUP + r) * 4;
+                        let from = 16 * g + 4 * quad;
+                        self.q[at..at + 4].copy_from_slice(&values[from..from + 4]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One block as unsigned values with a scale and an offset per 16 elements.
+#[inline(always)]
+fn unsigned_block(
+    dtype: QuantType,
+    b: &[u8],
+    values: &mut [u8; QK_K],
+    scales: &mut [f32; 16],
+    offsets: &mut [f32; 16],
+) {
+    match dtype {
+        QuantType::Q4K | QuantType::Q5K => {
+            let (sc, mn) = scales_mins(&b[4..16]);
+            let five = dtype == QuantType::Q5K;
+            let (qh, qs) = (&b[16..48], if five { &b[48..176] } else { &b[16..144] });
+            for j in 0..4 {
+                for l in 0..32 {
+                    let (mut lo, mut hi) = (qs[32 * j + l] & 0xF, qs[32 * j + l] >> 4);
+                    if five {
+                        lo |= ((qh[l] >> (2 * j)) & 1) << 4;
+                        hi |= ((qh[l] >> (2 * j + 1)) & 1) << 4;
+                    }
+                    values[64 * j + l] = lo;
+                    values[64 * j + 32 + l] = hi;
+                }
+            }
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            for g in 0..16 {
+                scales[g] = d * sc[g / 2] as f32;
+                offsets[g] = dmin * mn[g / 2] as f32;
+            }
+        }
+        QuantType::Q6K => {
+            let sc = &b[192..208];
+            for h in 0..2 {
+                let ql = &b[64 * h..64 * h + 64];
+                let qh = &b[128 + 32 * h..128 + 32 * h + 32];
+                for g in 0..4 {
+                    let (lo_at, shift) = (32 * (g & 1), 4 * (g >> 1));
+                    for l in 0..32 {
+                        values[128 * h + 32 * g + l] =
+                            ((ql[lo_at + l] >> shift) & 0xF) | (((qh[l] >> (2 * g)) & 3) << 4);
+                    }
+                }
+            }
+            let d = f16_at(b, 208);
+            for g in 0..16 {
+                scales[g] = d * (sc[g] as i8) as f32;
+                offsets[g] = 32.0 * scales[g];
+            }
+        }
+        QuantType::Q8_0 => unreachable!("Q8_0 keeps the row kernels"),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! [`super::body`] compiled for AVX2, and an AVX-512 VNNI kernel for whole groups;
-    //! handed out by [`super::kernel`] only where the CPU has those features.
-    use super::{GROUP, QK_K, QuantType, WideActs, WideRow, each_row};
+    //! [`super::body`] compiled for AVX2, and the interleaved AVX-512 VNNI kernel for whole
+    //! groups; handed out by [`super::kernel`] only where the CPU has those features.
+    use super::{GROUP, Q8K, QK_K, QuantType, Scratch, WideActs, each_row};
     use std::arch::x86_64::*;
 
     pub(super) fn v4(
         dtype: QuantType,
         rows: &[&[u8]],
-        scratch: &mut [WideRow; GROUP],
-        acts: &WideActs,
+        scratch: &mut Scratch,
+        q8: &[Vec<Q8K>],
+        wide: &WideActs,
         out: &mut [f32],
     ) {
         // SAFETY: chosen only where the CPU has these features (`kernel`).
-        unsafe { v4_rows(dtype, rows, scratch, acts, out) }
+        unsafe { v4_rows(dtype, rows, scratch, q8, wide, out) }
     }
+
+    /// Blocks per column tile: the group's tile (16 rows × 512 values, 8 KiB, plus scales)
+    /// stays in L1 while every activation row's tile streams past it.
+    const TILE: usize = 2;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     fn v4_rows(
         dtype: QuantType,
         rows: &[&[u8]],
-        scratch: &mut [WideRow; GROUP],
-        acts: &WideActs,
+        scratch: &mut Scratch,
+        q8: &[Vec<Q8K>],
+        wide: &WideActs,
         out: &mut [f32],
     ) {
         if rows.len() < GROUP {
-            return each_row(dtype, rows, scratch, acts, out);
+            return each_row(dtype, rows, scratch, wide, out);
         }
-        for (bytes, row) in rows.iter().zip(scratch.iter_mut()) {
-            row.fill(dtype, bytes);
-        }
-        let blocks = acts.blocks;
-        let width = blocks * QK_K;
-        for row in scratch.iter() {
-            assert!(row.q.len() >= width && row.d.len() >= blocks && row.mins.len() >= blocks);
-        }
-        let m = acts.rows();
-        out.fill(0.0);
-        // Columns in tiles of TILE blocks: the four widened rows' tile (16 KiB) stays in L1
-        // while every activation row's tile (4 KiB) streams past it.
-        const TILE: usize = 8;
+        let Scratch { group, partial, .. } = scratch;
+        group.fill(dtype, rows);
+        let m = q8.len();
+        let blocks = q8.first().map_or(0, Vec::len);
+        assert!(group.q.len() >= blocks * QK_K * GROUP && group.scale.len() >= blocks * 16);
+        partial.clear();
+        partial.resize(m, [0.0; GROUP]);
         for t in (0..blocks).step_by(TILE) {
-            let tile = t..(t + TILE).min(blocks);
-            for i in 0..m {
-                let aq = &acts.q[i * width..(i + 1) * width];
-                let ad = &acts.d[i * blocks..(i + 1) * blocks];
-                let asums = &acts.sums[i * blocks..(i + 1) * blocks];
-                let mut acc = [_mm512_setzero_ps(); GROUP];
-                let mut mins = [_mm256_setzero_ps(); GROUP];
-                for b in tile.clone() {
-                    let mut isum = [_mm512_setzero_si512(); GROUP];
-                    for k in 0..QK_K / 32 {
-                        let at = b * QK_K + 32 * k;
-                        // SAFETY: `at + 32 ≤ width` (slice length) for the activations and
-                        // every widened row (asserted above).
-                        let a =
-                            unsafe { _mm512_loadu_si512(aq.as_ptr().add(at) as *const __m512i) };
-                        for r in 0..GROUP {
-                            let w = unsafe {
-                                _mm512_loadu_si512(scratch[r].q.as_ptr().add(at) as *const __m512i)
+            for (acts, part) in q8.iter().zip(partial.iter_mut()) {
+                // SAFETY: 16 floats.
+                let mut acc = unsafe { _mm512_loadu_ps(part.as_ptr()) };
+                for b in t..(t + TILE).min(blocks) {
+                    let a = &acts[b];
+                    let da = _mm512_set1_ps(a.d);
+                    for g in 0..16 {
+                        let group_at = b * 16 + g;
+                        let mut isum = _mm512_setzero_si512();
+                        for quad in 0..4 {
+                            let at = (group_at * 4 + quad) * GROUP * 4;
+                            // SAFETY: `at + 64 ≤ q.len()` (asserted above); the activation
+                            // bytes 16g + 4·quad.. + 4 are inside the block's 256.
+                            let (w, x) = unsafe {
+                                (
+                                    _mm512_loadu_si512(group.q.as_ptr().add(at) as *const __m512i),
+                                    _mm512_set1_epi32(
+                                        (a.qs.as_ptr().add(16 * g + 4 * quad) as *const i32)
+                                            .read_unaligned(),
+                                    ),
+                                )
                             };
-                            isum[r] = _mm512_dpwssd_epi32(isum[r], w, a);
+                            isum = _mm512_dpbusd_epi32(isum, w, x);
                         }
-                    }
-                    // SAFETY: 8 floats each.
-                    let s = unsafe { _mm256_loadu_ps(asums[b].as_ptr()) };
-                    for r in 0..GROUP {
-                        let scale = _mm512_set1_ps(ad[b] * scratch[r].d[b]);
-                        acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum[r]), acc[r]);
-                        let mn = unsafe { _mm256_loadu_ps(scratch[r].mins[b].as_ptr()) };
-                        mins[r] = _mm256_fmadd_ps(mn, s, mins[r]);
+                        // SAFETY: 16 floats each.
+                        let (scale, offset) = unsafe {
+                            (
+                                _mm512_loadu_ps(group.scale[group_at].as_ptr()),
+                                _mm512_loadu_ps(group.offset[group_at].as_ptr()),
+                            )
+                        };
+                        let products = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), da);
+                        acc = _mm512_fmadd_ps(products, scale, acc);
+                        let sum = _mm512_set1_ps(a.d * a.bsums[g] as f32);
+                        acc = _mm512_fnmadd_ps(offset, sum, acc);
                     }
                 }
-                for r in 0..GROUP {
-                    let mut lanes = [0f32; 8];
-                    // SAFETY: 8 floats.
-                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), mins[r]) };
-                    out[r * m + i] += _mm512_reduce_add_ps(acc[r]) - lanes.iter().sum::<f32>();
-                }
+                // SAFETY: 16 floats.
+                unsafe { _mm512_storeu_ps(part.as_mut_ptr(), acc) };
+            }
+        }
+        for (i, part) in partial.iter().enumerate() {
+            for (r, &v) in part.iter().enumerate() {
+                out[r * m + i] = v;
             }
         }
     }
@@ -276,22 +391,23 @@ mod x86 {
     pub(super) fn v3(
         dtype: QuantType,
         rows: &[&[u8]],
-        scratch: &mut [WideRow; GROUP],
-        acts: &WideActs,
+        scratch: &mut Scratch,
+        _q8: &[Vec<Q8K>],
+        wide: &WideActs,
         out: &mut [f32],
     ) {
         #[target_feature(enable = "avx2,fma")]
         fn inner(
             dtype: QuantType,
             rows: &[&[u8]],
-            scratch: &mut [WideRow; GROUP],
-            acts: &WideActs,
+            scratch: &mut Scratch,
+            wide: &WideActs,
             out: &mut [f32],
         ) {
-            each_row(dtype, rows, scratch, acts, out)
+            each_row(dtype, rows, scratch, wide, out)
         }
         // SAFETY: as `v4`.
-        unsafe { inner(dtype, rows, scratch, acts, out) }
+        unsafe { inner(dtype, rows, scratch, wide, out) }
     }
 }
 

@@ -171,12 +171,7 @@ impl QMatrix {
             (0..self.rows.div_ceil(chunk))
                 .into_par_iter()
                 .for_each_init(
-                    || {
-                        (
-                            std::array::from_fn(|_| expand::WideRow::default()),
-                            vec![0f32; group * m],
-                        )
-                    },
+                    || (expand::Scratch::default(), vec![0f32; group * m]),
                     |(scratch, cols), c| {
                         let out_ptr = &out_ptr;
                         let end = ((c + 1) * chunk).min(self.rows);
@@ -185,7 +180,7 @@ impl QMatrix {
                             let rows: Vec<&[u8]> =
                                 (first..first + n).map(|r| self.row(r)).collect();
                             let cols = &mut cols[..n * m];
-                            expand::rows_times_acts(self.dtype, &rows, scratch, &wide, cols);
+                            expand::rows_times_acts(self.dtype, &rows, scratch, acts, &wide, cols);
                             for (k, col) in cols.chunks_exact(m).enumerate() {
                                 for (i, &v) in col.iter().enumerate() {
                                     // SAFETY: as below: (i, first + k) is written by this

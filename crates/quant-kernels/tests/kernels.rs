@@ -250,4 +250,3 @@ fn the_multi_row_path_matches_the_row_kernels() {
         }
     }
 }
-

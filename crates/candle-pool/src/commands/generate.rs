@@ -50,6 +50,10 @@ pub struct Args {
     /// profile's context).
     #[arg(long, value_name = "N")]
     context: Option<usize>,
+    /// How the KV cache stores keys and values: f16 (the default, half the memory) or f32;
+    /// the memory reserved per request follows.
+    #[arg(long, value_name = "DTYPE", value_parser = parse_kv_dtype)]
+    kv_dtype: Option<candle_core::DType>,
     /// Give up after this many seconds (waiting, loading and generating).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
@@ -63,6 +67,11 @@ pub fn run(args: Args) -> Result<(), String> {
     if let Some(n) = args.context {
         served = served
             .map_generate(|o| o.context_tokens(n))
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(d) = args.kv_dtype {
+        served = served
+            .map_generate(|o| o.kv_dtype(d))
             .map_err(|e| e.to_string())?;
     }
     let text = if args.prompt.is_empty() {
@@ -134,4 +143,13 @@ async fn stream(
         );
     }
     Ok(())
+}
+
+/// `f16` or `f32` (any case).
+fn parse_kv_dtype(s: &str) -> Result<candle_core::DType, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "f16" => Ok(candle_core::DType::F16),
+        "f32" => Ok(candle_core::DType::F32),
+        other => Err(format!("`{other}` is not a KV cache dtype: use f16 or f32")),
+    }
 }

@@ -176,8 +176,12 @@ impl GenerateOptions {
     }
 
     /// Sets how keys and values are stored (F16 or F32 on the CPU; what the device supports
-    /// elsewhere). Declared memory is not changed: set it to match.
+    /// elsewhere). Declared memory follows: the KV bytes per token scale with the dtype's size.
     pub fn kv_dtype(mut self, dtype: DType) -> Self {
+        if let Some(m) = &mut self.memory {
+            m.kv_bytes_per_token = m.kv_bytes_per_token * dtype.size_in_bytes() as u64
+                / self.kv_dtype.size_in_bytes() as u64;
+        }
         self.kv_dtype = dtype;
         self
     }
