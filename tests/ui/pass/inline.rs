@@ -51,7 +51,7 @@ inventory = [
 [memory]
 activations_bytes = 11010048
 est_memory_allocation_mb = 200
-fingerprint = "sha256:356fe6fd54e5ddf86f3df746284e33c4"
+fingerprint = "sha256:cef548fcc17aaae3b50b8fe4f0587217"
 kv_cache_bytes = 0
 margin_bytes = 17097839
 overhead_bytes = 12118584
