@@ -150,9 +150,10 @@ fn kv_cache_phi4_uses_10_kv_heads() {
     let m = model("microsoft/phi-4");
     let e = estimate(&m.spec.spec, &with_ctx(&m.entry.profile, 16384, DType::F16)).unwrap();
     assert_eq!(e.kv_cache_bytes, 2 * 40 * 10 * 128 * 16384 * 2);
-    // The checked-in default profile (4096 tokens, f32 as candle's quantized models cache).
+    // The checked-in default profile (4096 tokens, F16 as the GGUF decoders cache by default).
     let d = estimate(&m.spec.spec, &m.entry.profile).unwrap();
-    assert_eq!(d.kv_cache_bytes, 2 * 40 * 10 * 128 * 4096 * 4);
+    assert_eq!(m.entry.profile.kv_dtype, Some(DType::F16));
+    assert_eq!(d.kv_cache_bytes, 2 * 40 * 10 * 128 * 4096 * 2);
 }
 
 #[test]
@@ -207,18 +208,33 @@ fn loader_conversions_count_in_the_weights() {
         loaded_weight_bytes(c, &g.entry.profile),
         c.weights.total_bytes() - 151_646 * 1536 * 4
     );
-    // candle's GGUF loaders dequantize token_embd to F32.
+    // The GGUF decoders hold every matrix as stored, the token embedding included (its rows
+    // are expanded on lookup): the weights are the file's bytes, and token_embd shares the
+    // Q4_K row instead of getting a row of its own.
     let p = model("microsoft/phi-4");
     let c = &p.spec.spec.components[0];
-    let embd = c
-        .weights
-        .inventory
-        .iter()
-        .find(|r| r.name.as_deref() == Some("token_embd.weight"))
-        .unwrap();
-    assert_eq!(embd.params, 100_352 * 5120);
+    assert!(p.entry.profile.dequantize_on_load.is_empty());
+    let named = |r: &model_spec::spec::InventoryRow| r.name.as_deref() == Some("token_embd.weight");
+    assert!(!c.weights.inventory.iter().any(named));
     assert_eq!(
         loaded_weight_bytes(c, &p.entry.profile),
+        c.weights.total_bytes()
+    );
+    // A profile that dequantizes it on load gets it a row of its own, counted as F32.
+    let mut split = c.clone();
+    split.weights.inventory = model_spec::shapes::inventory(
+        &model_spec::shapes::derive(c).unwrap(),
+        &["token_embd.weight".to_owned()],
+    );
+    assert_eq!(split.weights.total_bytes(), c.weights.total_bytes());
+    let embd = split.weights.inventory.iter().find(|r| named(r)).unwrap();
+    assert_eq!((embd.dtype, embd.params), (DType::Q4K, 100_352 * 5120));
+    let dequantized = RunProfile {
+        dequantize_on_load: vec!["token_embd.weight".into()],
+        ..p.entry.profile.clone()
+    };
+    assert_eq!(
+        loaded_weight_bytes(&split, &dequantized),
         c.weights.total_bytes() - embd.bytes + embd.params * 4
     );
 }
