@@ -1,17 +1,16 @@
 //! The multi-row path (prefill): weights unpacked once per call and dotted against every
-//! activation row.
+//! activation row (`m ≥` [`MIN_ROWS`] rows share each weight, so unpacking once pays).
 //!
-//! With AVX-512 VNNI, sixteen weight rows are unpacked together into unsigned bytes
-//! interleaved four values at a time (one row per 32-bit lane), and each `vpdpbusd` adds four
-//! products to all sixteen rows; scales and offsets are applied per 16 values in f32, and
-//! the columns are walked in L1-sized tiles. Elsewhere, and for the rows left over:
+//! Every block is first [`Unpacked`] into unsigned values with an integer sub-scale, the block
+//! scale and an offset per 16 values (Q4_K/Q5_K minimums; Q6_K's −32).
 //!
-//! A row of `m ≥` [`MIN_ROWS`] activations shares each weight row, so unpacking it once and
-//! multiplying it `m` times pays: each weight becomes `q · scale` as i16 (Q4_K/Q5_K: ≤ 31·63;
-//! Q6_K: (q − 32)·scale, ≤ 32·128), leaving one f32 scale per 256 and, for Q4_K/Q5_K, the
-//! sub-block minimums. The inner loop is then a plain i16 × i16 → i32 sum over 256 elements
-//! (`vpmaddwd`, or `vpdpwssd` with AVX-512 VNNI), which LLVM vectorises from the loop below
-//! compiled for each instruction set. Sums stay exact: 256 · 4096 · 127 < 2³¹.
+//! * With AVX-512 VNNI, sixteen weight rows are interleaved four values at a time (one row per
+//!   32-bit lane), so each `vpdpbusd` adds four products to all sixteen rows; scales and
+//!   offsets are applied per 16 values in f32, and the columns are walked in L1-sized tiles.
+//! * Elsewhere, and for the rows left over, each weight becomes `q · sub-scale` as i16
+//!   (≤ 63 · 128) and the inner loop is a plain i16 × i16 → i32 sum over 256 elements, which
+//!   LLVM vectorises into `vpmaddwd` from the loop below compiled for each instruction set.
+//!   Sums stay exact: 256 · 8064 · 127 < 2³¹.
 //!
 //! Q8_0 has a scale per 32 weights and keeps the row-at-a-time kernels.
 
@@ -26,13 +25,13 @@ pub fn covers(dtype: QuantType) -> bool {
     dtype != QuantType::Q8_0
 }
 
-/// Activations widened to i16, with each block's scale and the sums of its eight sub-blocks
-/// of 32 times that scale (for the Q4_K/Q5_K minimums).
+/// Activations widened to i16, with each block's scale and the sums of its sixteen groups of
+/// 16 times that scale (for the weights' offsets).
 pub struct WideActs {
     blocks: usize,
     q: Vec<i16>,
     d: Vec<f32>,
-    sums: Vec<[f32; 8]>,
+    sums: Vec<[f32; 16]>,
 }
 
 impl WideActs {
@@ -48,10 +47,8 @@ impl WideActs {
         for b in acts.iter().flatten() {
             w.q.extend(b.qs.iter().map(|&v| v as i16));
             w.d.push(b.d);
-            // Already times the block's scale, as the minimums' share needs them.
-            w.sums.push(std::array::from_fn(|j| {
-                b.d * (b.bsums[2 * j] as f32 + b.bsums[2 * j + 1] as f32)
-            }));
+            w.sums
+                .push(std::array::from_fn(|g| b.d * b.bsums[g] as f32));
         }
         w
     }
@@ -61,13 +58,13 @@ impl WideActs {
     }
 }
 
-/// One weight row widened: `q · sub-block scale` per weight, the block scale `d`, and
-/// `dmin · min_j` per sub-block of 32 (zero for Q6_K).
+/// One weight row widened: `q · sub-scale` per weight (unsigned q, integer sub-scale; at most
+/// 63 · 127), the block scale `d`, and the offset of each group of 16.
 #[derive(Default)]
 pub struct WideRow {
     q: Vec<i16>,
     d: Vec<f32>,
-    mins: Vec<[f32; 8]>,
+    offsets: Vec<[f32; 16]>,
 }
 
 impl WideRow {
@@ -77,57 +74,92 @@ impl WideRow {
         let blocks = row.len() / dtype.block_bytes();
         self.q.resize(blocks * QK_K, 0);
         self.d.clear();
-        self.mins.clear();
+        self.offsets.clear();
+        let mut u = Unpacked::default();
         for (b, q) in row
             .chunks_exact(dtype.block_bytes())
             .zip(self.q.chunks_exact_mut(QK_K))
         {
-            match dtype {
-                QuantType::Q4K | QuantType::Q5K => {
-                    let (sc, mn) = scales_mins(&b[4..16]);
-                    let five = dtype == QuantType::Q5K;
-                    let (qh, qs) = (&b[16..48], if five { &b[48..176] } else { &b[16..144] });
-                    for j in 0..4 {
-                        let (s0, s1) = (sc[2 * j] as i16, sc[2 * j + 1] as i16);
-                        for l in 0..32 {
-                            let (mut lo, mut hi) = (qs[32 * j + l] & 0xF, qs[32 * j + l] >> 4);
-                            if five {
-                                lo |= ((qh[l] >> (2 * j)) & 1) << 4;
-                                hi |= ((qh[l] >> (2 * j + 1)) & 1) << 4;
-                            }
-                            q[64 * j + l] = lo as i16 * s0;
-                            q[64 * j + 32 + l] = hi as i16 * s1;
-                        }
-                    }
-                    let dmin = f16_at(b, 2);
-                    self.d.push(f16_at(b, 0));
-                    self.mins.push(std::array::from_fn(|j| dmin * mn[j] as f32));
+            u.unpack(dtype, b);
+            for g in 0..16 {
+                for l in 16 * g..16 * g + 16 {
+                    q[l] = u.q[l] as i16 * u.sub_scale[g];
                 }
-                QuantType::Q6K => {
-                    let sc = &b[192..208];
-                    for h in 0..2 {
-                        let ql = &b[64 * h..64 * h + 64];
-                        let qh = &b[128 + 32 * h..128 + 32 * h + 32];
-                        // Group g of 32: low 4 bits from ql[l + 32·(g & 1)] (low or high
-                        // nibble for g < 2 or ≥ 2), high 2 bits from qh[l] >> 2g; one scale
-                        // per 16.
-                        for g in 0..4 {
-                            let (lo_at, shift) = (32 * (g & 1), 4 * (g >> 1));
-                            for half in 0..2 {
-                                let scale = (sc[8 * h + 2 * g + half] as i8) as i16;
-                                for l in 16 * half..16 * half + 16 {
-                                    let v = ((ql[lo_at + l] >> shift) & 0xF)
-                                        | (((qh[l] >> (2 * g)) & 3) << 4);
-                                    q[128 * h + 32 * g + l] = (v as i16 - 32) * scale;
-                                }
-                            }
-                        }
-                    }
-                    self.d.push(f16_at(b, 208));
-                    self.mins.push([0.0; 8]);
-                }
-                QuantType::Q8_0 => unreachable!("Q8_0 keeps the row kernels"),
             }
+            self.d.push(u.d);
+            self.offsets.push(u.offset);
+        }
+    }
+}
+
+/// One block of a type the path [`covers`], as `d · sub_scale[g] · q − offset[g]` for each
+/// group `g` of 16 values, `q` unsigned (Q6_K before its −32, which moves into the offset).
+struct Unpacked {
+    q: [u8; QK_K],
+    sub_scale: [i16; 16],
+    d: f32,
+    offset: [f32; 16],
+}
+
+impl Default for Unpacked {
+    fn default() -> Self {
+        Unpacked {
+            q: [0; QK_K],
+            sub_scale: [0; 16],
+            d: 0.0,
+            offset: [0.0; 16],
+        }
+    }
+}
+
+impl Unpacked {
+    #[inline(always)]
+    fn unpack(&mut self, dtype: QuantType, b: &[u8]) {
+        match dtype {
+            QuantType::Q4K | QuantType::Q5K => {
+                let (sc, mn) = scales_mins(&b[4..16]);
+                let five = dtype == QuantType::Q5K;
+                let (qh, qs) = (&b[16..48], if five { &b[48..176] } else { &b[16..144] });
+                for j in 0..4 {
+                    for l in 0..32 {
+                        let (mut lo, mut hi) = (qs[32 * j + l] & 0xF, qs[32 * j + l] >> 4);
+                        if five {
+                            lo |= ((qh[l] >> (2 * j)) & 1) << 4;
+                            hi |= ((qh[l] >> (2 * j + 1)) & 1) << 4;
+                        }
+                        self.q[64 * j + l] = lo;
+                        self.q[64 * j + 32 + l] = hi;
+                    }
+                }
+                self.d = f16_at(b, 0);
+                let dmin = f16_at(b, 2);
+                for g in 0..16 {
+                    self.sub_scale[g] = sc[g / 2] as i16;
+                    self.offset[g] = dmin * mn[g / 2] as f32;
+                }
+            }
+            QuantType::Q6K => {
+                let sc = &b[192..208];
+                for h in 0..2 {
+                    let ql = &b[64 * h..64 * h + 64];
+                    let qh = &b[128 + 32 * h..128 + 32 * h + 32];
+                    // Group of 32 `g`: low 4 bits from ql[l + 32·(g & 1)] (low nibble for
+                    // g < 2, high for g ≥ 2), high 2 bits from qh[l] >> 2g.
+                    for g in 0..4 {
+                        let (lo_at, shift) = (32 * (g & 1), 4 * (g >> 1));
+                        for l in 0..32 {
+                            self.q[128 * h + 32 * g + l] =
+                                ((ql[lo_at + l] >> shift) & 0xF) | (((qh[l] >> (2 * g)) & 3) << 4);
+                        }
+                    }
+                }
+                self.d = f16_at(b, 208);
+                for g in 0..16 {
+                    self.sub_scale[g] = (sc[g] as i8) as i16;
+                    self.offset[g] = 32.0 * self.d * self.sub_scale[g] as f32;
+                }
+            }
+            QuantType::Q8_0 => unreachable!("Q8_0 keeps the row kernels"),
         }
     }
 }
@@ -143,23 +175,32 @@ pub struct Scratch {
     partial: Vec<[f32; GROUP]>,
 }
 
-/// `out[r · m + i] = rows[r] · acts[i]` for up to [`GROUP`] weight rows (blocks of `dtype`,
-/// which [`covers`]) and every activation row `i` of the `m` (`q8` the same activations as
-/// `wide`, unwidened).
-pub fn rows_times_acts(
-    dtype: QuantType,
-    rows: &[&[u8]],
-    scratch: &mut Scratch,
-    q8: &[Vec<Q8K>],
-    wide: &WideActs,
-    out: &mut [f32],
-) {
-    assert!(rows.len() <= GROUP, "at most {GROUP} rows at a time");
-    assert_eq!(out.len(), rows.len() * wide.rows(), "output is rows × m");
-    kernel()(dtype, rows, scratch, q8, wide, out)
+/// One call of [`rows_times_acts`]: up to [`GROUP`] weight rows (blocks of `dtype`, which
+/// [`covers`]) and the activations, quantized (`q8`) and widened (`wide`).
+pub struct Rows<'a> {
+    /// The block type.
+    pub dtype: QuantType,
+    /// The weight rows' blocks.
+    pub rows: &'a [&'a [u8]],
+    /// The activation rows.
+    pub q8: &'a [Vec<Q8K>],
+    /// The same, widened.
+    pub wide: &'a WideActs,
 }
 
-type RowsFn = fn(QuantType, &[&[u8]], &mut Scratch, &[Vec<Q8K>], &WideActs, &mut [f32]);
+/// `out[r · m + i] = rows[r] · acts[i]` for every weight row `r` of `call` and activation row
+/// `i` of the `m`.
+pub fn rows_times_acts(call: &Rows<'_>, scratch: &mut Scratch, out: &mut [f32]) {
+    assert!(call.rows.len() <= GROUP, "at most {GROUP} rows at a time");
+    assert_eq!(
+        out.len(),
+        call.rows.len() * call.wide.rows(),
+        "output is rows × m"
+    );
+    kernel()(call, scratch, out)
+}
+
+type RowsFn = fn(&Rows<'_>, &mut Scratch, &mut [f32]);
 
 fn kernel() -> RowsFn {
     #[cfg(target_arch = "x86_64")]
@@ -171,34 +212,17 @@ fn kernel() -> RowsFn {
             Isa::Portable => {}
         }
     }
-    portable
+    each_row
 }
 
 /// Each row widened to i16 and dotted with every activation row.
 #[inline(always)]
-fn each_row(
-    dtype: QuantType,
-    rows: &[&[u8]],
-    scratch: &mut Scratch,
-    acts: &WideActs,
-    out: &mut [f32],
-) {
-    let m = acts.rows();
-    for (bytes, out) in rows.iter().zip(out.chunks_exact_mut(m)) {
-        scratch.row.fill(dtype, bytes);
-        body(&scratch.row, acts, out);
+fn each_row(call: &Rows<'_>, scratch: &mut Scratch, out: &mut [f32]) {
+    let m = call.wide.rows();
+    for (bytes, out) in call.rows.iter().zip(out.chunks_exact_mut(m)) {
+        scratch.row.fill(call.dtype, bytes);
+        body(&scratch.row, call.wide, out);
     }
-}
-
-fn portable(
-    dtype: QuantType,
-    rows: &[&[u8]],
-    scratch: &mut Scratch,
-    _q8: &[Vec<Q8K>],
-    wide: &WideActs,
-    out: &mut [f32],
-) {
-    each_row(dtype, rows, scratch, wide, out)
 }
 
 /// [`GROUP`] weight rows with their values unsigned (Q4_K/Q5_K as stored, Q6_K before its
@@ -222,78 +246,22 @@ impl Interleaved {
         self.q.resize(groups * 16 * GROUP, 0);
         self.scale.resize(groups, [0.0; GROUP]);
         self.offset.resize(groups, [0.0; GROUP]);
-        let mut values = [0u8; QK_K];
-        let mut scales = [0f32; 16];
-        let mut offsets = [0f32; 16];
+        let mut u = Unpacked::default();
         for (r, row) in rows.iter().enumerate() {
             for (b, block) in row.chunks_exact(dtype.block_bytes()).enumerate() {
-                unsigned_block(dtype, block, &mut values, &mut scales, &mut offsets);
+                u.unpack(dtype, block);
                 for g in 0..16 {
                     let group = b * 16 + g;
-                    self.scale[group][r] = scales[g];
-                    self.offset[group][r] = offsets[g];
+                    self.scale[group][r] = u.d * u.sub_scale[g] as f32;
+                    self.offset[group][r] = u.offset[g];
                     for quad in 0..4 {
                         let at = ((group * 4 + quad) * GROUP + r) * 4;
                         let from = 16 * g + 4 * quad;
-                        self.q[at..at + 4].copy_from_slice(&values[from..from + 4]);
+                        self.q[at..at + 4].copy_from_slice(&u.q[from..from + 4]);
                     }
                 }
             }
         }
-    }
-}
-
-/// One block as unsigned values with a scale and an offset per 16 elements.
-#[inline(always)]
-fn unsigned_block(
-    dtype: QuantType,
-    b: &[u8],
-    values: &mut [u8; QK_K],
-    scales: &mut [f32; 16],
-    offsets: &mut [f32; 16],
-) {
-    match dtype {
-        QuantType::Q4K | QuantType::Q5K => {
-            let (sc, mn) = scales_mins(&b[4..16]);
-            let five = dtype == QuantType::Q5K;
-            let (qh, qs) = (&b[16..48], if five { &b[48..176] } else { &b[16..144] });
-            for j in 0..4 {
-                for l in 0..32 {
-                    let (mut lo, mut hi) = (qs[32 * j + l] & 0xF, qs[32 * j + l] >> 4);
-                    if five {
-                        lo |= ((qh[l] >> (2 * j)) & 1) << 4;
-                        hi |= ((qh[l] >> (2 * j + 1)) & 1) << 4;
-                    }
-                    values[64 * j + l] = lo;
-                    values[64 * j + 32 + l] = hi;
-                }
-            }
-            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-            for g in 0..16 {
-                scales[g] = d * sc[g / 2] as f32;
-                offsets[g] = dmin * mn[g / 2] as f32;
-            }
-        }
-        QuantType::Q6K => {
-            let sc = &b[192..208];
-            for h in 0..2 {
-                let ql = &b[64 * h..64 * h + 64];
-                let qh = &b[128 + 32 * h..128 + 32 * h + 32];
-                for g in 0..4 {
-                    let (lo_at, shift) = (32 * (g & 1), 4 * (g >> 1));
-                    for l in 0..32 {
-                        values[128 * h + 32 * g + l] =
-                            ((ql[lo_at + l] >> shift) & 0xF) | (((qh[l] >> (2 * g)) & 3) << 4);
-                    }
-                }
-            }
-            let d = f16_at(b, 208);
-            for g in 0..16 {
-                scales[g] = d * (sc[g] as i8) as f32;
-                offsets[g] = 32.0 * scales[g];
-            }
-        }
-        QuantType::Q8_0 => unreachable!("Q8_0 keeps the row kernels"),
     }
 }
 
@@ -301,19 +269,12 @@ fn unsigned_block(
 mod x86 {
     //! [`super::body`] compiled for AVX2, and the interleaved AVX-512 VNNI kernel for whole
     //! groups; handed out by [`super::kernel`] only where the CPU has those features.
-    use super::{GROUP, Q8K, QK_K, QuantType, Scratch, WideActs, each_row};
+    use super::{GROUP, QK_K, Rows, Scratch, each_row};
     use std::arch::x86_64::*;
 
-    pub(super) fn v4(
-        dtype: QuantType,
-        rows: &[&[u8]],
-        scratch: &mut Scratch,
-        q8: &[Vec<Q8K>],
-        wide: &WideActs,
-        out: &mut [f32],
-    ) {
+    pub(super) fn v4(call: &Rows<'_>, scratch: &mut Scratch, out: &mut [f32]) {
         // SAFETY: chosen only where the CPU has these features (`kernel`).
-        unsafe { v4_rows(dtype, rows, scratch, q8, wide, out) }
+        unsafe { v4_rows(call, scratch, out) }
     }
 
     /// Blocks per column tile: the group's tile (16 rows × 512 values, 8 KiB, plus scales)
@@ -321,19 +282,13 @@ mod x86 {
     const TILE: usize = 2;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-    fn v4_rows(
-        dtype: QuantType,
-        rows: &[&[u8]],
-        scratch: &mut Scratch,
-        q8: &[Vec<Q8K>],
-        wide: &WideActs,
-        out: &mut [f32],
-    ) {
-        if rows.len() < GROUP {
-            return each_row(dtype, rows, scratch, wide, out);
+    fn v4_rows(call: &Rows<'_>, scratch: &mut Scratch, out: &mut [f32]) {
+        if call.rows.len() < GROUP {
+            return each_row(call, scratch, out);
         }
         let Scratch { group, partial, .. } = scratch;
-        group.fill(dtype, rows);
+        group.fill(call.dtype, call.rows);
+        let q8 = call.q8;
         let m = q8.len();
         let blocks = q8.first().map_or(0, Vec::len);
         assert!(group.q.len() >= blocks * QK_K * GROUP && group.scale.len() >= blocks * 16);
@@ -388,26 +343,13 @@ mod x86 {
         }
     }
 
-    pub(super) fn v3(
-        dtype: QuantType,
-        rows: &[&[u8]],
-        scratch: &mut Scratch,
-        _q8: &[Vec<Q8K>],
-        wide: &WideActs,
-        out: &mut [f32],
-    ) {
+    pub(super) fn v3(call: &Rows<'_>, scratch: &mut Scratch, out: &mut [f32]) {
         #[target_feature(enable = "avx2,fma")]
-        fn inner(
-            dtype: QuantType,
-            rows: &[&[u8]],
-            scratch: &mut Scratch,
-            wide: &WideActs,
-            out: &mut [f32],
-        ) {
-            each_row(dtype, rows, scratch, wide, out)
+        fn inner(call: &Rows<'_>, scratch: &mut Scratch, out: &mut [f32]) {
+            each_row(call, scratch, out)
         }
         // SAFETY: as `v4`.
-        unsafe { inner(dtype, rows, scratch, wide, out) }
+        unsafe { inner(call, scratch, out) }
     }
 }
 
@@ -433,8 +375,8 @@ fn body(row: &WideRow, acts: &WideActs, out: &mut [f32]) {
         let mut sum = 0f32;
         for b in 0..blocks {
             let isum = dot256(&row.q[b * QK_K..], &aq[b * QK_K..]);
-            let mins: f32 = (0..8).map(|j| row.mins[b][j] * asums[b][j]).sum();
-            sum += ad[b] * row.d[b] * isum as f32 - mins;
+            let offsets: f32 = (0..16).map(|g| row.offsets[b][g] * asums[b][g]).sum();
+            sum += ad[b] * row.d[b] * isum as f32 - offsets;
         }
         *y = sum;
     }

@@ -180,7 +180,13 @@ impl QMatrix {
                             let rows: Vec<&[u8]> =
                                 (first..first + n).map(|r| self.row(r)).collect();
                             let cols = &mut cols[..n * m];
-                            expand::rows_times_acts(self.dtype, &rows, scratch, acts, &wide, cols);
+                            let call = expand::Rows {
+                                dtype: self.dtype,
+                                rows: &rows,
+                                q8: acts,
+                                wide: &wide,
+                            };
+                            expand::rows_times_acts(&call, scratch, cols);
                             for (k, col) in cols.chunks_exact(m).enumerate() {
                                 for (i, &v) in col.iter().enumerate() {
                                     // SAFETY: as below: (i, first + k) is written by this
