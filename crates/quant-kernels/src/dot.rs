@@ -56,8 +56,9 @@ pub fn kernel_for(dtype: QuantType, isa: Isa) -> DotFn {
         match (dtype, isa) {
             (QuantType::Q4K, Isa::Avx512Vnni) => return x86::q4k_avx512,
             (QuantType::Q4K, Isa::Avx2) => return x86::q4k_avx2,
-            (QuantType::Q6K, Isa::Avx512Vnni) => return x86::q6k_avx512,
-            (QuantType::Q6K, Isa::Avx2) => return x86::q6k_avx2,
+            // The AVX2 kernel: a 512-bit one measured slower here (scale lanes cost more than
+            // the wider products save).
+            (QuantType::Q6K, Isa::Avx512Vnni | Isa::Avx2) => return x86::q6k_avx2,
             (QuantType::Q5K, Isa::Avx512Vnni | Isa::Avx2) => return x86::q5k_v3,
             (QuantType::Q8_0, Isa::Avx512Vnni | Isa::Avx2) => return x86::q8_0_v3,
             _ => {}
@@ -201,8 +202,8 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{Q8K, min_sum, q6k_offset_sum};
-    use crate::blocks::{f16_at, scales_mins};
+    use super::Q8K;
+    use crate::blocks::f16_at;
 
     macro_rules! dispatch {
         ($name:ident, $features:literal, $body:expr) => {
@@ -228,11 +229,6 @@ mod x86 {
         q4k_avx512,
         "avx512f,avx512bw,avx512vnni,avx2,fma",
         q4k_avx512_body
-    );
-    dispatch!(
-        q6k_avx512,
-        "avx512f,avx512bw,avx512vnni,avx2,fma",
-        q6k_avx512_body
     );
 
     #[inline(always)]
@@ -278,62 +274,138 @@ mod x86 {
         }
     }
 
+    /// A Q4_K block's twelve packed bytes as eight 6-bit scales (bytes 0..8 of the result) and
+    /// eight 6-bit minimums (bytes 8..16), with four word operations instead of a loop.
+    #[inline(always)]
+    fn scales_mins_packed(s: &[u8]) -> [u32; 4] {
+        let word =
+            |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+        let (w0, w1, w2) = (word(0), word(1), word(2));
+        const LOW6: u32 = 0x3f3f_3f3f;
+        const LOW4: u32 = 0x0f0f_0f0f;
+        const TOP2: u32 = 0x0303_0303;
+        [
+            w0 & LOW6,
+            (w2 & LOW4) | (((w0 >> 6) & TOP2) << 4),
+            w1 & LOW6,
+            ((w2 >> 4) & LOW4) | (((w1 >> 6) & TOP2) << 4),
+        ]
+    }
+
+    /// `(scales, minimums)` of a Q4_K block as eight i16 each, and the minimums' share
+    /// `Σ_j min_j · Σ a` of the block as four i32 lanes.
+    #[inline(always)]
+    unsafe fn q4k_scales(b: &[u8], act: &Q8K) -> (__m128i, __m128i) {
+        unsafe {
+            let [w0, w1, w2, w3] = scales_mins_packed(&b[4..16]);
+            let both =
+                _mm256_cvtepu8_epi16(_mm_set_epi32(w3 as i32, w2 as i32, w1 as i32, w0 as i32));
+            let sums = _mm256_loadu_si256(act.bsums.as_ptr() as *const __m256i);
+            // Sums of 32 activations (each ≤ 32·127) for the eight sub-blocks.
+            let sums32 = _mm_hadd_epi16(
+                _mm256_castsi256_si128(sums),
+                _mm256_extracti128_si256::<1>(sums),
+            );
+            let mins = _mm_madd_epi16(_mm256_extracti128_si256::<1>(both), sums32);
+            (_mm256_castsi256_si128(both), mins)
+        }
+    }
+
+    /// Bytes that repeat i16 lane `k` of a 128-bit vector across all eight lanes.
+    #[inline(always)]
+    unsafe fn lane_broadcast(k: usize) -> __m128i {
+        unsafe { _mm_set1_epi16((((2 * k + 1) << 8) | (2 * k)) as i16) }
+    }
+
     /// Q4_K: for each 64 weights, `vpmaddubsw` of the low and high nibbles with their
-    /// activations (pairs ≤ 2·15·127, no saturation), `vpmaddwd` with the sub-block scale.
+    /// activations (pairs ≤ 2·15·127, no saturation), `vpmaddwd` with the sub-block scale
+    /// (picked from the unpacked scales by a byte shuffle); minimums from the activation sums.
     #[inline(always)]
     unsafe fn q4k_avx2_body(w: &[u8], a: &[Q8K]) -> f32 {
         unsafe {
             let mut acc = _mm256_setzero_ps();
-            let mut mins = 0f32;
+            let mut acc_min = _mm_setzero_ps();
             for (b, act) in w.chunks_exact(144).zip(a) {
-                let (sc, mn) = scales_mins(&b[4..16]);
-                mins += act.d * f16_at(b, 2) * min_sum(&mn, act) as f32;
+                let (scales, mins) = q4k_scales(b, act);
+                acc_min = _mm_fmadd_ps(
+                    _mm_set1_ps(act.d * f16_at(b, 2)),
+                    _mm_cvtepi32_ps(mins),
+                    acc_min,
+                );
+                let scales = _mm256_broadcastsi128_si256(scales);
                 let mut sumi = _mm256_setzero_si256();
                 for j in 0..4 {
                     let (lo, hi) = nibbles(load256(&b[16 + 32 * j..]));
-                    let p0 = _mm256_maddubs_epi16(lo, load256_i8(&act.qs[64 * j..]));
-                    let p1 = _mm256_maddubs_epi16(hi, load256_i8(&act.qs[64 * j + 32..]));
-                    let p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * j] as i16));
-                    let p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * j + 1] as i16));
+                    let s0 = _mm256_shuffle_epi8(
+                        scales,
+                        _mm256_broadcastsi128_si256(lane_broadcast(2 * j)),
+                    );
+                    let s1 = _mm256_shuffle_epi8(
+                        scales,
+                        _mm256_broadcastsi128_si256(lane_broadcast(2 * j + 1)),
+                    );
+                    let p0 = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(lo, load256_i8(&act.qs[64 * j..])),
+                        s0,
+                    );
+                    let p1 = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(hi, load256_i8(&act.qs[64 * j + 32..])),
+                        s1,
+                    );
                     sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
                 }
                 let d = _mm256_set1_ps(act.d * f16_at(b, 0));
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
             }
-            hsum256(acc) - mins
+            hsum256(acc) - hsum128(acc_min)
         }
     }
 
-    /// Q4_K with `vpdpbusd`: the low and high nibbles of 32 bytes side by side (64 weights,
-    /// two sub-blocks) against 64 activations in one instruction.
+    #[inline(always)]
+    unsafe fn hsum128(x: __m128) -> f32 {
+        unsafe {
+            let s = _mm_add_ps(x, _mm_movehl_ps(x, x));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// Q4_K with AVX-512: the low and high nibbles of 32 bytes side by side (64 weights, two
+    /// sub-blocks), one `vpmaddubsw` against 64 activations, then `vpdpwssd` with the two
+    /// sub-blocks' scales (lanes picked by `vpermw`).
     #[inline(always)]
     unsafe fn q4k_avx512_body(w: &[u8], a: &[Q8K]) -> f32 {
         unsafe {
+            // Scale lanes for sub-blocks (2j, 2j + 1): sixteen of each.
+            let pick: [__m512i; 4] = std::array::from_fn(|j| {
+                _mm512_mask_blend_epi16(
+                    0xFFFF_0000,
+                    _mm512_set1_epi16(2 * j as i16),
+                    _mm512_set1_epi16(2 * j as i16 + 1),
+                )
+            });
             let mut acc = _mm512_setzero_ps();
-            let mut mins = 0f32;
+            let mut acc_min = _mm_setzero_ps();
             for (b, act) in w.chunks_exact(144).zip(a) {
-                let (sc, mn) = scales_mins(&b[4..16]);
-                mins += act.d * f16_at(b, 2) * min_sum(&mn, act) as f32;
+                let (scales, mins) = q4k_scales(b, act);
+                acc_min = _mm_fmadd_ps(
+                    _mm_set1_ps(act.d * f16_at(b, 2)),
+                    _mm_cvtepi32_ps(mins),
+                    acc_min,
+                );
+                let scales = _mm512_castsi128_si512(scales);
                 let mut sumi = _mm512_setzero_si512();
                 for j in 0..4 {
                     let (lo, hi) = nibbles(load256(&b[16 + 32 * j..]));
                     let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-                    let dot = _mm512_dpbusd_epi32(
-                        _mm512_setzero_si512(),
-                        wv,
-                        load512_i8(&act.qs[64 * j..]),
-                    );
-                    let scales = _mm512_mask_blend_epi32(
-                        0xFF00,
-                        _mm512_set1_epi32(sc[2 * j] as i32),
-                        _mm512_set1_epi32(sc[2 * j + 1] as i32),
-                    );
-                    sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, scales));
+                    let p = _mm512_maddubs_epi16(wv, load512_i8(&act.qs[64 * j..]));
+                    let sc = _mm512_permutexvar_epi16(pick[j], scales);
+                    sumi = _mm512_dpwssd_epi32(sumi, p, sc);
                 }
                 let d = _mm512_set1_ps(act.d * f16_at(b, 0));
                 acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
             }
-            _mm512_reduce_add_ps(acc) - mins
+            _mm512_reduce_add_ps(acc) - hsum128(acc_min)
         }
     }
 
@@ -362,71 +434,55 @@ mod x86 {
         }
     }
 
-    /// Q6_K: unsigned 6-bit values times activations (pairs ≤ 2·63·127), scale per 16, the
-    /// −32 offset from the activation sums.
+    /// A Q6_K block's sixteen scales as i16, and its −32 offset's share `32 · Σ_i sc_i · Σ a`
+    /// as eight i32 lanes.
+    #[inline(always)]
+    unsafe fn q6k_scales(b: &[u8], act: &Q8K) -> (__m128i, __m256i) {
+        unsafe {
+            let sc8 = _mm_loadu_si128(b[192..208].as_ptr() as *const __m128i);
+            let sc16 = _mm256_cvtepi8_epi16(sc8);
+            let sums = _mm256_loadu_si256(act.bsums.as_ptr() as *const __m256i);
+            (sc8, _mm256_madd_epi16(sc16, sums))
+        }
+    }
+
+    /// Q6_K: unsigned 6-bit values times activations (pairs ≤ 2·63·127), `vpmaddwd` with the
+    /// scales of its two sixteens (a byte shuffle of the block's scales), the −32 offset from
+    /// the activation sums.
     #[inline(always)]
     unsafe fn q6k_avx2_body(w: &[u8], a: &[Q8K]) -> f32 {
         unsafe {
             let mut acc = _mm256_setzero_ps();
-            let mut offsets = 0f32;
+            let mut acc_offset = _mm256_setzero_ps();
             for (b, act) in w.chunks_exact(210).zip(a) {
-                let sc = &b[192..208];
                 let d = act.d * f16_at(b, 208);
-                offsets += d * (32 * q6k_offset_sum(sc, act)) as f32;
+                let (sc8, offsets) = q6k_scales(b, act);
+                acc_offset = _mm256_fmadd_ps(
+                    _mm256_set1_ps(32.0 * d),
+                    _mm256_cvtepi32_ps(offsets),
+                    acc_offset,
+                );
                 let mut sumi = _mm256_setzero_si256();
                 for h in 0..2 {
                     let q = q6k_half(b, h);
                     for (g, q) in q.into_iter().enumerate() {
                         let i = 8 * h + 2 * g;
-                        let p = _mm256_maddubs_epi16(q, load256_i8(&act.qs[128 * h + 32 * g..]));
-                        let scales = _mm256_set_m128i(
-                            _mm_set1_epi16((sc[i + 1] as i8) as i16),
-                            _mm_set1_epi16((sc[i] as i8) as i16),
+                        // [sc_i × 8, sc_{i+1} × 8] as i16.
+                        let pair = _mm_shuffle_epi8(
+                            sc8,
+                            _mm_set_epi64x(
+                                0x0101_0101_0101_0101 * (i as i64 + 1),
+                                0x0101_0101_0101_0101 * i as i64,
+                            ),
                         );
+                        let scales = _mm256_cvtepi8_epi16(pair);
+                        let p = _mm256_maddubs_epi16(q, load256_i8(&act.qs[128 * h + 32 * g..]));
                         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales));
                     }
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
-            hsum256(acc) - offsets
-        }
-    }
-
-    /// Q6_K with `vpdpbusd`: two groups of 32 (64 weights, four scales) per instruction; each
-    /// 32-bit lane sums 4 weights, so lane `L` of pair `p` in half `h` takes scale
-    /// `8h + 4p + L/4`.
-    #[inline(always)]
-    unsafe fn q6k_avx512_body(w: &[u8], a: &[Q8K]) -> f32 {
-        unsafe {
-            let lane_quarter = _mm512_srli_epi32::<2>(_mm512_set_epi32(
-                15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
-            ));
-            let index: [__m512i; 4] = std::array::from_fn(|hp| {
-                _mm512_add_epi32(lane_quarter, _mm512_set1_epi32(4 * hp as i32))
-            });
-            let mut acc = _mm512_setzero_ps();
-            let mut offsets = 0f32;
-            for (b, act) in w.chunks_exact(210).zip(a) {
-                let sc = &b[192..208];
-                let d = act.d * f16_at(b, 208);
-                offsets += d * (32 * q6k_offset_sum(sc, act)) as f32;
-                // SAFETY: 16 readable bytes.
-                let sc16 = _mm512_cvtepi8_epi32(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
-                let mut sumi = _mm512_setzero_si512();
-                for h in 0..2 {
-                    let q = q6k_half(b, h);
-                    for p in 0..2 {
-                        let wv =
-                            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[2 * p]), q[2 * p + 1]);
-                        let av = load512_i8(&act.qs[128 * h + 64 * p..]);
-                        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, av);
-                        let scales = _mm512_permutexvar_epi32(index[2 * h + p], sc16);
-                        sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, scales));
-                    }
-                }
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
-            }
-            _mm512_reduce_add_ps(acc) - offsets
+            hsum256(acc) - hsum256(acc_offset)
         }
     }
 }

@@ -8,12 +8,13 @@
 //! * Activations are quantized once per call to 8-bit blocks of 256 ([`activations::Q8K`]),
 //!   and every weight row is dotted against them in integer arithmetic, one superblock at a
 //!   time ([`dot`]). The per-block scales and minimums are applied once per sub-block.
-//! * Each dot product has three versions, picked at run time for the CPU at hand: AVX-512 with
-//!   VNNI (`vpdpbusd`, 64 weights per instruction), AVX2 (`vpmaddubsw`) and a portable one.
-//!   Q4_K and Q6_K (most of a Q4_K_M file) have hand-written AVX-512 and AVX2 versions; Q5_K
-//!   and Q8_0 are plain loops compiled for each instruction set.
-//! * Output rows are split between threads ([`rayon`]); a chunk of weight rows is dotted
-//!   against every activation row before the next chunk, so prefill reads each weight once.
+//! * Each dot product is picked at run time for the CPU at hand ([`dot::best_isa`]): Q4_K
+//!   has hand-written AVX-512 (`vpmaddubsw` on 64 weights, `vpdpwssd` with the scales) and
+//!   AVX2 versions, Q6_K an AVX2 one (faster here than its 512-bit variant was); Q5_K and
+//!   Q8_0 are plain loops compiled for AVX2; every type has a portable version.
+//! * Output rows are split between threads ([`rayon`]). One activation row (decoding) takes
+//!   the row kernels; several (prefill) take [`expand`], which unpacks each weight once per
+//!   call and, with AVX-512 VNNI, multiplies sixteen rows per instruction.
 //! * [`QMatrix::dequantize_row`] expands one row, for embedding tables that stay quantized.
 //!
 //! Types other than the four, and rows not a multiple of 256 wide, are not covered: callers
