@@ -59,7 +59,8 @@ pub fn kernel_for(dtype: QuantType, isa: Isa) -> DotFn {
             // The AVX2 kernel: a 512-bit one measured slower here (scale lanes cost more than
             // the wider products save).
             (QuantType::Q6K, Isa::Avx512Vnni | Isa::Avx2) => return x86::q6k_avx2,
-            (QuantType::Q5K, Isa::Avx512Vnni | Isa::Avx2) => return x86::q5k_v3,
+            (QuantType::Q5K, Isa::Avx512Vnni) => return x86::q5k_avx512,
+            (QuantType::Q5K, Isa::Avx2) => return x86::q5k_avx2,
             (QuantType::Q8_0, Isa::Avx512Vnni | Isa::Avx2) => return x86::q8_0_v3,
             _ => {}
         }
@@ -220,15 +221,20 @@ mod x86 {
         };
     }
 
-    // The portable loops, compiled for AVX2 (LLVM vectorises them).
-    dispatch!(q5k_v3, "avx2,fma", super::q4k5k::<true>);
+    // The portable loop, compiled for AVX2 (LLVM vectorises it).
     dispatch!(q8_0_v3, "avx2,fma", super::q8_0);
-    dispatch!(q4k_avx2, "avx2,fma", q4k_avx2_body);
+    dispatch!(q4k_avx2, "avx2,fma", q4k_avx2_body::<false>);
+    dispatch!(q5k_avx2, "avx2,fma", q4k_avx2_body::<true>);
     dispatch!(q6k_avx2, "avx2,fma", q6k_avx2_body);
     dispatch!(
         q4k_avx512,
         "avx512f,avx512bw,avx512vnni,avx2,fma",
-        q4k_avx512_body
+        q4k_avx512_body::<false>
+    );
+    dispatch!(
+        q5k_avx512,
+        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        q4k_avx512_body::<true>
     );
 
     #[inline(always)]
@@ -271,6 +277,26 @@ mod x86 {
                 _mm256_and_si256(q, m4),
                 _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
             )
+        }
+    }
+
+    /// The values of sub-blocks 2j (low nibbles) and 2j + 1 (high nibbles) of a Q4_K block, or
+    /// of a Q5_K block with each one's fifth bit from `qh` (bits 2j and 2j + 1 of its bytes).
+    #[inline(always)]
+    unsafe fn values<const FIVE: bool>(b: &[u8], j: usize) -> (__m256i, __m256i) {
+        unsafe {
+            if !FIVE {
+                return nibbles(load256(&b[16 + 32 * j..]));
+            }
+            let (lo, hi) = nibbles(load256(&b[48 + 32 * j..]));
+            let qh = load256(&b[16..]);
+            let one = _mm256_set1_epi8(1);
+            let shift = _mm_cvtsi32_si128(2 * j as i32);
+            let bits = _mm256_srl_epi16(qh, shift);
+            let lo_bit = _mm256_slli_epi16::<4>(_mm256_and_si256(bits, one));
+            let hi_bit =
+                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<1>(bits), one));
+            (_mm256_or_si256(lo, lo_bit), _mm256_or_si256(hi, hi_bit))
         }
     }
 
@@ -321,11 +347,11 @@ mod x86 {
     /// activations (pairs ≤ 2·15·127, no saturation), `vpmaddwd` with the sub-block scale
     /// (picked from the unpacked scales by a byte shuffle); minimums from the activation sums.
     #[inline(always)]
-    unsafe fn q4k_avx2_body(w: &[u8], a: &[Q8K]) -> f32 {
+    unsafe fn q4k_avx2_body<const FIVE: bool>(w: &[u8], a: &[Q8K]) -> f32 {
         unsafe {
             let mut acc = _mm256_setzero_ps();
             let mut acc_min = _mm_setzero_ps();
-            for (b, act) in w.chunks_exact(144).zip(a) {
+            for (b, act) in w.chunks_exact(if FIVE { 176 } else { 144 }).zip(a) {
                 let (scales, mins) = q4k_scales(b, act);
                 acc_min = _mm_fmadd_ps(
                     _mm_set1_ps(act.d * f16_at(b, 2)),
@@ -335,7 +361,7 @@ mod x86 {
                 let scales = _mm256_broadcastsi128_si256(scales);
                 let mut sumi = _mm256_setzero_si256();
                 for j in 0..4 {
-                    let (lo, hi) = nibbles(load256(&b[16 + 32 * j..]));
+                    let (lo, hi) = values::<FIVE>(b, j);
                     let s0 = _mm256_shuffle_epi8(
                         scales,
                         _mm256_broadcastsi128_si256(lane_broadcast(2 * j)),
@@ -374,7 +400,7 @@ mod x86 {
     /// sub-blocks), one `vpmaddubsw` against 64 activations, then `vpdpwssd` with the two
     /// sub-blocks' scales (lanes picked by `vpermw`).
     #[inline(always)]
-    unsafe fn q4k_avx512_body(w: &[u8], a: &[Q8K]) -> f32 {
+    unsafe fn q4k_avx512_body<const FIVE: bool>(w: &[u8], a: &[Q8K]) -> f32 {
         unsafe {
             // Scale lanes for sub-blocks (2j, 2j + 1): sixteen of each.
             let pick: [__m512i; 4] = std::array::from_fn(|j| {
@@ -386,7 +412,7 @@ mod x86 {
             });
             let mut acc = _mm512_setzero_ps();
             let mut acc_min = _mm_setzero_ps();
-            for (b, act) in w.chunks_exact(144).zip(a) {
+            for (b, act) in w.chunks_exact(if FIVE { 176 } else { 144 }).zip(a) {
                 let (scales, mins) = q4k_scales(b, act);
                 acc_min = _mm_fmadd_ps(
                     _mm_set1_ps(act.d * f16_at(b, 2)),
@@ -396,7 +422,7 @@ mod x86 {
                 let scales = _mm512_castsi128_si512(scales);
                 let mut sumi = _mm512_setzero_si512();
                 for j in 0..4 {
-                    let (lo, hi) = nibbles(load256(&b[16 + 32 * j..]));
+                    let (lo, hi) = values::<FIVE>(b, j);
                     let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                     let p = _mm512_maddubs_epi16(wv, load512_i8(&act.qs[64 * j..]));
                     let sc = _mm512_permutexvar_epi16(pick[j], scales);
