@@ -17,8 +17,10 @@
 use crate::activations::Q8K;
 use crate::blocks::{QK_K, QuantType, f16_at, scales_mins};
 
-/// Activation rows from which a matmul takes this path.
-pub const MIN_ROWS: usize = 4;
+/// Activation rows from which a matmul takes this path. Measured on Phi-4's 5120 × 35840
+/// Q4_K and 17920 × 5120 Q6_K matrices (2 threads, AVX-512): at 16 rows the row kernels are
+/// still 10 % faster, at 64 this path is 1.6–1.8× faster, at 512 about 2×.
+pub const MIN_ROWS: usize = 32;
 
 /// Whether `dtype` has this path.
 pub fn covers(dtype: QuantType) -> bool {
