@@ -112,6 +112,10 @@ pub(crate) fn causal_mask(len: usize, offset: usize, device: &Device) -> Result<
 
 /// Attention of `q` `[1, heads, len, d]` over the cached keys and values plus the new `k`, `v`
 /// `[1, kv_heads, len, d]`; returns `[1, len, heads·d]`.
+///
+/// Grouped-query heads are not repeated: the `heads / kv_heads` query heads that share a
+/// key/value head are stacked as extra rows of one matmul against it, so a decoding step reads
+/// the cache once per key/value head instead of copying it once per query head.
 pub(crate) fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -122,17 +126,23 @@ pub(crate) fn attend(
     let (b, heads, len, d) = q.dims4()?;
     let kv_heads = k.dim(1)?;
     let (k, v) = cache.append(k, v, q.dtype())?;
+    let (k, v) = (k.contiguous()?, v.contiguous()?);
+    let total = k.dim(2)?;
     let n_rep = heads / kv_heads;
-    let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
-    let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
+    // [b, heads, len, d] → [b, kv_heads, n_rep·len, d]: query head h = kv·n_rep + r.
+    let q = q.contiguous()?.reshape((b, kv_heads, n_rep * len, d))?;
     let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
     let scores = match mask {
-        Some(m) => scores.broadcast_add(m)?,
+        Some(m) => scores
+            .reshape((b, kv_heads, n_rep, len, total))?
+            .broadcast_add(m)?
+            .reshape((b, kv_heads, n_rep * len, total))?,
         None => scores,
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     probs
         .matmul(&v)?
+        .reshape((b, heads, len, d))?
         .transpose(1, 2)?
         .reshape((b, len, heads * d))
 }
