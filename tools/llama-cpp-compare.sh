@@ -34,22 +34,24 @@ ours_line="$(grep '^direct: loaded' "$dir/ours.txt")"
 ours_prefill="$(sed -E 's/.*prefill ([0-9]+) tokens ([0-9.]+) s.*/\1 \2/' <<<"$ours_line" | awk '{printf "%.2f", $1/$2}')"
 ours_decode="$(sed -E 's/.*decode ([0-9.]+) tok\/s.*/\1/' <<<"$ours_line")"
 
-bench() { # label, llama-bench flags
-  local label="$1"; shift
-  local rss pp tg
-  rss="$(peak "$dir/llama-$label.json" "$llama/llama-bench" -m "$file" -t "$threads" -p 512 -n 16 -r 1 -o jsonl "$@")"
-  pp="$(python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print("%.2f" % next(x["avg_ts"] for x in r if x["n_prompt"]>0))' "$dir/llama-$label.json")"
-  tg="$(python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print("%.3f" % next(x["avg_ts"] for x in r if x["n_gen"]>0))' "$dir/llama-$label.json")"
-  echo "| llama.cpp $label | $rss | $pp | $tg |"
+bench() { # label, llama-bench flags: prefill of 512 tokens, then 16 tokens decoded after 512
+  local label="$1" slug; shift
+  slug="$(tr -c 'a-z0-9' '-' <<<"$label")"
+  local rss rss2 pp tg
+  rss="$(peak "$dir/llama-$slug-pp.json" "$llama/llama-bench" -m "$file" -t "$threads" -p 512 -n 0 -r 1 -o jsonl "$@")"
+  rss2="$(peak "$dir/llama-$slug-tg.json" "$llama/llama-bench" -m "$file" -t "$threads" -p 0 -n 16 -d 512 -r 1 -o jsonl "$@")"
+  pp="$(python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print("%.2f" % r[0]["avg_ts"])' "$dir/llama-$slug-pp.json")"
+  tg="$(python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print("%.3f" % r[0]["avg_ts"])' "$dir/llama-$slug-tg.json")"
+  echo "| llama.cpp $label | $(( rss > rss2 ? rss : rss2 )) | $pp | $tg |"
 }
 
 echo
-echo "| run ($threads threads) | peak RSS MB | prefill 512 tok/s | decode tok/s |"
+echo "| run ($threads threads) | peak RSS MB | prefill 512 tok/s | decode tok/s after 512 |"
 echo "|---|---:|---:|---:|"
 echo "| this workspace (quant-kernels, F16 KV) | $ours_rss | $ours_prefill | $ours_decode |"
 bench "default (mmap, repack)"
 bench "--repack 0 (mmap)" --repack 0
 bench "-lm none (no mmap, repack)" -lm none
 echo
-echo "llama.cpp: $(cat "$root/.cache/llama.cpp/VERSION" 2>/dev/null || echo "$llama"); decode: llama-bench tg16 from an empty context, ours after the 512-token prompt"
+echo "llama.cpp: $(cat "$root/.cache/llama.cpp/VERSION" 2>/dev/null || echo "$llama"); decode: 16 tokens after 512 (llama-bench -p 0 -n 16 -d 512; ours after the 512-token prompt)"
 [ -n "$keep" ] || rm -rf "$dir"
