@@ -602,7 +602,10 @@ mod tests {
         );
         // The registry's KV cache is F16; F32 keys and values reserve twice its bytes.
         assert_eq!(g.kv_dtype, DType::F16);
-        let f32_kv = phi.clone().map_generate(|o| o.kv_dtype(DType::F32)).unwrap();
+        let f32_kv = phi
+            .clone()
+            .map_generate(|o| o.kv_dtype(DType::F32))
+            .unwrap();
         let f32_opts = f32_kv.generate_options("generate").unwrap();
         assert_eq!(f32_opts.kv_dtype, DType::F32);
         assert_eq!(

@@ -148,8 +148,8 @@ impl GenerateOptions {
         o.prefill_chunk = p.prompt_tokens.unwrap_or(DEFAULT_PREFILL_CHUNK);
         o.dtype = crate::config::profile_dtype(info)?;
         if let Some(kv) = p.kv_dtype {
-            o.kv_dtype =
-                model_runtime::parse_dtype(kv).map_err(|e| ServeError::backend(info.registry_key, e))?;
+            o.kv_dtype = model_runtime::parse_dtype(kv)
+                .map_err(|e| ServeError::backend(info.registry_key, e))?;
         }
         o.template = info
             .serving
