@@ -318,10 +318,15 @@ mod x86 {
         ]
     }
 
-    /// `(scales, minimums)` of a Q4_K block as eight i16 each, and the minimums' share
-    /// `Σ_j min_j · Σ a` of the block as four i32 lanes.
+    /// Bytes per block: Q4_K, or Q5_K with its 32 bytes of fifth bits.
+    const fn q4k_block<const FIVE: bool>() -> usize {
+        if FIVE { 176 } else { 144 }
+    }
+
+    /// A Q4_K/Q5_K block's eight scales as i16; adds the block's minimums' share,
+    /// `dmin · d_a · Σ_j min_j · Σ a`, to the four lanes of `acc_min`.
     #[inline(always)]
-    unsafe fn q4k_scales(b: &[u8], act: &Q8K) -> (__m128i, __m128i) {
+    unsafe fn q4k_scales(b: &[u8], act: &Q8K, acc_min: &mut __m128) -> __m128i {
         unsafe {
             let [w0, w1, w2, w3] = scales_mins_packed(&b[4..16]);
             let both =
@@ -333,7 +338,9 @@ mod x86 {
                 _mm256_extracti128_si256::<1>(sums),
             );
             let mins = _mm_madd_epi16(_mm256_extracti128_si256::<1>(both), sums32);
-            (_mm256_castsi256_si128(both), mins)
+            let dmin = _mm_set1_ps(act.d * f16_at(b, 2));
+            *acc_min = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(mins), *acc_min);
+            _mm256_castsi256_si128(both)
         }
     }
 
@@ -351,13 +358,8 @@ mod x86 {
         unsafe {
             let mut acc = _mm256_setzero_ps();
             let mut acc_min = _mm_setzero_ps();
-            for (b, act) in w.chunks_exact(if FIVE { 176 } else { 144 }).zip(a) {
-                let (scales, mins) = q4k_scales(b, act);
-                acc_min = _mm_fmadd_ps(
-                    _mm_set1_ps(act.d * f16_at(b, 2)),
-                    _mm_cvtepi32_ps(mins),
-                    acc_min,
-                );
+            for (b, act) in w.chunks_exact(q4k_block::<FIVE>()).zip(a) {
+                let scales = q4k_scales(b, act, &mut acc_min);
                 let scales = _mm256_broadcastsi128_si256(scales);
                 let mut sumi = _mm256_setzero_si256();
                 for j in 0..4 {
@@ -412,13 +414,8 @@ mod x86 {
             });
             let mut acc = _mm512_setzero_ps();
             let mut acc_min = _mm_setzero_ps();
-            for (b, act) in w.chunks_exact(if FIVE { 176 } else { 144 }).zip(a) {
-                let (scales, mins) = q4k_scales(b, act);
-                acc_min = _mm_fmadd_ps(
-                    _mm_set1_ps(act.d * f16_at(b, 2)),
-                    _mm_cvtepi32_ps(mins),
-                    acc_min,
-                );
+            for (b, act) in w.chunks_exact(q4k_block::<FIVE>()).zip(a) {
+                let scales = q4k_scales(b, act, &mut acc_min);
                 let scales = _mm512_castsi128_si512(scales);
                 let mut sumi = _mm512_setzero_si512();
                 for j in 0..4 {
