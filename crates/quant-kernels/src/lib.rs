@@ -23,6 +23,10 @@
 //! The workspace compiles this crate with optimisations in dev builds too, so the tests of the
 //! crates above it stay fast.
 
+// Block layouts are read by index (sub-block j, group g, lane l) as llama.cpp's format
+// describes them; iterator chains over several parallel arrays would hide that.
+#![allow(clippy::needless_range_loop)]
+
 pub mod activations;
 pub mod blocks;
 pub mod dot;
@@ -89,7 +93,7 @@ impl QMatrix {
         cols: usize,
         data: Vec<u8>,
     ) -> Result<Self, QMatrixError> {
-        if cols % blocks::QK_K != 0 {
+        if !cols.is_multiple_of(blocks::QK_K) {
             return Err(QMatrixError::RowWidth { cols });
         }
         let row_bytes = dtype.row_bytes(cols);

@@ -48,7 +48,7 @@ impl QLinear {
     ) -> Result<Self> {
         if device.is_cpu()
             && let Some(t) = kernel_type(dtype)
-            && cols % quant_kernels::blocks::QK_K == 0
+            && cols.is_multiple_of(quant_kernels::blocks::QK_K)
         {
             let m = QMatrix::new(t, rows, cols, bytes).map_err(candle_core::Error::wrap)?;
             return Ok(QLinear::Kernels(Arc::new(m)));
