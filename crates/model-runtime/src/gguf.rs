@@ -132,26 +132,9 @@ impl GgufFile {
             })
     }
 
-    /// Reads a stacked 3-D tensor `[n_experts, rows, cols]` as one 2-D tensor per expert,
-    /// straight from the file (each expert's slice is contiguous in ggml's layout), so the
+    /// The blocks of each expert of a stacked `[n_experts, rows, cols]` tensor, as stored,
+    /// read straight from the file (each expert's slice is contiguous in ggml's layout), so the
     /// stacked tensor is never held in memory next to its parts.
-    pub fn split_experts(
-        &mut self,
-        name: &str,
-        device: &candle_core::Device,
-    ) -> Result<Vec<QTensor>, BackendError> {
-        let (dtype, rows, cols) = self.expert_shape(name)?;
-        self.expert_parts(name, |bytes| {
-            let storage = candle_core::quantized::QStorage::from_data(
-                std::borrow::Cow::Borrowed(bytes),
-                device,
-                dtype,
-            )?;
-            Ok(QTensor::new(storage, (rows, cols))?)
-        })
-    }
-
-    /// The blocks of each expert of a stacked `[n_experts, rows, cols]` tensor, as stored.
     pub fn split_expert_bytes(&mut self, name: &str) -> Result<Vec<Vec<u8>>, BackendError> {
         self.expert_parts(name, |bytes| Ok(bytes.to_vec()))
     }

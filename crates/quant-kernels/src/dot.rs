@@ -15,15 +15,15 @@ use crate::blocks::{QuantType, f16_at, scales_mins};
 /// A row dot product: weight blocks, activation blocks (same length in elements).
 pub type DotFn = fn(&[u8], &[Q8K]) -> f32;
 
-/// The instruction set a kernel uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The instruction set a kernel uses, from the least to the most capable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
-    /// AVX-512 (F, BW, VNNI).
-    Avx512Vnni,
-    /// AVX2 with FMA.
-    Avx2,
     /// Plain Rust.
     Portable,
+    /// AVX2 with FMA.
+    Avx2,
+    /// AVX-512 (F, BW, VNNI).
+    Avx512Vnni,
 }
 
 /// The best instruction set this CPU offers the kernels.
@@ -52,7 +52,7 @@ pub fn kernel(dtype: QuantType) -> DotFn {
 pub fn kernel_for(dtype: QuantType, isa: Isa) -> DotFn {
     #[cfg(target_arch = "x86_64")]
     {
-        let isa = if isa > best_isa() { best_isa() } else { isa };
+        let isa = isa.min(best_isa());
         match (dtype, isa) {
             (QuantType::Q4K, Isa::Avx512Vnni) => return x86::q4k_avx512,
             (QuantType::Q4K, Isa::Avx2) => return x86::q4k_avx2,
@@ -71,17 +71,6 @@ pub fn kernel_for(dtype: QuantType, isa: Isa) -> DotFn {
         QuantType::Q5K => q5k_portable,
         QuantType::Q6K => q6k_portable,
         QuantType::Q8_0 => q8_0_portable,
-    }
-}
-
-impl PartialOrd for Isa {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        let rank = |i: &Isa| match i {
-            Isa::Portable => 0,
-            Isa::Avx2 => 1,
-            Isa::Avx512Vnni => 2,
-        };
-        rank(self).partial_cmp(&rank(other))
     }
 }
 

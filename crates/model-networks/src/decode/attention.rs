@@ -31,11 +31,6 @@ impl KvCaches {
         }
     }
 
-    /// The dtype keys and values are stored in.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
     /// Tokens already in the cache (the position of the next one).
     pub fn position(&self) -> usize {
         self.position

@@ -87,11 +87,6 @@ impl QLinear {
             })
             .collect()
     }
-
-    /// Whether `quant-kernels` runs this matrix.
-    pub fn on_kernels(&self) -> bool {
-        matches!(self, QLinear::Kernels(_))
-    }
 }
 
 impl Module for QLinear {
