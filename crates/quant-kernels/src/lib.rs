@@ -16,6 +16,7 @@
 //!   the row kernels; several (prefill) take [`expand`], which unpacks each weight once per
 //!   call and, with AVX-512 VNNI, multiplies sixteen rows per instruction.
 //! * [`QMatrix::dequantize_row`] expands one row, for embedding tables that stay quantized.
+//! * [`attention::attend`] runs a decoding step's attention straight over an F16 KV cache.
 //!
 //! Types other than the four, and rows not a multiple of 256 wide, are not covered: callers
 //! keep another path for them ([`QuantType::from_ggml`] says which).
@@ -28,6 +29,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod activations;
+pub mod attention;
 pub mod blocks;
 pub mod dot;
 pub mod expand;
@@ -207,18 +209,36 @@ impl QMatrix {
         let dot = dot::kernel(self.dtype);
         // Enough chunks to balance the threads, each long enough to amortise the hand-off.
         let chunk = (self.rows / (threads * 8)).clamp(1, 256);
+        // Each row is dotted a piece at a time, and before each piece the bytes
+        // `PREFETCH_DISTANCE` further along the chunk are requested: a steady trickle of
+        // requests keeps the memory system busy while the kernel computes, where a whole row
+        // requested at once stalled on the full line-fill buffers (see `PREFETCH_DISTANCE`).
+        let unit = self.dtype.row_bytes(blocks::QK_K);
+        let piece = (PREFETCH_PIECE / unit).max(1);
         (0..self.rows.div_ceil(chunk))
             .into_par_iter()
             .for_each(|c| {
                 let start = c * chunk;
                 let end = (start + chunk).min(self.rows);
+                let stream = &self.data[start * self.row_bytes..end * self.row_bytes];
                 let out_ptr = &out_ptr;
                 for (i, a) in acts.iter().enumerate() {
                     for r in start..end {
-                        if i == 0 && r + PREFETCH_AHEAD < end {
-                            prefetch(self.row(r + PREFETCH_AHEAD));
+                        let row_at = (r - start) * self.row_bytes;
+                        let row = &stream[row_at..row_at + self.row_bytes];
+                        let mut v = 0f32;
+                        for (p, (w, x)) in row.chunks(piece * unit).zip(a.chunks(piece)).enumerate()
+                        {
+                            if i == 0 {
+                                let ahead = row_at + p * piece * unit + PREFETCH_DISTANCE;
+                                if let Some(next) =
+                                    stream.get(ahead..(ahead + w.len()).min(stream.len()))
+                                {
+                                    prefetch(next);
+                                }
+                            }
+                            v += dot(w, x);
                         }
-                        let v = dot(self.row(r), a);
                         // SAFETY: `i * rows + r` is inside `out` (checked above), and each (i, r)
                         // is written by exactly one chunk, so no two threads touch one element.
                         unsafe { *out_ptr.0.add(i * self.rows + r) = v };
@@ -228,10 +248,15 @@ impl QMatrix {
     }
 }
 
-/// Rows ahead of the one being dotted whose bytes are requested from memory first: one
-/// sequential stream alone leaves the memory system idle between the hardware prefetcher's
-/// requests.
-const PREFETCH_AHEAD: usize = 2;
+/// Bytes between the piece of a row being dotted and the bytes requested before it. Measured
+/// on 1.2 GB of Phi-4-shaped Q4_K and Q6_K matrices (`qmatrix-speed`, 2 threads): whole rows
+/// requested two rows ahead read 17.4 GB/s; ~700-byte pieces requested one or two
+/// 2,880-byte rows ahead, 20–22 GB/s, as fast as a plain read of the same bytes. Without
+/// software prefetch, 14.2 GB/s.
+const PREFETCH_DISTANCE: usize = 4096;
+
+/// Bytes of weights per piece (rounded down to whole 256-element blocks, at least one).
+const PREFETCH_PIECE: usize = 768;
 
 /// Asks for the cache lines of `bytes` without waiting for them.
 #[inline(always)]

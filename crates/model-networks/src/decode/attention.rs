@@ -85,14 +85,51 @@ pub struct LayerCache<'a> {
 
 impl LayerCache<'_> {
     /// Appends `k`, `v` (converted to the cache's dtype) and returns every cached key and
-    /// value in `dtype`.
-    fn append(&mut self, k: &Tensor, v: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
-        let (k, v) = self.cache.append(
+    /// value, in the cache's dtype.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.cache.append(
             &k.to_dtype(self.dtype)?.contiguous()?,
             &v.to_dtype(self.dtype)?.contiguous()?,
-        )?;
-        Ok((widen(&k, dtype)?, widen(&v, dtype)?))
+        )
     }
+}
+
+/// New tokens up to which a step attends with [`quant_kernels::attention`] (an F16 cache on
+/// the CPU): decoding steps. Longer prefills go through candle's matmuls, which block the
+/// work for the cache better when every row sees hundreds of tokens.
+const KERNEL_ROWS: usize = 8;
+
+/// Attention of `q` `[1, heads, len, d]` over an F16 CPU cache (`k`, `v` as the cache returns
+/// them: `[1, kv_heads, tokens, d]` views of its buffers) with the kernels; `None` when the
+/// tensors are not laid out that way.
+fn attend_on_cache(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    let (b, heads, len, d) = q.dims4()?;
+    if b != 1 || len > KERNEL_ROWS || q.dtype() != DType::F32 || k.dtype() != DType::F16 {
+        return Ok(None);
+    }
+    let queries: Vec<f32> = q.contiguous()?.flatten_all()?.to_vec1()?;
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) = (&*ks, &*vs) else {
+        return Ok(None);
+    };
+    let [_, kv_heads, tokens, _] = *kl.dims() else {
+        return Ok(None);
+    };
+    let stride = kl.stride();
+    if stride[3] != 1 || stride[2] != d || vl.stride() != stride || vl.dims() != kl.dims() {
+        return Ok(None);
+    }
+    let cache = quant_kernels::attention::CachedHeads {
+        keys: &kc.as_slice::<half::f16>()?[kl.start_offset()..],
+        values: &vc.as_slice::<half::f16>()?[vl.start_offset()..],
+        head_stride: stride[1],
+        tokens,
+        kv_heads,
+        dim: d,
+    };
+    let out = quant_kernels::attention::attend(&cache, &queries, heads, 1.0 / (d as f32).sqrt());
+    Tensor::from_vec(out, (1, len, heads * d), q.device()).map(Some)
 }
 
 /// `t` as `dtype`. An F16 cache view on the CPU (`[b, heads, tokens, d]`, each head's tokens
@@ -139,8 +176,9 @@ pub(crate) fn causal_mask(len: usize, offset: usize, device: &Device) -> Result<
 /// Attention of `q` `[1, heads, len, d]` over the cached keys and values plus the new `k`, `v`
 /// `[1, kv_heads, len, d]`; returns `[1, len, heads·d]`.
 ///
-/// Grouped-query heads are not repeated: the `heads / kv_heads` query heads that share a
-/// key/value head are stacked as extra rows of one matmul against it, so a decoding step reads
+/// A decoding step over an F16 cache on the CPU runs in [`quant_kernels::attention`].
+/// Otherwise grouped-query heads are not repeated: the `heads / kv_heads` query heads that
+/// share a key/value head are stacked as extra rows of one matmul against it, so a step reads
 /// the cache once per key/value head instead of copying it once per query head.
 pub(crate) fn attend(
     q: &Tensor,
@@ -151,7 +189,11 @@ pub(crate) fn attend(
 ) -> Result<Tensor> {
     let (b, heads, len, d) = q.dims4()?;
     let kv_heads = k.dim(1)?;
-    let (k, v) = cache.append(k, v, q.dtype())?;
+    let (k, v) = cache.append(k, v)?;
+    if let Some(y) = attend_on_cache(q, &k, &v)? {
+        return Ok(y);
+    }
+    let (k, v) = (widen(&k, q.dtype())?, widen(&v, q.dtype())?);
     let (k, v) = (k.contiguous()?, v.contiguous()?);
     let total = k.dim(2)?;
     let n_rep = heads / kv_heads;

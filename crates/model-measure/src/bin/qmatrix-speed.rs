@@ -1,0 +1,121 @@
+//! Decode speed of the GGUF-layout kernels on matrices of Phi-4's shapes with random blocks:
+//! one activation row against a matrix far larger than the caches (GB/s of weights read), the
+//! same kernels on a cache-resident matrix on one thread (ns per 256 weights, the compute
+//! side), and a plain read of the same bytes on all threads (the memory system's ceiling).
+//!
+//! ```sh
+//! cargo run --release -p model-measure --bin qmatrix-speed
+//! ```
+
+use std::time::Instant;
+
+use quant_kernels::{QMatrix, QuantType, activations, dot};
+use rayon::prelude::*;
+
+fn random_matrix(dtype: QuantType, rows: usize, cols: usize, seed: u64) -> QMatrix {
+    let mut s = seed | 1;
+    let mut data: Vec<u8> = (0..dtype.row_bytes(cols) * rows)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect();
+    let scale_at: &[usize] = match dtype {
+        QuantType::Q8_0 => &[0],
+        QuantType::Q4K | QuantType::Q5K => &[0, 2],
+        QuantType::Q6K => &[208],
+    };
+    let d = half::f16::from_f32(0.004).to_le_bytes();
+    for block in data.chunks_exact_mut(dtype.block_bytes()) {
+        for &at in scale_at {
+            block[at..at + 2].copy_from_slice(&d);
+        }
+    }
+    QMatrix::new(dtype, rows, cols, data).expect("shape")
+}
+
+fn best_of<F: FnMut()>(reps: usize, mut f: F) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let cols = 5120;
+    let x: Vec<f32> = (0..cols)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+        .collect();
+    let acts = vec![activations::quantize(&x)];
+    println!(
+        "threads: {}, isa: {:?}",
+        rayon::current_num_threads(),
+        dot::best_isa()
+    );
+    // Prefill: 512 activation rows against one matrix (each weight row unpacked once).
+    for (dtype, rows) in [(QuantType::Q4K, 35840), (QuantType::Q6K, 17920)] {
+        let m = 512;
+        let w = random_matrix(dtype, rows, cols, 3);
+        let x: Vec<f32> = (0..m * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect();
+        let mut out = vec![0f32; m * rows];
+        let s = best_of(2, || w.matmul(&x, m, &mut out));
+        let pairs = (m * rows * cols / 256) as f64;
+        println!(
+            "{dtype:?} {rows}x{cols} times {m} rows: {:.0} ms, {:.2} ns per block-row pair per thread",
+            s * 1e3,
+            s * 1e9 * rayon::current_num_threads() as f64 / pairs
+        );
+    }
+    // Several matrices, together far beyond the last-level cache (260 MiB on some servers),
+    // so each decoding step reads its weights from memory as a real model's does.
+    for (dtype, rows, count) in [(QuantType::Q4K, 35840, 12), (QuantType::Q6K, 20480, 12)] {
+        let mats: Vec<QMatrix> = (0..count)
+            .map(|i| random_matrix(dtype, rows, cols, 7 + i))
+            .collect();
+        let gb = mats.iter().map(|m| m.bytes().len()).sum::<usize>() as f64 / 1e9;
+        let mut out = vec![0f32; rows];
+        let s = best_of(5, || {
+            for m in &mats {
+                m.matmul_quantized(&acts, &mut out);
+            }
+        });
+        let read = best_of(5, || {
+            for m in &mats {
+                let sum: u64 = m
+                    .bytes()
+                    .par_chunks(1 << 16)
+                    .map(|c| {
+                        c.chunks_exact(8)
+                            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+                            .fold(0u64, u64::wrapping_add)
+                    })
+                    .reduce(|| 0, u64::wrapping_add);
+                std::hint::black_box(sum);
+            }
+        });
+        let small = random_matrix(dtype, 256, cols, 9);
+        let dotf = dot::kernel(dtype);
+        let blocks = (256 * cols / 256) as f64;
+        let one = best_of(50, || {
+            for r in 0..256 {
+                std::hint::black_box(dotf(small.row(r), &acts[0]));
+            }
+        });
+        println!(
+            "{dtype:?} {count} x {rows}x{cols} ({:.0} MB): matvec {:.2} ms = {:.1} GB/s; plain read {:.1} GB/s; in cache 1 thread {:.2} ns/block",
+            gb * 1e3,
+            s * 1e3,
+            gb / s,
+            gb / read,
+            one / blocks * 1e9
+        );
+    }
+}
