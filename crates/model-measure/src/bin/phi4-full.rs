@@ -19,15 +19,15 @@
 //!    (a shorter prompt, `--tput-prompt`, 64 tokens by default).
 //! 4. Deletes the file (unless `--keep`).
 //!
-//! Options: `--dir D` (where to write), `--layers N` (fewer layers, same shapes, for a quick
-//! check), `--prompt P` (512), `--new N` (16), `--context C` (4096: the KV cache the request
-//! holds), `--tput-prompt P` (64), `--keep`, `--skip-pool`. `phi4-full write --dir D` only
-//! writes the file (for llama.cpp: `tools/llama-cpp-compare.sh`).
+//! `phi4-full --help` lists the options; `phi4-full write --dir D` only writes the file (for
+//! llama.cpp: `tools/llama-cpp-compare.sh`).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
 
 use model_fixtures::decode as support;
 use model_pool::{DeviceId, MemoryGovernor};
@@ -44,74 +44,102 @@ const KEY: &str = "microsoft/phi-4";
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 const MB: f64 = 1_048_576.0;
 
+/// Full-size random Phi-4 Q4_K_M: estimated against measured memory, prefill and decode speed
+/// on the CPU, directly and through the pool (module docs: what each step does).
+#[derive(Parser)]
+#[command(version)]
 struct Opts {
-    dir: PathBuf,
+    /// The step to run; without one, `write`, `direct` and `pool` each in a fresh process,
+    /// then the file is deleted.
+    #[arg(value_enum)]
+    mode: Option<Mode>,
+    /// Where the GGUF is written (and read): a new temporary directory by default.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Fewer layers (same shapes), for a quick check.
+    #[arg(long)]
     layers: Option<u64>,
+    /// Prompt tokens of the measured request (prefilled at once).
+    #[arg(long, default_value_t = 512)]
     prompt: usize,
+    /// Tokens decoded after the prompt.
+    #[arg(long, default_value_t = 16)]
     new: usize,
+    /// Prompt tokens of the throughput runs through the pool.
+    #[arg(long, default_value_t = 64)]
     tput_prompt: usize,
-    keep: bool,
-    skip_pool: bool,
+    /// Tokens the request's KV cache holds (at least prompt + new).
+    #[arg(long, default_value_t = 4096)]
     context: usize,
+    /// Keep the file after a full run.
+    #[arg(long)]
+    keep: bool,
+    /// Skip the throughput runs through the pool.
+    #[arg(long)]
+    skip_pool: bool,
 }
 
-fn opts(args: &[String]) -> Opts {
-    let mut o = Opts {
-        dir: std::env::temp_dir().join(format!("phi4-full-{}", std::process::id())),
-        layers: None,
-        prompt: 512,
-        new: 16,
-        tput_prompt: 64,
-        keep: false,
-        skip_pool: false,
-        context: 4096,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().expect("option value").clone();
-        match a.as_str() {
-            "--dir" => o.dir = PathBuf::from(val()),
-            "--layers" => o.layers = Some(val().parse().unwrap()),
-            "--prompt" => o.prompt = val().parse().unwrap(),
-            "--new" => o.new = val().parse().unwrap(),
-            "--tput-prompt" => o.tput_prompt = val().parse().unwrap(),
-            "--keep" => o.keep = true,
-            "--context" => o.context = val().parse().unwrap(),
-            "--skip-pool" => o.skip_pool = true,
-            _ => {}
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Only write the GGUF (for llama.cpp: `tools/llama-cpp-compare.sh`).
+    Write,
+    /// Load it and run one request of the run profile: memory, prefill and decode.
+    Direct,
+    /// Decode throughput through the pool, a lease and a bare session.
+    Pool,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Write => "write",
+            Mode::Direct => "direct",
+            Mode::Pool => "pool",
         }
     }
-    o
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let o = opts(&args);
-    let file = o.dir.join("phi-4-Q4_K_M.gguf");
-    match args.first().map(String::as_str) {
-        Some("write") => return write(&file, o.layers),
-        Some("direct") => return direct(&file, &o),
-        Some("pool") => return pool(&file, &o),
-        _ => {}
+    let mut o = Opts::parse();
+    let dir = o
+        .dir
+        .get_or_insert_with(|| {
+            std::env::temp_dir().join(format!("phi4-full-{}", std::process::id()))
+        })
+        .clone();
+    let file = dir.join("phi-4-Q4_K_M.gguf");
+    match o.mode {
+        Some(Mode::Write) => return write(&file, o.layers),
+        Some(Mode::Direct) => return direct(&file, &o),
+        Some(Mode::Pool) => return pool(&file, &o),
+        None => {}
     }
-    std::fs::create_dir_all(&o.dir).unwrap();
-    let child = |mode: &str| {
-        let status = Command::new(std::env::current_exe().unwrap())
-            .arg(mode)
-            .args(&args)
-            .args(["--dir", o.dir.to_str().unwrap()])
-            .status()
-            .expect("child");
-        assert!(status.success(), "{mode} failed: {status}");
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = |mode: Mode| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.arg(mode.name()).arg("--dir").arg(&dir);
+        for (flag, value) in [
+            ("--prompt", o.prompt),
+            ("--new", o.new),
+            ("--tput-prompt", o.tput_prompt),
+            ("--context", o.context),
+        ] {
+            cmd.arg(flag).arg(value.to_string());
+        }
+        if let Some(layers) = o.layers {
+            cmd.arg("--layers").arg(layers.to_string());
+        }
+        let status = cmd.status().expect("child");
+        assert!(status.success(), "{} failed: {status}", mode.name());
     };
-    child("write");
-    child("direct");
+    child(Mode::Write);
+    child(Mode::Direct);
     if !o.skip_pool {
-        child("pool");
+        child(Mode::Pool);
     }
     if !o.keep {
-        std::fs::remove_dir_all(&o.dir).unwrap();
-        println!("deleted {}", o.dir.display());
+        std::fs::remove_dir_all(&dir).unwrap();
+        println!("deleted {}", dir.display());
     }
 }
 
