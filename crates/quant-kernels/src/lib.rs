@@ -1,4 +1,5 @@
-//! CPU kernels for GGUF quantized matrices, multiplying straight from the file's block layout.
+//! CPU kernels of the GGUF decoders: quantized matrices multiplied straight from the file's
+//! block layout, and decoding-step attention over an F16 KV cache.
 //!
 //! A [`QMatrix`] holds one weight matrix exactly as the GGUF file stores it: the same bytes,
 //! once. candle's CPU path (0.11) builds a repacked copy of each Q4_K and multi-row Q6_K
