@@ -69,30 +69,39 @@ pub fn attend(cache: &CachedHeads<'_>, queries: &[f32], heads: usize, scale: f32
         "cache shorter than its heads"
     );
     let group = heads / kv_heads;
-    // Per key/value head: its `group` query heads' rows, head-major.
-    let per_head: Vec<Vec<f32>> = (0..kv_heads)
-        .into_par_iter()
-        .map_init(Scratch::default, |scratch, g| {
+    // Head-major (`heads × rows × dim`): each key/value head's query heads are one run.
+    let mut by_head = vec![0f32; queries.len()];
+    by_head
+        .par_chunks_mut(group * rows * dim)
+        .zip(queries.par_chunks(group * rows * dim))
+        .enumerate()
+        .for_each_init(Scratch::default, |scratch, (g, (out, q))| {
             let at = g * head_stride;
-            let q = &queries[g * group * rows * dim..(g + 1) * group * rows * dim];
             scratch.attend_head(
                 &cache.keys[at..at + tokens * dim],
                 &cache.values[at..at + tokens * dim],
                 q,
-                rows,
-                dim,
-                scale,
+                Rows { rows, dim, scale },
+                out,
             )
-        })
-        .collect();
-    let mut out = vec![0f32; rows * heads * dim];
-    for (g, block) in per_head.iter().enumerate() {
-        for (i, row) in block.chunks_exact(dim).enumerate() {
-            let (h, t) = (g * group + i / rows, i % rows);
-            out[(t * heads + h) * dim..][..dim].copy_from_slice(row);
-        }
+        });
+    if rows == 1 {
+        return by_head;
+    }
+    let mut out = vec![0f32; by_head.len()];
+    for (i, row) in by_head.chunks_exact(dim).enumerate() {
+        let (h, t) = (i / rows, i % rows);
+        out[(t * heads + h) * dim..][..dim].copy_from_slice(row);
     }
     out
+}
+
+/// The query rows' shape: new rows per head, values per row, and the scores' scale.
+#[derive(Clone, Copy)]
+struct Rows {
+    rows: usize,
+    dim: usize,
+    scale: f32,
 }
 
 /// A thread's widened keys and values and its scores, reused across heads and calls.
@@ -105,23 +114,21 @@ struct Scratch {
 
 impl Scratch {
     /// The rows of `q` (query heads × `rows` × `dim`) over one key/value head's `keys` and
-    /// `values` (`tokens × dim` each).
+    /// `values` (`tokens × dim` each), into `out` (shaped as `q`).
     fn attend_head(
         &mut self,
         keys: &[f16],
         values: &[f16],
         q: &[f32],
-        rows: usize,
-        dim: usize,
-        scale: f32,
-    ) -> Vec<f32> {
+        Rows { rows, dim, scale }: Rows,
+        out: &mut [f32],
+    ) {
         let tokens = keys.len() / dim;
         self.keys.resize(keys.len(), 0.0);
         self.values.resize(values.len(), 0.0);
         keys.convert_to_f32_slice(&mut self.keys);
         values.convert_to_f32_slice(&mut self.values);
         self.scores.resize(tokens, 0.0);
-        let mut out = vec![0f32; q.len()];
         for (i, (q, o)) in q
             .chunks_exact(dim)
             .zip(out.chunks_exact_mut(dim))
@@ -142,7 +149,6 @@ impl Scratch {
                 axpy(p / sum, v, o);
             }
         }
-        out
     }
 }
 

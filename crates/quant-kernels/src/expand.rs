@@ -14,6 +14,8 @@
 //!
 //! Q8_0 has a scale per 32 weights and keeps the row-at-a-time kernels.
 
+use std::sync::OnceLock;
+
 use crate::activations::Q8K;
 use crate::blocks::{QK_K, QuantType, f16_at, scales_mins};
 
@@ -27,36 +29,44 @@ pub fn covers(dtype: QuantType) -> bool {
     dtype != QuantType::Q8_0
 }
 
-/// Activations widened to i16, with each block's scale and the sums of its sixteen groups of
-/// 16 times that scale (for the weights' offsets).
-pub struct WideActs {
+/// The activation rows of a call, with what the kernels derive from them once: the sums of
+/// each block's sixteen groups of 16 times its scale (for the weights' offsets), and the
+/// values widened to i16, made on first use (only the i16 path reads them).
+pub struct WideActs<'a> {
+    q8: &'a [Vec<Q8K>],
     blocks: usize,
-    q: Vec<i16>,
-    d: Vec<f32>,
     sums: Vec<[f32; 16]>,
+    q: OnceLock<Vec<i16>>,
 }
 
-impl WideActs {
+impl<'a> WideActs<'a> {
     /// `acts`: one entry per input row, all of the same width.
-    pub fn new(acts: &[Vec<Q8K>]) -> Self {
-        let blocks = acts.first().map_or(0, Vec::len);
-        let mut w = WideActs {
-            blocks,
-            q: Vec::with_capacity(acts.len() * blocks * QK_K),
-            d: Vec::with_capacity(acts.len() * blocks),
-            sums: Vec::with_capacity(acts.len() * blocks),
-        };
-        for b in acts.iter().flatten() {
-            w.q.extend(b.qs.iter().map(|&v| v as i16));
-            w.d.push(b.d);
-            w.sums
-                .push(std::array::from_fn(|g| b.d * b.bsums[g] as f32));
+    pub fn new(acts: &'a [Vec<Q8K>]) -> Self {
+        WideActs {
+            q8: acts,
+            blocks: acts.first().map_or(0, Vec::len),
+            sums: acts
+                .iter()
+                .flatten()
+                .map(|b| std::array::from_fn(|g| b.d * b.bsums[g] as f32))
+                .collect(),
+            q: OnceLock::new(),
         }
-        w
     }
 
     fn rows(&self) -> usize {
-        self.d.len() / self.blocks.max(1)
+        self.q8.len()
+    }
+
+    /// Every row's values as i16, row after row.
+    fn widened(&self) -> &[i16] {
+        self.q.get_or_init(|| {
+            self.q8
+                .iter()
+                .flatten()
+                .flat_map(|b| b.qs.iter().map(|&v| v as i16))
+                .collect()
+        })
     }
 }
 
@@ -178,16 +188,14 @@ pub struct Scratch {
 }
 
 /// One call of [`rows_times_acts`]: up to [`GROUP`] weight rows (blocks of `dtype`, which
-/// [`covers`]) and the activations, quantized (`q8`) and widened (`wide`).
+/// [`covers`]) and the activations.
 pub struct Rows<'a> {
     /// The block type.
     pub dtype: QuantType,
     /// The weight rows' blocks.
     pub rows: &'a [&'a [u8]],
     /// The activation rows.
-    pub q8: &'a [Vec<Q8K>],
-    /// The same, widened.
-    pub wide: &'a WideActs,
+    pub acts: &'a WideActs<'a>,
 }
 
 /// `out[r · m + i] = rows[r] · acts[i]` for every weight row `r` of `call` and activation row
@@ -196,7 +204,7 @@ pub fn rows_times_acts(call: &Rows<'_>, scratch: &mut Scratch, out: &mut [f32]) 
     assert!(call.rows.len() <= GROUP, "at most {GROUP} rows at a time");
     assert_eq!(
         out.len(),
-        call.rows.len() * call.wide.rows(),
+        call.rows.len() * call.acts.rows(),
         "output is rows × m"
     );
     kernel()(call, scratch, out)
@@ -220,10 +228,10 @@ fn kernel() -> RowsFn {
 /// Each row widened to i16 and dotted with every activation row.
 #[inline(always)]
 fn each_row(call: &Rows<'_>, scratch: &mut Scratch, out: &mut [f32]) {
-    let m = call.wide.rows();
+    let m = call.acts.rows();
     for (bytes, out) in call.rows.iter().zip(out.chunks_exact_mut(m)) {
         scratch.row.fill(call.dtype, bytes);
-        body(&scratch.row, call.wide, out);
+        body(&scratch.row, call.acts, out);
     }
 }
 
@@ -291,10 +299,8 @@ mod x86 {
         }
         let Scratch { group, partial, .. } = scratch;
         group.fill(call.dtype, call.rows);
-        let q8 = call.q8;
+        let (q8, blocks) = (call.acts.q8, call.acts.blocks);
         let m = q8.len();
-        let blocks = q8.first().map_or(0, Vec::len);
-        assert!(group.q.len() >= blocks * QK_K * GROUP && group.scale.len() >= blocks * 16);
         partial.clear();
         partial.resize(m, [0.0; GROUP]);
         for t in (0..blocks).step_by(TILE) {
@@ -309,7 +315,7 @@ mod x86 {
                 };
                 let rows = ActRows {
                     q8: &q8[i..i + n],
-                    sums: &call.wide.sums[i * blocks..(i + n) * blocks],
+                    sums: &call.acts.sums[i * blocks..(i + n) * blocks],
                     blocks,
                 };
                 let part = &mut partial[i..i + n];
@@ -426,18 +432,19 @@ fn dot256(w: &[i16], a: &[i16]) -> i32 {
 }
 
 #[inline(always)]
-fn body(row: &WideRow, acts: &WideActs, out: &mut [f32]) {
+fn body(row: &WideRow, acts: &WideActs<'_>, out: &mut [f32]) {
     let blocks = acts.blocks;
     let width = blocks * QK_K;
+    let widened = acts.widened();
     for (i, y) in out.iter_mut().enumerate().take(acts.rows()) {
-        let aq = &acts.q[i * width..(i + 1) * width];
-        let ad = &acts.d[i * blocks..(i + 1) * blocks];
+        let aq = &widened[i * width..(i + 1) * width];
+        let q8 = &acts.q8[i];
         let asums = &acts.sums[i * blocks..(i + 1) * blocks];
         let mut sum = 0f32;
         for b in 0..blocks {
             let isum = dot256(&row.q[b * QK_K..], &aq[b * QK_K..]);
             let offsets: f32 = (0..16).map(|g| row.offsets[b][g] * asums[b][g]).sum();
-            sum += ad[b] * row.d[b] * isum as f32 - offsets;
+            sum += q8[b].d * row.d[b] * isum as f32 - offsets;
         }
         *y = sum;
     }

@@ -191,8 +191,7 @@ impl QMatrix {
                             let call = expand::Rows {
                                 dtype: self.dtype,
                                 rows: &rows,
-                                q8: acts,
-                                wide: &wide,
+                                acts: &wide,
                             };
                             expand::rows_times_acts(&call, scratch, cols);
                             for (k, col) in cols.chunks_exact(m).enumerate() {

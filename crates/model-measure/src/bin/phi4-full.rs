@@ -89,16 +89,6 @@ enum Mode {
     Pool,
 }
 
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Write => "write",
-            Mode::Direct => "direct",
-            Mode::Pool => "pool",
-        }
-    }
-}
-
 fn main() {
     let mut o = Opts::parse();
     let dir = o
@@ -116,8 +106,9 @@ fn main() {
     }
     std::fs::create_dir_all(&dir).unwrap();
     let child = |mode: Mode| {
+        let name = mode.to_possible_value().expect("every mode has a name");
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.arg(mode.name()).arg("--dir").arg(&dir);
+        cmd.arg(name.get_name()).arg("--dir").arg(&dir);
         for (flag, value) in [
             ("--prompt", o.prompt),
             ("--new", o.new),
@@ -130,7 +121,7 @@ fn main() {
             cmd.arg("--layers").arg(layers.to_string());
         }
         let status = cmd.status().expect("child");
-        assert!(status.success(), "{} failed: {status}", mode.name());
+        assert!(status.success(), "{} failed: {status}", name.get_name());
     };
     child(Mode::Write);
     child(Mode::Direct);
@@ -283,7 +274,7 @@ fn write(file: &Path, layers: Option<u64>) {
     for t in &tensors {
         let bytes = t.bytes() as usize;
         let mut buf = vec![0u8; bytes];
-        random_blocks(&mut buf, t.dtype, &mut rng);
+        model_measure::random_blocks(&mut buf, t.dtype, &mut rng);
         w.write_all(&buf).unwrap();
         w.write_all(&vec![0u8; (pad(bytes as u64) - bytes as u64) as usize])
             .unwrap();
@@ -325,41 +316,6 @@ fn ggml_type_id(d: model_spec::DType) -> u32 {
         D::Q6K => 14,
         D::Q8K => 15,
         other => panic!("no ggml type for {other}"),
-    }
-}
-
-/// Random quantized blocks whose f16 scales are small and finite (2⁻¹⁴), so every weight is
-/// a modest finite number; F32 tensors (the norms) are near 1.
-fn random_blocks(buf: &mut [u8], dtype: model_spec::DType, state: &mut u64) {
-    use model_spec::DType as D;
-    for chunk in buf.chunks_mut(8) {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        let b = state.to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
-    let scale = 0x0400u16.to_le_bytes();
-    match dtype {
-        D::Q4K | D::Q5K => {
-            let block = if dtype == D::Q4K { 144 } else { 176 };
-            for blk in buf.chunks_mut(block) {
-                blk[0..2].copy_from_slice(&scale);
-                blk[2..4].copy_from_slice(&scale);
-            }
-        }
-        D::Q6K => {
-            for blk in buf.chunks_mut(210) {
-                blk[208..210].copy_from_slice(&scale);
-            }
-        }
-        D::F32 => {
-            for (i, x) in buf.chunks_mut(4).enumerate() {
-                let v = 1.0f32 + ((i * 7919) % 200) as f32 / 1000.0 - 0.1;
-                x.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        other => panic!("no random blocks for {other}"),
     }
 }
 

@@ -12,28 +12,24 @@ use std::time::Instant;
 use quant_kernels::{QMatrix, QuantType, activations, dot};
 use rayon::prelude::*;
 
+/// A `rows × cols` matrix of random blocks (`model_measure::random_blocks`).
 fn random_matrix(dtype: QuantType, rows: usize, cols: usize, seed: u64) -> QMatrix {
-    let mut s = seed | 1;
-    let mut data: Vec<u8> = (0..dtype.row_bytes(cols) * rows)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as u8
-        })
-        .collect();
-    let scale_at: &[usize] = match dtype {
-        QuantType::Q8_0 => &[0],
-        QuantType::Q4K | QuantType::Q5K => &[0, 2],
-        QuantType::Q6K => &[208],
+    let spec_type = match dtype {
+        QuantType::Q4K => model_spec::DType::Q4K,
+        QuantType::Q5K => model_spec::DType::Q5K,
+        QuantType::Q6K => model_spec::DType::Q6K,
+        QuantType::Q8_0 => model_spec::DType::Q8_0,
     };
-    let d = half::f16::from_f32(0.004).to_le_bytes();
-    for block in data.chunks_exact_mut(dtype.block_bytes()) {
-        for &at in scale_at {
-            block[at..at + 2].copy_from_slice(&d);
-        }
-    }
+    let mut data = vec![0u8; dtype.row_bytes(cols) * rows];
+    model_measure::random_blocks(&mut data, spec_type, &mut (seed | 1));
     QMatrix::new(dtype, rows, cols, data).expect("shape")
+}
+
+/// `n` activations in [-0.5, 0.5].
+fn input(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+        .collect()
 }
 
 fn best_of<F: FnMut()>(reps: usize, mut f: F) -> f64 {
@@ -49,10 +45,7 @@ fn best_of<F: FnMut()>(reps: usize, mut f: F) -> f64 {
 
 fn main() {
     let cols = 5120;
-    let x: Vec<f32> = (0..cols)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
-        .collect();
-    let acts = vec![activations::quantize(&x)];
+    let acts = vec![activations::quantize(&input(cols))];
     println!(
         "threads: {}, isa: {:?}",
         rayon::current_num_threads(),
@@ -62,9 +55,7 @@ fn main() {
     for (dtype, rows) in [(QuantType::Q4K, 35840), (QuantType::Q6K, 17920)] {
         let m = 512;
         let w = random_matrix(dtype, rows, cols, 3);
-        let x: Vec<f32> = (0..m * cols)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
-            .collect();
+        let x = input(m * cols);
         let mut out = vec![0f32; m * rows];
         let s = best_of(2, || w.matmul(&x, m, &mut out));
         let pairs = (m * rows * cols / 256) as f64;
