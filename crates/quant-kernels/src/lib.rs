@@ -222,10 +222,13 @@ impl QMatrix {
                 let end = (start + chunk).min(self.rows);
                 let stream = &self.data[start * self.row_bytes..end * self.row_bytes];
                 let out_ptr = &out_ptr;
-                for (i, a) in acts.iter().enumerate() {
-                    for r in start..end {
-                        let row_at = (r - start) * self.row_bytes;
-                        let row = &stream[row_at..row_at + self.row_bytes];
+                // Row by row, each row dotted with every input row while it is in L1: a
+                // batch of decoding steps reads the weights from memory once. Each (i, r)
+                // is the same sum, in the same order, whatever the number of input rows.
+                for r in start..end {
+                    let row_at = (r - start) * self.row_bytes;
+                    let row = &stream[row_at..row_at + self.row_bytes];
+                    for (i, a) in acts.iter().enumerate() {
                         let mut v = 0f32;
                         for (p, (w, x)) in row.chunks(piece * unit).zip(a.chunks(piece)).enumerate()
                         {

@@ -254,3 +254,39 @@ fn the_multi_row_path_matches_the_row_kernels() {
         }
     }
 }
+
+/// Below the multi-row path, a matmul of several input rows gives each row exactly (bit for
+/// bit) what a matmul of that row alone gives: batched decoding steps depend on it.
+#[test]
+fn a_batch_of_rows_gives_each_row_what_it_gets_alone() {
+    let mut rng = Rng(0xBA7C);
+    for dtype in [
+        QuantType::Q4K,
+        QuantType::Q5K,
+        QuantType::Q6K,
+        QuantType::Q8_0,
+    ] {
+        let (rows, cols) = (300, 1024);
+        let q = QMatrix::new(
+            dtype,
+            rows,
+            cols,
+            random_matrix(dtype, rows, cols, &mut rng),
+        )
+        .unwrap();
+        for m in [2, 5, quant_kernels::expand::MIN_ROWS - 1] {
+            let x = random_input(m * cols, &mut rng);
+            let mut together = vec![0f32; m * rows];
+            q.matmul(&x, m, &mut together);
+            for i in 0..m {
+                let mut alone = vec![0f32; rows];
+                q.matmul(&x[i * cols..(i + 1) * cols], 1, &mut alone);
+                let same = together[i * rows..(i + 1) * rows]
+                    .iter()
+                    .zip(&alone)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{dtype:?}, row {i} of {m} differs from the row alone");
+            }
+        }
+    }
+}

@@ -19,6 +19,10 @@
 //!    (a shorter prompt, `--tput-prompt`, 64 tokens by default).
 //! 4. Deletes the file (unless `--keep`).
 //!
+//! `phi4-full streams --dir D` (on a file written by `write`) measures continuous batching:
+//! one request alone, then `--streams` concurrent ones, through the pool on one loaded copy;
+//! the decode rate of each is counted over the time all of them were decoding.
+//!
 //! `phi4-full --help` lists the options; `phi4-full write --dir D` only writes the file (for
 //! llama.cpp: `tools/llama-cpp-compare.sh`).
 
@@ -77,6 +81,9 @@ struct Opts {
     /// Skip the throughput runs through the pool.
     #[arg(long)]
     skip_pool: bool,
+    /// Concurrent requests of the `streams` mode.
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,6 +94,9 @@ enum Mode {
     Direct,
     /// Decode throughput through the pool, a lease and a bare session.
     Pool,
+    /// Aggregate decode throughput of `--streams` concurrent requests against one request,
+    /// through the pool on one loaded copy (their steps batched).
+    Streams,
 }
 
 fn main() {
@@ -102,6 +112,7 @@ fn main() {
         Some(Mode::Write) => return write(&file, o.layers),
         Some(Mode::Direct) => return direct(&file, &o),
         Some(Mode::Pool) => return pool(&file, &o),
+        Some(Mode::Streams) => return streams(&file, &o),
         None => {}
     }
     std::fs::create_dir_all(&dir).unwrap();
@@ -480,6 +491,88 @@ fn pool(file: &Path, o: &Opts) {
             s.measured_bytes.unwrap_or(0) as f64 / MB,
             s.resident_bytes as f64 / MB,
             s.estimate_exceeded
+        );
+        pool.shutdown().await;
+    });
+}
+
+/// One request, then `o.streams` at once, through the pool: decode tokens per second, each
+/// counted from the moment every request of the run has its first token to the moment the
+/// first one ends (so that no request's prefill or absence is counted).
+fn streams(file: &Path, o: &Opts) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sys = sysinfo::System::new();
+        sys.refresh_memory();
+        let budget = sys.total_memory().saturating_sub(512 << 20);
+        let governor = MemoryGovernor::with_budgets([(DeviceId::Cpu, budget)]).unwrap();
+        let served = config(file, o)
+            .max_concurrency(o.streams.max(1))
+            .map_generate(|g| g.context_tokens(o.context))
+            .unwrap();
+        let pool = std::sync::Arc::new(
+            ModelPool::builder()
+                .governor(governor)
+                .model(served)
+                .build()
+                .unwrap(),
+        );
+        // Different prompts of the same length (letters that never merge: one token each).
+        let run = |n: usize| {
+            let pool = std::sync::Arc::clone(&pool);
+            async move {
+                let tasks: Vec<_> = (0..n)
+                    .map(|i| {
+                        let pool = std::sync::Arc::clone(&pool);
+                        let letters = ["qz", "zq", "xq", "qx", "zx", "xz", "jq", "qj"][i % 8];
+                        let prompt = letters.repeat(o.tput_prompt / 2);
+                        let new = o.new;
+                        tokio::spawn(async move {
+                            let request = GenerateRequest::raw(prompt).greedy().max_tokens(new);
+                            let mut stream = pool.generate(KEY, request).await.unwrap();
+                            let mut at = Vec::new();
+                            while let Some(t) = stream.next_token().await {
+                                t.unwrap();
+                                at.push(Instant::now());
+                            }
+                            at
+                        })
+                    })
+                    .collect();
+                let mut arrivals = Vec::new();
+                for t in tasks {
+                    arrivals.push(t.await.unwrap());
+                }
+                let from = arrivals.iter().map(|a| a[0]).max().unwrap();
+                let to = arrivals.iter().map(|a| *a.last().unwrap()).min().unwrap();
+                let tokens = arrivals
+                    .iter()
+                    .flatten()
+                    .filter(|t| **t > from && **t <= to)
+                    .count();
+                let rate = tokens as f64 / (to - from).as_secs_f64();
+                (rate, tokens)
+            }
+        };
+        let started = Instant::now();
+        let (warm, _) = run(1).await;
+        println!(
+            "streams: first request (load included) {:.1} s, decode {warm:.3} tok/s",
+            started.elapsed().as_secs_f64()
+        );
+        let (one, one_tokens) = run(1).await;
+        let (many, many_tokens) = run(o.streams).await;
+        let (again, _) = run(1).await;
+        println!(
+            "streams: {} prompt tokens, {} new each; one request {one:.3} tok/s ({one_tokens} tokens counted), {} at once {many:.3} tok/s in all ({many_tokens} counted) = {:.2}x one; one again {again:.3} tok/s",
+            o.tput_prompt,
+            o.new,
+            o.streams,
+            many / one
         );
         pool.shutdown().await;
     });

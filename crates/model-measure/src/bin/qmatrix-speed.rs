@@ -1,7 +1,9 @@
 //! Decode speed of the GGUF-layout kernels on matrices of Phi-4's shapes with random blocks:
 //! one activation row against a matrix far larger than the caches (GB/s of weights read), the
 //! same kernels on a cache-resident matrix on one thread (ns per 256 weights, the compute
-//! side), and a plain read of the same bytes on all threads (the memory system's ceiling).
+//! side), a plain read of the same bytes on all threads (the memory system's ceiling), and
+//! batched decoding (2, 4, 8 activation rows against the same weights: rows per second
+//! relative to one row).
 //!
 //! ```sh
 //! cargo run --release -p model-measure --bin qmatrix-speed
@@ -92,6 +94,21 @@ fn main() {
                 std::hint::black_box(sum);
             }
         });
+        // Batched decoding: several activation rows against the same weights, each weight
+        // row dotted with all of them while it is in L1.
+        let mut batch = Vec::new();
+        for m in [2, 4, 8] {
+            let acts_m: Vec<_> = (0..m)
+                .map(|i| activations::quantize(&input(cols + i)[i..]))
+                .collect();
+            let mut out = vec![0f32; m * rows];
+            let t = best_of(3, || {
+                for w in &mats {
+                    w.matmul_quantized(&acts_m, &mut out);
+                }
+            });
+            batch.push(format!("{m} rows {:.2}x", m as f64 * s / t));
+        }
         let small = random_matrix(dtype, 256, cols, 9);
         let dotf = dot::kernel(dtype);
         let blocks = (256 * cols / 256) as f64;
@@ -101,12 +118,13 @@ fn main() {
             }
         });
         println!(
-            "{dtype:?} {count} x {rows}x{cols} ({:.0} MB): matvec {:.2} ms = {:.1} GB/s; plain read {:.1} GB/s; in cache 1 thread {:.2} ns/block",
+            "{dtype:?} {count} x {rows}x{cols} ({:.0} MB): matvec {:.2} ms = {:.1} GB/s; plain read {:.1} GB/s; in cache 1 thread {:.2} ns/block; rows per second against one row: {}",
             gb * 1e3,
             s * 1e3,
             gb / s,
             gb / read,
-            one / blocks * 1e9
+            one / blocks * 1e9,
+            batch.join(", ")
         );
     }
 }

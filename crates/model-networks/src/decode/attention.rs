@@ -36,6 +36,11 @@ impl KvCaches {
         self.position
     }
 
+    /// How keys and values are stored.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// Tokens the cache can hold.
     pub fn capacity(&self) -> usize {
         self.capacity

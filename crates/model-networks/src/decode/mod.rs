@@ -6,6 +6,7 @@
 //! differ only in their hyper-parameters and layers.
 
 pub mod attention;
+pub mod batch;
 pub mod llava;
 pub mod model;
 pub mod phi3;
@@ -13,6 +14,7 @@ pub mod qlinear;
 pub mod qwen3_moe;
 mod trunk;
 
+pub use batch::BatchStats;
 pub use model::{DecoderParams, GenerativeModel, Session};
 
 /// The code a generator runs on.

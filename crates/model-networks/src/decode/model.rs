@@ -12,6 +12,7 @@ use tokenizers::Tokenizer;
 use model_runtime::{BackendError, GgufFile, ModelDir};
 
 use super::attention::KvCaches;
+use super::batch::{BatchStats, StepBatcher};
 use super::{Decoder, llava, phi3, qwen3_moe};
 
 enum Net {
@@ -54,6 +55,7 @@ pub struct GenerativeModel {
     model_max: usize,
     positions: usize,
     kv_dtype: DType,
+    batcher: StepBatcher,
 }
 
 impl fmt::Debug for GenerativeModel {
@@ -136,6 +138,7 @@ impl GenerativeModel {
             model_max,
             positions: want.min(model_max),
             kv_dtype: config.kv_dtype,
+            batcher: StepBatcher::default(),
         })
     }
 
@@ -201,7 +204,29 @@ impl GenerativeModel {
             Net::Qwen3Moe(m) => State::Kv(m.new_cache(capacity, self.kv_dtype)),
             Net::Llava(m) => State::Llama(Box::new(m.new_cache()?), 0),
         };
-        Ok(Session { model: self, state })
+        Ok(Session {
+            model: self,
+            state,
+            joined: false,
+        })
+    }
+
+    /// How the decoding steps of concurrent requests were batched so far (GGUF decoders).
+    pub fn batch_stats(&self) -> BatchStats {
+        self.batcher.stats()
+    }
+
+    /// One decoding step of each `(token, cache)` in a single forward pass.
+    fn decode_batch(
+        &self,
+        steps: &mut [(u32, &mut KvCaches)],
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let logits = match &self.net {
+            Net::Phi3(m) => m.decode_batch(steps)?,
+            Net::Qwen3Moe(m) => m.decode_batch(steps)?,
+            Net::Llava(_) => candle_core::bail!("LLaVA sessions are not batched"),
+        };
+        logits.into_iter().map(to_vec).collect()
     }
 }
 
@@ -211,9 +236,22 @@ enum State {
 }
 
 /// One request's state: its KV cache and position. Dropping it frees the cache.
+///
+/// The decoding steps of concurrent sessions on one GGUF model run batched (see
+/// [`batch`](super::batch)); a session takes part from its first [`step`](Self::step) until
+/// it is dropped.
 pub struct Session<'a> {
     model: &'a GenerativeModel,
     state: State,
+    joined: bool,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if self.joined {
+            self.model.batcher.leave();
+        }
+    }
 }
 
 impl Session<'_> {
@@ -256,11 +294,18 @@ impl Session<'_> {
         logits.map_or_else(|| candle_core::bail!("empty prompt"), to_vec)
     }
 
-    /// Runs one generated token; the logits after it.
+    /// Runs one generated token; the logits after it. On a GGUF model the step is batched
+    /// with the other sessions decoding at the same time.
     pub fn step(&mut self, token: u32) -> candle_core::Result<Vec<f32>> {
-        let logits = match (&self.model.net, &mut self.state) {
-            (Net::Phi3(m), State::Kv(cache)) => m.forward(&[token], cache)?,
-            (Net::Qwen3Moe(m), State::Kv(cache)) => m.forward(&[token], cache)?,
+        let model = self.model;
+        let logits = match (&model.net, &mut self.state) {
+            (Net::Phi3(_) | Net::Qwen3Moe(_), State::Kv(cache)) => {
+                if !std::mem::replace(&mut self.joined, true) {
+                    model.batcher.join();
+                }
+                let run = |steps: &mut [(u32, &mut KvCaches)]| model.decode_batch(steps);
+                return model.batcher.step(&run, cache, token);
+            }
             (Net::Llava(m), State::Llama(cache, pos)) => {
                 let l = m.forward_tokens(&[token], *pos, cache)?;
                 *pos += 1;

@@ -16,7 +16,8 @@ use candle_core::{Module, Result, Tensor};
 use super::attention::{self, LayerCache, RmsNorm};
 use super::qlinear::QLinear;
 use super::trunk::{
-    DecoderLayer, DecoderTrunk, GgufWeights, Step, TrunkShape, expect_architecture, vocab_size,
+    DecoderLayer, DecoderTrunk, GgufWeights, Heads, Step, TrunkShape, expect_architecture,
+    vocab_size,
 };
 use model_runtime::{BackendError, GgufFile};
 
@@ -175,20 +176,24 @@ impl DecoderLayer for Layer {
         c: &Config,
         x: &Tensor,
         step: &Step<'_>,
-        cache: &mut LayerCache<'_>,
+        caches: &mut [LayerCache<'_>],
     ) -> Result<Tensor> {
         let h = self.attn_norm.forward(x)?;
-        let qkv = self.attn_qkv.forward(&h)?;
+        let qkv = step.linear(&self.attn_qkv, &h)?;
         let (q_w, kv_w) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
-        let q = step.heads(qkv.narrow(2, 0, q_w)?, c.n_head, c.head_dim)?;
-        let k = step.heads(qkv.narrow(2, q_w, kv_w)?, c.n_kv_head, c.head_dim)?;
-        let v = step.heads(qkv.narrow(2, q_w + kv_w, kv_w)?, c.n_kv_head, c.head_dim)?;
-        let (q, k) = step.rotate(&q, &k)?;
-        let y = step.attend(&q, &k, &v, cache)?;
-        let x1 = (self.attn_output.forward(&y)? + x)?;
+        let heads = Heads {
+            query: c.n_head,
+            kv: c.n_kv_head,
+            dim: c.head_dim,
+        };
+        let q = qkv.narrow(2, 0, q_w)?;
+        let k = qkv.narrow(2, q_w, kv_w)?;
+        let v = qkv.narrow(2, q_w + kv_w, kv_w)?;
+        let y = step.attention(heads, (&q, &k, &v), None, caches)?;
+        let x1 = (step.linear(&self.attn_output, &y)? + x)?;
         let h = self.ffn_norm.forward(&x1)?;
-        let up = self.ffn_up.forward(&h)?;
+        let up = step.linear(&self.ffn_up, &h)?;
         let act = attention::swiglu(&up.narrow(2, 0, c.ffn)?, &up.narrow(2, c.ffn, c.ffn)?)?;
-        self.ffn_down.forward(&act)? + x1
+        step.linear(&self.ffn_down, &act)? + x1
     }
 }

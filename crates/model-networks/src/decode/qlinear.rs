@@ -89,6 +89,18 @@ impl QLinear {
     }
 }
 
+impl QLinear {
+    /// Whether applying the matrix to `rows` rows at once gives each row exactly what it gets
+    /// alone: the quantized kernels' row path (below [`quant_kernels::expand::MIN_ROWS`]
+    /// rows) dots each row on its own; candle's matmuls may block several rows together.
+    pub fn rows_are_independent(&self, rows: usize) -> bool {
+        match self {
+            QLinear::Kernels(_) => rows < quant_kernels::expand::MIN_ROWS,
+            QLinear::Candle(_) => rows <= 1,
+        }
+    }
+}
+
 impl Module for QLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {

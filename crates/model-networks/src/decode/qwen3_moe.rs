@@ -22,7 +22,8 @@ use candle_nn::Linear;
 use super::attention::{self, LayerCache, RmsNorm};
 use super::qlinear::QLinear;
 use super::trunk::{
-    DecoderLayer, DecoderTrunk, GgufWeights, Step, TrunkShape, expect_architecture, vocab_size,
+    DecoderLayer, DecoderTrunk, GgufWeights, Heads, Step, TrunkShape, expect_architecture,
+    vocab_size,
 };
 use model_runtime::{BackendError, GgufFile};
 
@@ -133,10 +134,11 @@ struct Moe {
 }
 
 impl Moe {
-    /// `x`: `[tokens, hidden]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x`: `[tokens, hidden]`; `step` says how matrices are applied to the rows.
+    fn forward(&self, x: &Tensor, step: &Step<'_>) -> Result<Tensor> {
         let n = x.dim(0)?;
-        let probs = candle_nn::ops::softmax_last_dim(&self.router.forward(x)?)?;
+        let logits = step.rows(x, |r| self.router.forward(r))?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
         let probs: Vec<Vec<f32>> = probs.to_vec2()?;
         // Per expert: the tokens routed to it and their weights.
         let mut routed: Vec<(Vec<u32>, Vec<f32>)> =
@@ -165,8 +167,9 @@ impl Moe {
             let idx = Tensor::from_vec(tokens, m, x.device())?;
             let xs = x.index_select(&idx, 0)?;
             let ex = &self.experts[e];
-            let h = attention::swiglu(&ex.gate.forward(&xs)?, &ex.up.forward(&xs)?)?;
-            let y = ex.down.forward(&h)?;
+            let xs = xs.unsqueeze(0)?;
+            let h = attention::swiglu(&step.linear(&ex.gate, &xs)?, &step.linear(&ex.up, &xs)?)?;
+            let y = step.linear(&ex.down, &h)?.squeeze(0)?;
             let w = Tensor::from_vec(weights, (m, 1), x.device())?;
             out = out.index_add(&idx, &y.broadcast_mul(&w)?, 0)?;
         }
@@ -264,20 +267,23 @@ impl DecoderLayer for Layer {
         c: &Config,
         x: &Tensor,
         step: &Step<'_>,
-        cache: &mut LayerCache<'_>,
+        caches: &mut [LayerCache<'_>],
     ) -> Result<Tensor> {
         let h = self.attn_norm.forward(x)?;
-        let q = step.heads(self.wq.forward(&h)?, c.n_head, c.head_dim)?;
-        let k = step.heads(self.wk.forward(&h)?, c.n_kv_head, c.head_dim)?;
-        let v = step.heads(self.wv.forward(&h)?, c.n_kv_head, c.head_dim)?;
+        let q = step.linear(&self.wq, &h)?;
+        let k = step.linear(&self.wk, &h)?;
+        let v = step.linear(&self.wv, &h)?;
+        let heads = Heads {
+            query: c.n_head,
+            kv: c.n_kv_head,
+            dim: c.head_dim,
+        };
         // Per-head RMS norm of queries and keys (Qwen3), before RoPE.
-        let q = self.q_norm.forward(&q)?;
-        let k = self.k_norm.forward(&k)?;
-        let (q, k) = step.rotate(&q, &k)?;
-        let y = step.attend(&q, &k, &v, cache)?;
-        let x1 = (self.wo.forward(&y)? + x)?;
+        let norms = Some((&self.q_norm, &self.k_norm));
+        let y = step.attention(heads, (&q, &k, &v), norms, caches)?;
+        let x1 = (step.linear(&self.wo, &y)? + x)?;
         let h = self.ffn_norm.forward(&x1)?;
-        let moe = self.moe.forward(&h.i(0)?)?.unsqueeze(0)?;
+        let moe = self.moe.forward(&h.i(0)?, step)?.unsqueeze(0)?;
         moe + x1
     }
 }

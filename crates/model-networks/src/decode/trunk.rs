@@ -52,14 +52,17 @@ pub trait DecoderLayer: Sized {
         index: usize,
     ) -> std::result::Result<Self, BackendError>;
 
-    /// Runs the layer on the hidden states `x` `[1, len, hidden]` of `step`'s tokens, with this
-    /// layer's `cache`; returns the new hidden states.
+    /// Runs the layer on the hidden states `x` `[1, rows, hidden]` of `step`'s tokens, with
+    /// this layer's cache of each sequence in the step (`caches`, in the step's order);
+    /// returns the new hidden states. Matrices are applied through [`Step::linear`] and
+    /// attention through [`Step::attention`], so that a batch of sequences gets each row
+    /// computed as it would be alone.
     fn forward(
         &self,
         config: &Self::Config,
         x: &Tensor,
         step: &Step<'_>,
-        cache: &mut LayerCache<'_>,
+        caches: &mut [LayerCache<'_>],
     ) -> Result<Tensor>;
 }
 
@@ -95,39 +98,104 @@ impl GgufWeights<'_> {
     }
 }
 
-/// What every layer of one forward step shares: where the new tokens stand, their causal mask
-/// and the RoPE tables.
-pub struct Step<'a> {
+/// Query and key/value head counts and the width of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    /// Query heads.
+    pub query: usize,
+    /// Key/value heads.
+    pub kv: usize,
+    /// Width of one head.
+    pub dim: usize,
+}
+
+/// One sequence's rows in a step.
+struct Segment {
+    /// First row of the step that is this sequence's.
+    start: usize,
+    /// Its new tokens.
     len: usize,
+    /// Tokens its cache held before the step.
     offset: usize,
+    /// Its causal mask (`None` for one token).
     mask: Option<Tensor>,
+}
+
+/// What every layer of one forward step shares: where each sequence's new tokens stand,
+/// their causal masks and the RoPE tables.
+///
+/// A step is either one sequence's tokens (a prefill chunk or a decoding step) or a batch of
+/// decoding steps of several sequences, one row each. In a batch every row is computed
+/// exactly as it would be alone: matrices are applied to the batch only where the kernel
+/// treats rows independently (the quantized kernels' row path), else row by row, and each
+/// sequence attends over its own cache at its own position.
+pub struct Step<'a> {
+    segments: Vec<Segment>,
     rope: &'a RotaryEmbedding,
+    batch: bool,
 }
 
 impl Step<'_> {
-    /// `t` `[1, len, n·head_dim]` split into `n` heads, `[1, n, len, head_dim]`.
-    pub(crate) fn heads(&self, t: Tensor, n: usize, head_dim: usize) -> Result<Tensor> {
-        t.reshape((1, self.len, n, head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
+    /// `x · Wᵀ` for every row of `x` `[1, rows, in]`.
+    pub(crate) fn linear(&self, w: &QLinear, x: &Tensor) -> Result<Tensor> {
+        if self.batch && !w.rows_are_independent(x.dim(1)?) {
+            return each_row(x, |row| w.forward(row));
+        }
+        w.forward(x)
     }
 
-    /// Queries and keys rotated to the tokens' positions.
-    pub(crate) fn rotate(&self, q: &Tensor, k: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.rope.apply(q, k, self.offset)
+    /// `f` applied to every row of `x` `[rows, n]` (a batch: one row at a time, so that a
+    /// dense matmul gives each row the result it has alone).
+    pub(crate) fn rows(&self, x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        if !self.batch {
+            return f(x);
+        }
+        let rows = (0..x.dim(0)?)
+            .map(|r| f(&x.narrow(0, r, 1)?))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&rows, 0)
     }
 
-    /// Causal attention of `q` over what `cache` holds plus the new `k` and `v` (which it
-    /// appends); `[1, len, heads·head_dim]`.
-    pub(crate) fn attend(
+    /// Causal self-attention of each sequence in the step over its cache (which it appends
+    /// to): `q` `[1, rows, query·dim]`, `k` and `v` `[1, rows, kv·dim]`; `norm` (the per-head
+    /// query and key norms, Qwen3) is applied before RoPE. Returns `[1, rows, query·dim]`.
+    pub(crate) fn attention(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        cache: &mut LayerCache<'_>,
+        heads: Heads,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        norm: Option<(&RmsNorm, &RmsNorm)>,
+        caches: &mut [LayerCache<'_>],
     ) -> Result<Tensor> {
-        attention::attend(q, k, v, cache, self.mask.as_ref())
+        let split = |t: &Tensor, s: &Segment, n: usize| {
+            t.narrow(1, s.start, s.len)?
+                .reshape((1, s.len, n, heads.dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let mut out = Vec::with_capacity(self.segments.len());
+        for (s, cache) in self.segments.iter().zip(caches.iter_mut()) {
+            let (mut qs, mut ks) = (split(q, s, heads.query)?, split(k, s, heads.kv)?);
+            let vs = split(v, s, heads.kv)?;
+            if let Some((qn, kn)) = norm {
+                qs = qn.forward(&qs)?;
+                ks = kn.forward(&ks)?;
+            }
+            let (qs, ks) = self.rope.apply(&qs, &ks, s.offset)?;
+            out.push(attention::attend(&qs, &ks, &vs, cache, s.mask.as_ref())?);
+        }
+        if out.len() == 1 {
+            return Ok(out.pop().expect("one segment"));
+        }
+        Tensor::cat(&out, 1)
     }
+}
+
+/// `f` on each row of `x` `[1, rows, n]`, the results put back together.
+fn each_row(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let rows = (0..x.dim(1)?)
+        .map(|r| f(&x.narrow(1, r, 1)?))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&rows, 1)
 }
 
 /// A loaded GGUF decoder of `L` layers. Immutable: share it between requests.
@@ -208,23 +276,67 @@ impl<L: DecoderLayer> DecoderTrunk<L> {
     /// Runs `tokens` after what `cache` holds and returns the logits of the last one
     /// (`[vocab]`, F32).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCaches) -> Result<Tensor> {
-        let len = tokens.len();
-        cache.check_room(len)?;
-        let offset = cache.position();
-        let mut x = self.embed.forward(tokens, &self.device)?;
-        let step = Step {
-            len,
-            offset,
-            mask: attention::causal_mask(len, offset, &self.device)?,
-            rope: &self.rope,
-        };
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&self.config, &x, &step, &mut cache.layer(i))?;
+        let mut logits = self.run(&mut [(tokens, cache)], false)?;
+        Ok(logits.pop().expect("one sequence"))
+    }
+
+    /// One decoding step of several sequences at once: each `(token, cache)` runs its token
+    /// after what its cache holds. The weights are read once for the whole batch, and each
+    /// sequence gets exactly the logits it would get from [`forward`](Self::forward) alone.
+    pub fn decode_batch(&self, steps: &mut [(u32, &mut KvCaches)]) -> Result<Vec<Tensor>> {
+        let tokens: Vec<[u32; 1]> = steps.iter().map(|(t, _)| [*t]).collect();
+        let mut seqs: Vec<(&[u32], &mut KvCaches)> = tokens
+            .iter()
+            .zip(steps.iter_mut())
+            .map(|(t, (_, c))| (&t[..], &mut **c))
+            .collect();
+        let batch = seqs.len() > 1;
+        self.run(&mut seqs, batch)
+    }
+
+    /// Runs each sequence's tokens after its cache; the logits of each one's last token.
+    fn run(&self, seqs: &mut [(&[u32], &mut KvCaches)], batch: bool) -> Result<Vec<Tensor>> {
+        let mut segments = Vec::with_capacity(seqs.len());
+        let mut all = Vec::new();
+        for (tokens, cache) in seqs.iter() {
+            let len = tokens.len();
+            if len == 0 {
+                candle_core::bail!("no tokens to run");
+            }
+            cache.check_room(len)?;
+            let offset = cache.position();
+            segments.push(Segment {
+                start: all.len(),
+                len,
+                offset,
+                mask: attention::causal_mask(len, offset, &self.device)?,
+            });
+            all.extend_from_slice(tokens);
         }
-        cache.advance(len);
-        let last = x.narrow(1, len - 1, 1)?;
-        let logits = self.output.forward(&self.output_norm.forward(&last)?)?;
-        attention::last_position(&logits)
+        let step = Step {
+            segments,
+            rope: &self.rope,
+            batch,
+        };
+        let mut x = self.embed.forward(&all, &self.device)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mut caches: Vec<LayerCache<'_>> =
+                seqs.iter_mut().map(|(_, c)| c.layer(i)).collect();
+            x = layer.forward(&self.config, &x, &step, &mut caches)?;
+        }
+        for (tokens, cache) in seqs.iter_mut() {
+            cache.advance(tokens.len());
+        }
+        let last: Vec<Tensor> = step
+            .segments
+            .iter()
+            .map(|s| x.narrow(1, s.start + s.len - 1, 1))
+            .collect::<Result<_>>()?;
+        let last = Tensor::cat(&last, 1)?;
+        let logits = step.linear(&self.output, &self.output_norm.forward(&last)?)?;
+        (0..step.segments.len())
+            .map(|i| attention::last_position(&logits.narrow(1, i, 1)?))
+            .collect()
     }
 }
 

@@ -5,8 +5,8 @@
 //! Each registry model's defaults come from its card, through the registry
 //! ([`SamplingParams::from_registry`]).
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,10 +116,38 @@ pub struct SamplingOverrides {
 }
 
 /// Picks tokens from logits under one request's parameters.
+///
+/// The rule, for logits `l` over the vocabulary and the tokens seen so far:
+/// 1. repetition penalty: each distinct token of the context has its logit divided by the
+///    penalty when positive, multiplied by it otherwise;
+/// 2. greedy (temperature 0 or `top_k = 1`): the largest logit, the lowest id on ties;
+/// 3. candidates: every token whose logit is a number, ranked by descending logit, ties by
+///    ascending id; with `top_k > 0`, the first `top_k` of that ranking;
+/// 4. probabilities: softmax of `logit / temperature` over the candidates;
+/// 5. top-p: the shortest prefix of the ranking whose probability reaches `top_p` (at least
+///    one token), the probabilities renormalised over it;
+/// 6. draw: `u` uniform in `[0, 1)` from the request's generator, scaled by the kept mass;
+///    the first kept candidate, in ranking order, at which the running mass exceeds it. When
+///    nothing is cut (`top_k = 0`, `top_p = 1`), the candidates are scanned in id order
+///    instead, which draws from the same distribution without sorting the vocabulary.
+///
+/// Steps 3–5 select instead of sorting the vocabulary: the `top_k` best are found with
+/// `select_nth_unstable_by` (linear) and only they are sorted; without `top_k`, the nucleus
+/// is found by selecting growing prefixes until their mass reaches `top_p`. The generator is
+/// ChaCha8 seeded from the request's seed, and `u` is built from its 64-bit output here, so
+/// equal seeds give equal draws whatever version of `rand` is linked.
 pub struct Sampler {
     params: SamplingParams,
-    rng: StdRng,
+    rng: ChaCha8Rng,
+    /// Reused between calls: (logit, id) candidates.
+    candidates: Vec<(f32, u32)>,
+    /// Reused between calls: the logits after the repetition penalty.
+    penalised: Vec<f32>,
 }
+
+/// Candidates first selected when `top_p` is used without `top_k`; doubled until the
+/// nucleus fits.
+const NUCLEUS_START: usize = 64;
 
 impl Sampler {
     /// A sampler seeded with `params.seed` (or a fresh seed).
@@ -127,75 +155,142 @@ impl Sampler {
         let seed = params.seed.unwrap_or_else(|| rand::rng().random());
         Sampler {
             params,
-            rng: StdRng::seed_from_u64(seed),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            candidates: Vec::new(),
+            penalised: Vec::new(),
         }
     }
 
     /// The next token given the last position's `logits` and every token so far (`context`,
     /// prompt included, for the repetition penalty).
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> u32 {
-        let mut logits = logits.to_vec();
         let p = &self.params;
-        if p.repetition_penalty != 1.0 {
-            let mut seen = vec![false; logits.len()];
-            for &t in context {
-                let i = t as usize;
-                if i < logits.len() && !seen[i] {
-                    seen[i] = true;
-                    let l = &mut logits[i];
-                    *l = if *l > 0.0 {
-                        *l / p.repetition_penalty
-                    } else {
-                        *l * p.repetition_penalty
-                    };
-                }
-            }
-        }
+        let logits = if p.repetition_penalty != 1.0 {
+            penalise(logits, context, p.repetition_penalty, &mut self.penalised)
+        } else {
+            logits
+        };
         if p.is_greedy() {
-            return argmax(&logits);
+            return argmax(logits);
         }
-        // Candidates sorted by descending logit (ties by id, so the order is deterministic).
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| !l.is_nan())
-            .map(|(i, &l)| (i as u32, l / p.temperature as f32))
-            .collect();
+        // Candidates: every logit that is a number.
+        let cand = &mut self.candidates;
+        cand.clear();
+        cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| !l.is_nan())
+                .map(|(i, &l)| (l, i as u32)),
+        );
         if cand.is_empty() {
             return 0;
         }
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.truncate(p.top_k);
-        }
-        let max = cand[0].1;
-        let mut probs: Vec<f64> = cand.iter().map(|c| ((c.1 - max) as f64).exp()).collect();
-        let sum: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= sum);
-        if p.top_p < 1.0 {
-            // Keep the smallest prefix whose mass reaches top_p (at least one token).
-            let mut mass = 0.0;
-            let mut keep = probs.len();
-            for (i, x) in probs.iter().enumerate() {
-                mass += x;
-                if mass >= p.top_p {
-                    keep = i + 1;
-                    break;
+        let inv_t = 1.0 / p.temperature;
+        let (keep, probs) = if p.top_k > 0 {
+            let k = select_best(cand, p.top_k);
+            let max = cand[0].0;
+            let weights: Vec<f64> = cand[..k]
+                .iter()
+                .map(|c| ((c.0 - max) as f64 * inv_t).exp())
+                .collect();
+            let sum: f64 = weights.iter().sum();
+            let probs: Vec<f64> = weights.iter().map(|w| w / sum).collect();
+            (nucleus(&probs, p.top_p), probs)
+        } else if p.top_p >= 1.0 {
+            // Nothing is cut: every candidate, in id order.
+            let max = cand.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max);
+            let probs: Vec<f64> = cand
+                .iter()
+                .map(|c| ((c.0 - max) as f64 * inv_t).exp())
+                .collect();
+            (probs.len(), probs)
+        } else {
+            // The nucleus of the softmax over every candidate, among growing sets of the best.
+            let max = cand.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = cand
+                .iter()
+                .map(|c| ((c.0 - max) as f64 * inv_t).exp())
+                .sum();
+            let mut k = NUCLEUS_START;
+            loop {
+                let k_now = select_best(cand, k);
+                let probs: Vec<f64> = cand[..k_now]
+                    .iter()
+                    .map(|c| ((c.0 - max) as f64 * inv_t).exp() / sum)
+                    .collect();
+                let keep = nucleus(&probs, p.top_p);
+                if keep < k_now || k_now == cand.len() {
+                    break (keep, probs);
                 }
+                k *= 4;
             }
-            probs.truncate(keep);
-            cand.truncate(keep);
-        }
-        let total: f64 = probs.iter().sum();
-        let mut u = self.rng.random::<f64>() * total;
-        for (c, x) in cand.iter().zip(&probs) {
+        };
+        let total: f64 = probs[..keep].iter().sum();
+        let mut u = unit_f64(&mut self.rng) * total;
+        for (c, x) in cand[..keep].iter().zip(&probs) {
             if u < *x {
-                return c.0;
+                return c.1;
             }
             u -= x;
         }
-        cand[cand.len() - 1].0
+        cand[keep - 1].1
     }
+}
+
+/// Moves the `k` best candidates (descending logit, ascending id on ties) to the front of
+/// `cand`, sorted; returns how many there are (`k` or fewer).
+fn select_best(cand: &mut [(f32, u32)], k: usize) -> usize {
+    let rank = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let k = k.min(cand.len());
+    if k < cand.len() {
+        cand.select_nth_unstable_by(k, rank);
+    }
+    cand[..k].sort_unstable_by(rank);
+    k
+}
+
+/// The length of the shortest prefix of `probs` whose mass reaches `top_p` (at least one);
+/// all of them when none does.
+fn nucleus(probs: &[f64], top_p: f64) -> usize {
+    if top_p >= 1.0 {
+        return probs.len();
+    }
+    let mut mass = 0.0;
+    for (i, x) in probs.iter().enumerate() {
+        mass += x;
+        if mass >= top_p {
+            return i + 1;
+        }
+    }
+    probs.len()
+}
+
+/// `logits` with the repetition penalty applied to each distinct token of `context`, in
+/// `buffer`.
+fn penalise<'a>(
+    logits: &[f32],
+    context: &[u32],
+    penalty: f32,
+    buffer: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    buffer.clear();
+    buffer.extend_from_slice(logits);
+    let mut seen = vec![false; logits.len()];
+    for &t in context {
+        let i = t as usize;
+        if i < buffer.len() && !std::mem::replace(&mut seen[i], true) {
+            let l = &mut buffer[i];
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
+    buffer
+}
+
+/// Uniform in `[0, 1)` from the top 53 bits of one 64-bit output (fixed here rather than
+/// left to `rand`'s float conversion, so that the stream of draws is this crate's to keep).
+fn unit_f64(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 /// Index of the largest value (the first one on ties).
@@ -286,6 +381,127 @@ mod tests {
         let draws: Vec<_> = (0..400).map(|_| s.sample(&l, &[])).collect();
         assert!(draws.contains(&2) && !draws.contains(&0) && !draws.contains(&3));
     }
+
+    /// The rule of [`Sampler`] written the plain way: penalise a copy, sort every candidate,
+    /// cut to `top_k`, softmax, cut to the nucleus, draw with the given `u` (id order when
+    /// nothing is cut).
+    fn reference(logits: &[f32], context: &[u32], p: &SamplingParams, u: f64) -> u32 {
+        let mut l = logits.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        for &t in context {
+            if (t as usize) < l.len() && seen.insert(t) {
+                let x = &mut l[t as usize];
+                *x = if *x > 0.0 {
+                    *x / p.repetition_penalty
+                } else {
+                    *x * p.repetition_penalty
+                };
+            }
+        }
+        let mut cand: Vec<(f32, u32)> = l
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| !x.is_nan())
+            .map(|(i, &x)| (x, i as u32))
+            .collect();
+        let cut = p.top_k > 0 || p.top_p < 1.0;
+        if cut {
+            cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        }
+        if p.top_k > 0 {
+            cand.truncate(p.top_k);
+        }
+        let max = cand.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max);
+        let w: Vec<f64> = cand
+            .iter()
+            .map(|c| ((c.0 - max) as f64 / p.temperature).exp())
+            .collect();
+        let sum: f64 = w.iter().sum();
+        let probs: Vec<f64> = w.iter().map(|x| x / sum).collect();
+        let mut keep = probs.len();
+        let mut mass = 0.0;
+        for (i, x) in probs.iter().enumerate() {
+            mass += x;
+            if mass >= p.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        let mut u = u * probs[..keep].iter().sum::<f64>();
+        for (c, x) in cand[..keep].iter().zip(&probs) {
+            if u < *x {
+                return c.1;
+            }
+            u -= x;
+        }
+        cand[keep - 1].1
+    }
+
+    /// The selecting sampler against the sorting reference on random logits, over the
+    /// combinations of top-k, top-p and penalty, with ties and NaNs: the same token for the
+    /// same draw, every time.
+    #[test]
+    fn selection_matches_the_sorting_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(99);
+        let mut compared = 0;
+        for case in 0..400 {
+            let vocab = [5, 64, 300, 5000][case % 4];
+            let mut logits: Vec<f32> = (0..vocab)
+                .map(|_| (rng.next_u32() % 2000) as f32 / 100.0 - 10.0)
+                .collect();
+            if case % 7 == 0 {
+                logits[vocab / 2] = f32::NAN;
+            }
+            let context: Vec<u32> = (0..case % 30)
+                .map(|_| rng.next_u32() % vocab as u32)
+                .collect();
+            let params = SamplingParams {
+                temperature: [0.3, 0.7, 1.0, 2.5][(case / 3) % 4],
+                top_k: [0, 1, 3, 20, 100][case % 5],
+                top_p: [1.0, 0.5, 0.8, 0.95][(case / 5) % 4],
+                repetition_penalty: [1.0, 1.05, 1.3][case % 3],
+                seed: Some(case as u64),
+            };
+            let mut s = Sampler::new(params.clone());
+            let mut draws = ChaCha8Rng::seed_from_u64(case as u64);
+            for _ in 0..5 {
+                let got = s.sample(&logits, &context);
+                let want = if params.is_greedy() {
+                    reference(
+                        &logits,
+                        &context,
+                        &SamplingParams {
+                            top_k: 1,
+                            temperature: 1.0,
+                            ..params.clone()
+                        },
+                        0.0,
+                    )
+                } else {
+                    reference(&logits, &context, &params, unit_f64(&mut draws))
+                };
+                assert_eq!(got, want, "case {case}: {params:?}");
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 2000);
+    }
+
+    /// The seeded stream is this crate's: these draws must not change with a dependency
+    /// update (ChaCha8, 53-bit `u`).
+    #[test]
+    fn seeded_draws_are_stable() {
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            seed: Some(2026),
+            ..SamplingParams::greedy()
+        });
+        let l = vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5];
+        let draws: Vec<u32> = (0..16).map(|_| s.sample(&l, &[])).collect();
+        assert_eq!(draws, GOLDEN_DRAWS, "{draws:?}");
+    }
+
+    const GOLDEN_DRAWS: [u32; 16] = [7, 5, 2, 4, 5, 7, 7, 6, 3, 5, 7, 7, 7, 4, 7, 7];
 
     #[test]
     fn card_defaults_and_validation() {

@@ -18,7 +18,6 @@ use image::DynamicImage;
 use model_networks::GenerativeModel;
 use model_pool::{PoolError, TimeoutPhase};
 use model_runtime::BackendError;
-use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sampling::Sampler;
@@ -374,7 +373,9 @@ fn generate(
     let prefill = started.elapsed();
     let decode_start = Instant::now();
     let mut context: Vec<u32> = prompt.to_vec();
-    let mut text = Detokenizer::new(model.tokenizer());
+    // Text as it becomes final: `DecodeStream` keeps the ids since the last emitted boundary
+    // and holds back a multi-byte character (or byte-fallback sequence) until it is whole.
+    let mut text = model.tokenizer().decode_stream(true);
     let mut stops = StopMatcher::new(stop);
     let mut generated = 0;
     let finish = loop {
@@ -397,8 +398,9 @@ fn generate(
         }
         context.push(next);
         let delta = text
-            .push(next)
-            .map_err(|e| Failure::Backend(BackendError::Tokenizer(e)))?;
+            .step(next)
+            .map_err(|e| Failure::Backend(BackendError::Tokenizer(e.to_string())))?
+            .unwrap_or_default();
         let (mut emit, matched) = stops.push(&delta);
         let last = generated == max_tokens;
         if last && matched.is_none() {
@@ -434,45 +436,6 @@ fn generate(
 
 fn send(tx: &mpsc::Sender<Event>, token: GeneratedToken) -> bool {
     tx.blocking_send(Event::Token(token)).is_ok()
-}
-
-/// Incremental decoding that never splits a multi-byte character or a word piece: the text
-/// of the tokens since the last emitted boundary is decoded whole, and only what grew is
-/// emitted (the approach of text-generation-inference).
-struct Detokenizer<'a> {
-    tokenizer: &'a Tokenizer,
-    ids: Vec<u32>,
-    prefix: usize,
-    read: usize,
-}
-
-impl<'a> Detokenizer<'a> {
-    fn new(tokenizer: &'a Tokenizer) -> Self {
-        Detokenizer {
-            tokenizer,
-            ids: Vec::new(),
-            prefix: 0,
-            read: 0,
-        }
-    }
-
-    fn push(&mut self, id: u32) -> Result<String, String> {
-        self.ids.push(id);
-        let decode = |ids: &[u32]| self.tokenizer.decode(ids, true).map_err(|e| e.to_string());
-        let before = decode(&self.ids[self.prefix..self.read])?;
-        let now = decode(&self.ids[self.prefix..])?;
-        if now.len() > before.len() && !now.ends_with('\u{FFFD}') {
-            let delta = match now.get(before.len()..) {
-                Some(d) if now.starts_with(&before) => d.to_owned(),
-                _ => now.clone(),
-            };
-            self.prefix = self.read;
-            self.read = self.ids.len();
-            Ok(delta)
-        } else {
-            Ok(String::new())
-        }
-    }
 }
 
 /// Cuts the text at the first stop string, holding back any tail that could still become one.
@@ -544,6 +507,50 @@ mod tests {
         let mut m = StopMatcher::new(&stops);
         assert_eq!(m.push("a</"), ("a".into(), None));
         assert_eq!(m.finish(), "</");
+    }
+
+    /// Streams `ids` through the decoder the worker uses; the pieces, in order.
+    fn stream(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> Vec<String> {
+        let mut d = tokenizer.decode_stream(true);
+        ids.iter().filter_map(|&id| d.step(id).unwrap()).collect()
+    }
+
+    /// Multi-byte characters split over several tokens, in both kinds of vocabulary: each
+    /// piece streamed is whole text (no replacement character), and the pieces add up to the
+    /// decoding of all the ids at once.
+    #[test]
+    fn streamed_text_equals_the_whole_decoding() {
+        // SentencePiece-style byte fallback: "€" is the three tokens <0xE2> <0x82> <0xAC>.
+        let fallback = tokenizer(
+            r#"{"type":"Sequence","decoders":[{"type":"Replace","pattern":{"String":"▁"},"content":" "},{"type":"ByteFallback"},{"type":"Fuse"},{"type":"Strip","content":" ","start":1,"stop":0}]}"#,
+            r#"{"<unk>":0,"<0xE2>":1,"<0x82>":2,"<0xAC>":3,"▁Hello":4,"▁w":5,"ö":6,"rld":7,"!":8,"▁":9,"<0xF0>":10,"<0x9F>":11,"<0x98>":12,"<0x80>":13}"#,
+            "null",
+        );
+        // Byte-level BPE: "é" is Ã ©, "😀" is ð Ł ĺ Ģ.
+        let byte_level = tokenizer(
+            r#"{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}"#,
+            r#"{"H":0,"i":1,"Ġ":2,"Ã":3,"©":4,"Ġcaf":5,"ðŁ":6,"ĺ":7,"Ģ":8,"!":9}"#,
+            r#"{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}"#,
+        );
+        let cases: [(&tokenizers::Tokenizer, &[u32], &str); 4] = [
+            (&fallback, &[4, 1, 2, 3, 5, 6, 7, 8], "Hello€ wörld!"),
+            (&fallback, &[9, 10, 11, 12, 13, 4, 1, 2, 3], "😀 Hello€"),
+            (&byte_level, &[0, 1, 5, 3, 4, 2, 6, 7, 8, 9], "Hi café 😀!"),
+            (&byte_level, &[6, 7, 8, 3, 4], "😀é"),
+        ];
+        for (tok, ids, want) in cases {
+            let pieces = stream(tok, ids);
+            assert_eq!(tok.decode(ids, true).unwrap(), want);
+            assert_eq!(pieces.concat(), want, "{pieces:?}");
+            assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+        }
+    }
+
+    fn tokenizer(decoder: &str, vocab: &str, pre_tokenizer: &str) -> tokenizers::Tokenizer {
+        let json = format!(
+            r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{pre_tokenizer},"post_processor":null,"decoder":{decoder},"model":{{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":null,"end_of_word_suffix":null,"fuse_unk":false,"byte_fallback":true,"ignore_merges":false,"vocab":{vocab},"merges":[]}}}}"#
+        );
+        json.parse().unwrap()
     }
 
     #[test]
