@@ -15,6 +15,11 @@ use crate::blocks::{QuantType, f16_at, scales_mins};
 /// A row dot product: weight blocks, activation blocks (same length in elements).
 pub type DotFn = fn(&[u8], &[Q8K]) -> f32;
 
+/// One weight row against four activation rows: `[dot(w, a[0]), …, dot(w, a[3])]`, the
+/// weights unpacked once for the four. Each value is computed exactly as the single-row
+/// kernel of [`kernel`] computes it (same operations, same order), bit for bit.
+pub type Dot4Fn = fn(&[u8], [&[Q8K]; 4]) -> [f32; 4];
+
 /// The instruction set a kernel uses, from the least to the most capable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
@@ -45,6 +50,29 @@ pub fn best_isa() -> Isa {
 /// The dot product for `dtype` on the best instruction set of this CPU.
 pub fn kernel(dtype: QuantType) -> DotFn {
     kernel_for(dtype, best_isa())
+}
+
+/// The four-row kernel matching [`kernel`]`(dtype)` on this CPU, where one exists (Q4_K and
+/// Q5_K with AVX-512, Q6_K with AVX2): batched decoding steps share each weight block's
+/// unpacking between their rows.
+pub fn kernel4(dtype: QuantType) -> Option<Dot4Fn> {
+    kernel4_for(dtype, best_isa())
+}
+
+/// [`kernel4`] for `isa` (as [`kernel_for`]: tests and benchmarks).
+pub fn kernel4_for(dtype: QuantType, isa: Isa) -> Option<Dot4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let isa = isa.min(best_isa());
+        match (dtype, isa) {
+            (QuantType::Q4K, Isa::Avx512Vnni) => return Some(x86::q4k_avx512_x4),
+            (QuantType::Q5K, Isa::Avx512Vnni) => return Some(x86::q5k_avx512_x4),
+            (QuantType::Q6K, Isa::Avx512Vnni | Isa::Avx2) => return Some(x86::q6k_avx2_x4),
+            _ => {}
+        }
+    }
+    let _ = (dtype, isa);
+    None
 }
 
 /// The dot product for `dtype` written for `isa` (for tests and benchmarks: the caller must
@@ -210,6 +238,33 @@ mod x86 {
         };
     }
 
+    macro_rules! dispatch4 {
+        ($name:ident, $features:literal, $body:expr) => {
+            pub(super) fn $name(w: &[u8], a: [&[Q8K]; 4]) -> [f32; 4] {
+                #[target_feature(enable = $features)]
+                #[allow(unused_unsafe)]
+                fn inner(w: &[u8], a: [&[Q8K]; 4]) -> [f32; 4] {
+                    // SAFETY: as in `dispatch!`.
+                    unsafe { $body(w, a) }
+                }
+                // SAFETY: handed out only where the CPU has these features (module docs).
+                unsafe { inner(w, a) }
+            }
+        };
+    }
+
+    dispatch4!(
+        q4k_avx512_x4,
+        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        q4k_avx512_rows::<false, 4>
+    );
+    dispatch4!(
+        q5k_avx512_x4,
+        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        q4k_avx512_rows::<true, 4>
+    );
+    dispatch4!(q6k_avx2_x4, "avx2,fma", q6k_avx2_rows::<4>);
+
     // The portable loop, compiled for AVX2 (LLVM vectorises it).
     dispatch!(q8_0_v3, "avx2,fma", super::q8_0);
     dispatch!(q4k_avx2, "avx2,fma", q4k_avx2_body::<false>);
@@ -320,16 +375,30 @@ mod x86 {
             let [w0, w1, w2, w3] = scales_mins_packed(&b[4..16]);
             let both =
                 _mm256_cvtepu8_epi16(_mm_set_epi32(w3 as i32, w2 as i32, w1 as i32, w0 as i32));
+            *acc_min = q4k_min_share(
+                _mm256_extracti128_si256::<1>(both),
+                act,
+                f16_at(b, 2),
+                *acc_min,
+            );
+            _mm256_castsi256_si128(both)
+        }
+    }
+
+    /// `acc_min` plus a block's minimums' share, `dmin · d_a · Σ_j min_j · Σ a`, from its
+    /// eight minimums as i16 (`mins`) and its `dmin`.
+    #[inline(always)]
+    unsafe fn q4k_min_share(mins: __m128i, act: &Q8K, dmin: f32, acc_min: __m128) -> __m128 {
+        unsafe {
             let sums = _mm256_loadu_si256(act.bsums.as_ptr() as *const __m256i);
             // Sums of 32 activations (each ≤ 32·127) for the eight sub-blocks.
             let sums32 = _mm_hadd_epi16(
                 _mm256_castsi256_si128(sums),
                 _mm256_extracti128_si256::<1>(sums),
             );
-            let mins = _mm_madd_epi16(_mm256_extracti128_si256::<1>(both), sums32);
-            let dmin = _mm_set1_ps(act.d * f16_at(b, 2));
-            *acc_min = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(mins), *acc_min);
-            _mm256_castsi256_si128(both)
+            let mins = _mm_madd_epi16(mins, sums32);
+            let dmin = _mm_set1_ps(act.d * dmin);
+            _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(mins), acc_min)
         }
     }
 
@@ -392,6 +461,17 @@ mod x86 {
     /// sub-blocks' scales (lanes picked by `vpermw`).
     #[inline(always)]
     unsafe fn q4k_avx512_body<const FIVE: bool>(w: &[u8], a: &[Q8K]) -> f32 {
+        unsafe { q4k_avx512_rows::<FIVE, 1>(w, [a])[0] }
+    }
+
+    /// [`q4k_avx512_body`] for `M` activation rows: each block's values and scale lanes are
+    /// unpacked once, then every row runs the single-row sequence on them with accumulators
+    /// of its own (so each result is the single-row kernel's, bit for bit).
+    #[inline(always)]
+    unsafe fn q4k_avx512_rows<const FIVE: bool, const M: usize>(
+        w: &[u8],
+        a: [&[Q8K]; M],
+    ) -> [f32; M] {
         unsafe {
             // Scale lanes for sub-blocks (2j, 2j + 1): sixteen of each.
             let pick: [__m512i; 4] = std::array::from_fn(|j| {
@@ -401,23 +481,41 @@ mod x86 {
                     _mm512_set1_epi16(2 * j as i16 + 1),
                 )
             });
-            let mut acc = _mm512_setzero_ps();
-            let mut acc_min = _mm_setzero_ps();
-            for (b, act) in w.chunks_exact(q4k_block::<FIVE>()).zip(a) {
-                let scales = q4k_scales(b, act, &mut acc_min);
-                let scales = _mm512_castsi128_si512(scales);
-                let mut sumi = _mm512_setzero_si512();
+            let mut acc = [_mm512_setzero_ps(); M];
+            let mut acc_min = [_mm_setzero_ps(); M];
+            for (k, b) in w.chunks_exact(q4k_block::<FIVE>()).enumerate() {
+                let [w0, w1, w2, w3] = scales_mins_packed(&b[4..16]);
+                let both =
+                    _mm256_cvtepu8_epi16(_mm_set_epi32(w3 as i32, w2 as i32, w1 as i32, w0 as i32));
+                let mins = _mm256_extracti128_si256::<1>(both);
+                let scales = _mm512_castsi128_si512(_mm256_castsi256_si128(both));
+                // Plain loops, not closures: a closure is not compiled with the caller's
+                // target features, and the vectors would go through memory.
+                let mut sc = [_mm512_setzero_si512(); 4];
+                let mut wv = [_mm512_setzero_si512(); 4];
                 for j in 0..4 {
+                    sc[j] = _mm512_permutexvar_epi16(pick[j], scales);
                     let (lo, hi) = values::<FIVE>(b, j);
-                    let wv = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-                    let p = _mm512_maddubs_epi16(wv, load512_i8(&act.qs[64 * j..]));
-                    let sc = _mm512_permutexvar_epi16(pick[j], scales);
-                    sumi = _mm512_dpwssd_epi32(sumi, p, sc);
+                    wv[j] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                 }
-                let d = _mm512_set1_ps(act.d * f16_at(b, 0));
-                acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc);
+                let (d_w, dmin_w) = (f16_at(b, 0), f16_at(b, 2));
+                for i in 0..M {
+                    let act = &a[i][k];
+                    acc_min[i] = q4k_min_share(mins, act, dmin_w, acc_min[i]);
+                    let mut sumi = _mm512_setzero_si512();
+                    for j in 0..4 {
+                        let p = _mm512_maddubs_epi16(wv[j], load512_i8(&act.qs[64 * j..]));
+                        sumi = _mm512_dpwssd_epi32(sumi, p, sc[j]);
+                    }
+                    let d = _mm512_set1_ps(act.d * d_w);
+                    acc[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[i]);
+                }
             }
-            _mm512_reduce_add_ps(acc) - hsum128(acc_min)
+            let mut out = [0f32; M];
+            for i in 0..M {
+                out[i] = _mm512_reduce_add_ps(acc[i]) - hsum128(acc_min[i]);
+            }
+            out
         }
     }
 
@@ -446,55 +544,63 @@ mod x86 {
         }
     }
 
-    /// A Q6_K block's sixteen scales as i16, and its −32 offset's share `32 · Σ_i sc_i · Σ a`
-    /// as eight i32 lanes.
-    #[inline(always)]
-    unsafe fn q6k_scales(b: &[u8], act: &Q8K) -> (__m128i, __m256i) {
-        unsafe {
-            let sc8 = _mm_loadu_si128(b[192..208].as_ptr() as *const __m128i);
-            let sc16 = _mm256_cvtepi8_epi16(sc8);
-            let sums = _mm256_loadu_si256(act.bsums.as_ptr() as *const __m256i);
-            (sc8, _mm256_madd_epi16(sc16, sums))
-        }
-    }
-
     /// Q6_K: unsigned 6-bit values times activations (pairs ≤ 2·63·127), `vpmaddwd` with the
     /// scales of its two sixteens (a byte shuffle of the block's scales), the −32 offset from
     /// the activation sums.
     #[inline(always)]
     unsafe fn q6k_avx2_body(w: &[u8], a: &[Q8K]) -> f32 {
+        unsafe { q6k_avx2_rows::<1>(w, [a])[0] }
+    }
+
+    /// [`q6k_avx2_body`] for `M` activation rows: each block's values and scales are unpacked
+    /// once; every row runs the single-row sequence with accumulators of its own.
+    #[inline(always)]
+    unsafe fn q6k_avx2_rows<const M: usize>(w: &[u8], a: [&[Q8K]; M]) -> [f32; M] {
         unsafe {
-            let mut acc = _mm256_setzero_ps();
-            let mut acc_offset = _mm256_setzero_ps();
-            for (b, act) in w.chunks_exact(210).zip(a) {
-                let d = act.d * f16_at(b, 208);
-                let (sc8, offsets) = q6k_scales(b, act);
-                acc_offset = _mm256_fmadd_ps(
-                    _mm256_set1_ps(32.0 * d),
-                    _mm256_cvtepi32_ps(offsets),
-                    acc_offset,
-                );
-                let mut sumi = _mm256_setzero_si256();
-                for h in 0..2 {
-                    let q = q6k_half(b, h);
-                    for (g, q) in q.into_iter().enumerate() {
-                        let i = 8 * h + 2 * g;
-                        // [sc_i × 8, sc_{i+1} × 8] as i16.
-                        let pair = _mm_shuffle_epi8(
-                            sc8,
-                            _mm_set_epi64x(
-                                0x0101_0101_0101_0101 * (i as i64 + 1),
-                                0x0101_0101_0101_0101 * i as i64,
-                            ),
-                        );
-                        let scales = _mm256_cvtepi8_epi16(pair);
-                        let p = _mm256_maddubs_epi16(q, load256_i8(&act.qs[128 * h + 32 * g..]));
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales));
-                    }
+            let mut acc = [_mm256_setzero_ps(); M];
+            let mut acc_offset = [_mm256_setzero_ps(); M];
+            for (k, b) in w.chunks_exact(210).enumerate() {
+                let d_w = f16_at(b, 208);
+                let sc8 = _mm_loadu_si128(b[192..208].as_ptr() as *const __m128i);
+                let sc16 = _mm256_cvtepi8_epi16(sc8);
+                let halves = [q6k_half(b, 0), q6k_half(b, 1)];
+                // [sc_i × 8, sc_{i+1} × 8] as i16 for each group of 32.
+                let mut scales = [_mm256_setzero_si256(); 8];
+                for (n, s) in scales.iter_mut().enumerate() {
+                    let i = 2 * n as i64;
+                    *s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
+                        sc8,
+                        _mm_set_epi64x(0x0101_0101_0101_0101 * (i + 1), 0x0101_0101_0101_0101 * i),
+                    ));
                 }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                for r in 0..M {
+                    let act = &a[r][k];
+                    let d = act.d * d_w;
+                    let sums = _mm256_loadu_si256(act.bsums.as_ptr() as *const __m256i);
+                    let offsets = _mm256_madd_epi16(sc16, sums);
+                    acc_offset[r] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(32.0 * d),
+                        _mm256_cvtepi32_ps(offsets),
+                        acc_offset[r],
+                    );
+                    let mut sumi = _mm256_setzero_si256();
+                    for h in 0..2 {
+                        for g in 0..4 {
+                            let p = _mm256_maddubs_epi16(
+                                halves[h][g],
+                                load256_i8(&act.qs[128 * h + 32 * g..]),
+                            );
+                            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales[4 * h + g]));
+                        }
+                    }
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+                }
             }
-            hsum256(acc) - hsum256(acc_offset)
+            let mut out = [0f32; M];
+            for r in 0..M {
+                out[r] = hsum256(acc[r]) - hsum256(acc_offset[r]);
+            }
+            out
         }
     }
 }

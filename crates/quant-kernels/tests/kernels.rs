@@ -290,3 +290,44 @@ fn a_batch_of_rows_gives_each_row_what_it_gets_alone() {
         }
     }
 }
+
+/// The four-row kernels give each row the single-row kernel's value, bit for bit, for every
+/// instruction set that has one.
+#[test]
+fn four_row_kernels_equal_the_single_row_kernel_bit_for_bit() {
+    use quant_kernels::dot::kernel4_for;
+    let mut rng = Rng(0x4444);
+    let mut checked = 0;
+    for dtype in [
+        QuantType::Q4K,
+        QuantType::Q5K,
+        QuantType::Q6K,
+        QuantType::Q8_0,
+    ] {
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512Vnni] {
+            let Some(four) = kernel4_for(dtype, isa) else {
+                continue;
+            };
+            let one = kernel_for(dtype, isa.min(quant_kernels::dot::best_isa()));
+            let cols = 1024;
+            let w = random_matrix(dtype, 1, cols, &mut rng);
+            let acts: Vec<_> = (0..4)
+                .map(|_| activations::quantize(&random_input(cols, &mut rng)))
+                .collect();
+            let got = four(&w, std::array::from_fn(|i| &acts[i][..]));
+            for (i, g) in got.iter().enumerate() {
+                let want = one(&w, &acts[i]);
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
+                    "{dtype:?} {isa:?} row {i}: {g} vs {want}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    // Q4_K, Q5_K (AVX-512) and Q6_K (AVX2, AVX-512) where the CPU has them.
+    if quant_kernels::dot::best_isa() == Isa::Avx512Vnni {
+        assert_eq!(checked, 4);
+    }
+}

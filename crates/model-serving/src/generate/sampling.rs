@@ -173,14 +173,19 @@ impl Sampler {
         if p.is_greedy() {
             return argmax(logits);
         }
-        // Candidates: every logit that is a number.
+        // Candidates: every logit that is a number; with top-k, only those that can be among
+        // the best k (at least the `floor`, see `top_k_floor`).
+        let floor = match p.top_k {
+            0 => f32::NEG_INFINITY,
+            k => top_k_floor(logits, k),
+        };
         let cand = &mut self.candidates;
         cand.clear();
         cand.extend(
             logits
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| !l.is_nan())
+                .filter(|(_, l)| **l >= floor)
                 .map(|(i, &l)| (l, i as u32)),
         );
         if cand.is_empty() {
@@ -250,6 +255,21 @@ fn select_best(cand: &mut [(f32, u32)], k: usize) -> usize {
     k
 }
 
+/// A value that the `k` largest of `logits` all reach: the smallest of the maxima of `k`
+/// slices that cover it (each slice's maximum is a distinct element, so at least `k` elements
+/// reach the smallest of them). One pass that vectorises, and usually leaves a few hundred
+/// candidates of 151,936 for the selection. NaNs are never above it; negative infinity when
+/// fewer than `k` numbers exist.
+fn top_k_floor(logits: &[f32], k: usize) -> f32 {
+    if k >= logits.len() {
+        return f32::NEG_INFINITY;
+    }
+    logits
+        .chunks(logits.len().div_ceil(k))
+        .map(|c| c.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l)))
+        .fold(f32::INFINITY, f32::min)
+}
+
 /// The length of the shortest prefix of `probs` whose mass reaches `top_p` (at least one);
 /// all of them when none does.
 fn nucleus(probs: &[f64], top_p: f64) -> usize {
@@ -276,13 +296,18 @@ fn penalise<'a>(
 ) -> &'a [f32] {
     buffer.clear();
     buffer.extend_from_slice(logits);
-    let mut seen = vec![false; logits.len()];
-    for &t in context {
-        let i = t as usize;
-        if i < buffer.len() && !std::mem::replace(&mut seen[i], true) {
-            let l = &mut buffer[i];
-            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
-        }
+    // Each distinct token of the context once (sorted and deduplicated: a few thousand ids,
+    // cheaper than marking a vocabulary-sized table).
+    let mut done: Vec<u32> = context
+        .iter()
+        .copied()
+        .filter(|&t| (t as usize) < buffer.len())
+        .collect();
+    done.sort_unstable();
+    done.dedup();
+    for t in done {
+        let l = &mut buffer[t as usize];
+        *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
     }
     buffer
 }
