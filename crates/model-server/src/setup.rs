@@ -401,7 +401,7 @@ fn served(
     }
     if let Some(name) = &e.chat_template {
         let template = match name.as_str() {
-            "llava" => Some(ChatTemplate::Llava15),
+            "llava" => Some(ChatTemplate::llava15()),
             other => ChatTemplate::from_spec_name(other),
         }
         .ok_or_else(|| {
@@ -514,8 +514,8 @@ chat_template = "chatml"
         );
         assert_eq!((phi.max_concurrency, phi.max_queue), (Some(2), Some(3)));
         assert_eq!(phi.request_timeout, Some(Duration::from_secs(10)));
-        let template = phi.generate_options("generate").unwrap().template;
-        assert_eq!(template, Some(ChatTemplate::ChatMl));
+        let template = phi.generate_options("generate").unwrap().template.clone();
+        assert_eq!(template, Some(ChatTemplate::chatml()));
         let minilm = &setup.models[1];
         assert_eq!(minilm.source, ModelSource::Path(dir.join("minilm")));
         assert_eq!(

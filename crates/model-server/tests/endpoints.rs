@@ -19,9 +19,9 @@ async fn everything() -> TestServer {
         fixture("tiny/bert"),
         fixture("tiny/clip"),
         fixture("tiny/phi3"),
-        // A checkpoint outside the registry has no chat template; LLaVA's puts the image in.
+        // The tiny checkpoint carries no chat template of its own; LLaVA's puts the image in.
         fixture("tiny/llava")
-            .map_generate(|o| o.template(model_serving::generate::ChatTemplate::Llava15))
+            .map_generate(|o| o.template(model_serving::generate::ChatTemplate::llava15()))
             .unwrap(),
         fixture("tiny/flux"),
     ])

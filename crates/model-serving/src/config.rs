@@ -17,7 +17,7 @@ use model_runtime::{BackendError, GgufFile, ModelDir};
 
 use crate::embed::{DeclaredMemory, EmbedOptions};
 use crate::error::ServeError;
-use crate::generate::{GenMemory, GenerateOptions};
+use crate::generate::{ChatTemplate, GenMemory, GenerateOptions};
 use crate::text_to_image::ImageOptions;
 
 /// Where a model's files are.
@@ -234,7 +234,9 @@ impl ServedModel {
         Self::with_backend(key, source, backend)
     }
 
-    /// A checkpoint outside the registry served by `backend` (`--arch`).
+    /// A checkpoint outside the registry served by `backend` (`--arch`). A generator gets the
+    /// chat template its files carry ([`ChatTemplate::from_checkpoint`]), greedy sampling
+    /// and no output cap.
     pub fn with_backend(
         key: &str,
         source: impl Into<ModelSource>,
@@ -255,7 +257,7 @@ impl ServedModel {
                     let context = profile.context_tokens.unwrap_or(o.context_tokens as u64);
                     o.context_tokens = context as usize;
                     o.memory = Some(GenMemory::from_estimate(&estimate, context));
-                    o.template = None;
+                    o.template = own_template(key, &path);
                     o.sampling = crate::generate::SamplingParams::greedy();
                     o.max_output_tokens = None;
                     ModelOptions::Generate(o)
@@ -527,6 +529,21 @@ pub fn detect_backend(path: &Path) -> Result<Backend, BackendError> {
         return Ok(Backend::Llava15);
     }
     Ok(backend_of_family(Family::detect(&dir)?))
+}
+
+/// The chat template a checkpoint outside the registry carries in its own files (a GGUF
+/// file's `tokenizer.chat_template`, or the `tokenizer_config.json` beside the weights);
+/// `None` when they carry none or are not there yet. One that cannot be read or compiled is
+/// reported and left out: the model is served as one without a template (its messages
+/// joined with newlines) unless a template is configured explicitly.
+fn own_template(key: &str, path: &Path) -> Option<ChatTemplate> {
+    ChatTemplate::from_checkpoint(path).unwrap_or_else(|e| {
+        tracing::warn!(
+            model = key,
+            "{e}; the model's messages are joined with newlines unless a chat template is configured"
+        );
+        None
+    })
 }
 
 /// The load dtype of a registry model's run profile (`None`: kept as stored).

@@ -128,7 +128,7 @@ async fn greedy_decoding_repeats_and_a_seed_makes_sampling_repeatable() {
         },
         "the registry config carries the card's sampling"
     );
-    assert_eq!(options("phi").template, Some(ChatTemplate::Phi4));
+    assert_eq!(options("phi").template, Some(ChatTemplate::phi4()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,9 @@ pub struct Q8K {
     pub qs: [i8; QK_K],
     /// Sums of each 16 consecutive values.
     pub bsums: [i16; QK_K / 16],
+    /// Sums of each 32 consecutive values (pairs of `bsums`: the Q4_K/Q5_K sub-blocks), kept
+    /// so that a dot product does not add the pairs again for every weight row.
+    pub sums32: [i16; QK_K / 32],
     /// The scale.
     pub d: f32,
 }
@@ -28,6 +31,7 @@ fn quantize_block(x: &[f32]) -> Q8K {
     let mut b = Q8K {
         qs: [0; QK_K],
         bsums: [0; QK_K / 16],
+        sums32: [0; QK_K / 32],
         // A NaN or infinite input makes the whole block's products NaN, as in f32 arithmetic.
         d: if finite { amax / 127.0 } else { f32::NAN },
     };
@@ -40,6 +44,9 @@ fn quantize_block(x: &[f32]) -> Q8K {
     }
     for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
         *s = q.iter().map(|&v| v as i16).sum();
+    }
+    for (s, pair) in b.sums32.iter_mut().zip(b.bsums.chunks_exact(2)) {
+        *s = pair[0] + pair[1];
     }
     b
 }

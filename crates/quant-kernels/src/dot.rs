@@ -390,12 +390,8 @@ mod x86 {
     #[inline(always)]
     unsafe fn q4k_min_share(mins: __m128i, act: &Q8K, dmin: f32, acc_min: __m128) -> __m128 {
         unsafe {
-            let sums = _mm256_loadu_si256(act.bsums.as_ptr() as *const __m256i);
             // Sums of 32 activations (each ≤ 32·127) for the eight sub-blocks.
-            let sums32 = _mm_hadd_epi16(
-                _mm256_castsi256_si128(sums),
-                _mm256_extracti128_si256::<1>(sums),
-            );
+            let sums32 = _mm_loadu_si128(act.sums32.as_ptr() as *const __m128i);
             let mins = _mm_madd_epi16(mins, sums32);
             let dmin = _mm_set1_ps(act.d * dmin);
             _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(mins), acc_min)

@@ -278,8 +278,8 @@ const PREFETCH_DISTANCE: usize = 4096;
 
 /// [`PREFETCH_DISTANCE`] when several input rows share each weight row (batched decoding):
 /// each piece then takes several times longer to compute, and requests further ahead keep
-/// the memory system busy. `qmatrix-speed`, 4 rows against one: 2.1× at 4 KiB, 2.4–2.5×
-/// at 8 and 16 KiB (Q4_K).
+/// the memory system busy. `qmatrix-speed` puts 4 rows at 2.3–2.9× the rate of one with 4,
+/// 8 or 16 KiB, within the noise of this shared machine; 8 KiB was best in a run under load.
 const PREFETCH_DISTANCE_BATCH: usize = 8192;
 
 /// Bytes of weights per piece (rounded down to whole 256-element blocks, at least one).

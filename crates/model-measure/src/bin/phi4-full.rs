@@ -415,24 +415,32 @@ fn direct(file: &Path, o: &Opts) {
     );
 }
 
-fn pool(file: &Path, o: &Opts) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A two-worker runtime, as the server uses on this machine.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
-        // The whole machine less 512 MiB: the estimate (with its margin) is what the pool
-        // reserves, and on a 24 GiB machine it is close to the RAM itself.
-        let mut sys = sysinfo::System::new();
-        sys.refresh_memory();
-        let budget = sys.total_memory().saturating_sub(512 << 20);
-        let governor = MemoryGovernor::with_budgets([(DeviceId::Cpu, budget)]).unwrap();
-        let pool = ModelPool::builder()
-            .governor(governor)
-            .model(config(file, o))
-            .build()
-            .unwrap();
+        .unwrap()
+}
+
+/// A pool of `served` with the whole machine less 512 MiB: the estimate (with its margin) is
+/// what the pool reserves, and on a 24 GiB machine it is close to the RAM itself.
+fn machine_pool(served: ServedModel) -> ModelPool {
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    let budget = sys.total_memory().saturating_sub(512 << 20);
+    let governor = MemoryGovernor::with_budgets([(DeviceId::Cpu, budget)]).unwrap();
+    ModelPool::builder()
+        .governor(governor)
+        .model(served)
+        .build()
+        .unwrap()
+}
+
+fn pool(file: &Path, o: &Opts) {
+    runtime().block_on(async {
+        let pool = machine_pool(config(file, o));
         // Letters that never merge: one token each, so the prompt has exactly this length.
         let prompt = "qz".repeat(o.tput_prompt / 2);
         let through_pool = || async {
@@ -500,27 +508,12 @@ fn pool(file: &Path, o: &Opts) {
 /// counted from the moment every request of the run has its first token to the moment the
 /// first one ends (so that no request's prefill or absence is counted).
 fn streams(file: &Path, o: &Opts) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut sys = sysinfo::System::new();
-        sys.refresh_memory();
-        let budget = sys.total_memory().saturating_sub(512 << 20);
-        let governor = MemoryGovernor::with_budgets([(DeviceId::Cpu, budget)]).unwrap();
+    runtime().block_on(async {
         let served = config(file, o)
             .max_concurrency(o.streams.max(1))
             .map_generate(|g| g.context_tokens(o.context))
             .unwrap();
-        let pool = std::sync::Arc::new(
-            ModelPool::builder()
-                .governor(governor)
-                .model(served)
-                .build()
-                .unwrap(),
-        );
+        let pool = std::sync::Arc::new(machine_pool(served));
         // Different prompts of the same length (letters that never merge: one token each).
         let run = |n: usize| {
             let pool = std::sync::Arc::clone(&pool);

@@ -21,7 +21,7 @@ use model_pool::{ByteSize, DeviceId, PoolError};
 use model_registry::CandleModelInfo;
 use model_spec::estimate::MemoryEstimate;
 
-pub use chat::{ChatMessage, ChatTemplate, Role};
+pub use chat::{ChatMessage, ChatTemplate, Role, TemplateError};
 pub use sampling::{SamplingOverrides, SamplingParams};
 pub use stream::{FinishReason, GeneratedToken, Generation, TokenStream, Usage};
 
@@ -108,7 +108,11 @@ pub struct GenerateOptions {
     /// Prompt tokens run per prefill step (the estimate's `prompt_tokens`), so a long prompt
     /// never needs more working memory than one step of this size.
     pub prefill_chunk: usize,
-    /// Prompt format; the model's own for registry models.
+    /// Prompt format: the spec's for registry models; for a checkpoint outside the registry
+    /// (served by [`crate::ServedModel::detect`] or [`crate::ServedModel::with_backend`]) the
+    /// template its own files carry, where they carry one ([`ChatTemplate::from_checkpoint`]).
+    /// One set explicitly replaces either. `None` joins a conversation's messages with
+    /// newlines.
     pub template: Option<ChatTemplate>,
     /// Sampling defaults (the model card's for registry models).
     pub sampling: SamplingParams,
@@ -244,7 +248,8 @@ impl GenerateOptions {
             kv_dtype: self.kv_dtype,
             end_tokens: self
                 .template
-                .map(|t| t.end_tokens().iter().map(|s| (*s).to_owned()).collect())
+                .as_ref()
+                .map(|t| t.end_tokens().to_vec())
                 .unwrap_or_default(),
         })
     }
@@ -383,7 +388,8 @@ impl GenerateRequest {
 }
 
 /// The checks a request passes before it holds anything: sampling values, `max_tokens`, a
-/// conversation that is not empty; the templated prompt text.
+/// conversation that is not empty; the templated prompt text (a conversation the template
+/// refuses is an invalid request).
 pub(crate) fn prompt_text(
     key: &str,
     o: &GenerateOptions,
@@ -403,8 +409,8 @@ pub(crate) fn prompt_text(
             if messages.is_empty() {
                 return Err(ServeError::invalid(key, "the conversation has no messages"));
             }
-            match o.template {
-                Some(t) => t.render(messages, image),
+            match &o.template {
+                Some(t) => t.render(messages, image).map_err(|e| e.for_model(key))?,
                 None => messages
                     .iter()
                     .map(|m| m.content.as_str())
