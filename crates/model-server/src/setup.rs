@@ -18,7 +18,7 @@
 //! key = "my/phi3"
 //! path = "models/phi3.gguf"
 //! arch = "phi3"                      # a model outside the registry
-//! chat_template = "chatml"           # its prompt format: chatml, chatml-phi, llava, kimi
+//! chat_template = "chatml"           # chatml, chatml-phi, llava or kimi; default: the file's own
 //! tier = "warm"
 //! idle_ttl = "5m"
 //! max_concurrency = 2
