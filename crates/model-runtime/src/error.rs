@@ -162,6 +162,16 @@ impl From<candle_core::Error> for BackendError {
     }
 }
 
+/// The text a panic was raised with (`panic!` with a literal or a formatted message), or
+/// "non-string panic".
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".to_owned())
+}
+
 /// Runs `f`, turning a panic into [`BackendError::Config`] on `path`. The tokenizers crate
 /// panics on some malformed vocabularies (a slice index in its BPE merge table) instead of
 /// returning an error; a corrupt file must give an error naming it, not take the process down.
@@ -170,11 +180,7 @@ pub fn without_panics<T>(
     f: impl FnOnce() -> Result<T, BackendError>,
 ) -> Result<T, BackendError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the reader panicked".to_owned());
+        let message = panic_message(panic.as_ref());
         Err(BackendError::config(
             path,
             format!("cannot be read ({message}); the file is corrupt"),

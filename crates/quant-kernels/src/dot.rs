@@ -121,9 +121,7 @@ fn q8_0_portable(w: &[u8], a: &[Q8K]) -> f32 {
 /// Σ over a block's eight sub-blocks of `min_j · Σ a` (the Q4_K/Q5_K minimums' share).
 #[inline(always)]
 fn min_sum(mn: &[u8; 8], act: &Q8K) -> i32 {
-    (0..8)
-        .map(|j| mn[j] as i32 * (act.bsums[2 * j] as i32 + act.bsums[2 * j + 1] as i32))
-        .sum()
+    (0..8).map(|j| mn[j] as i32 * act.sums32[j] as i32).sum()
 }
 
 /// Σ over a Q6_K block's sixteen sub-blocks of `scale_i · Σ a` (for its −32 offset).

@@ -51,6 +51,10 @@ fn random_matrix(dtype: QuantType, rows: usize, cols: usize, rng: &mut Rng) -> V
     data
 }
 
+fn random_qmatrix(dtype: QuantType, rows: usize, cols: usize, rng: &mut Rng) -> QMatrix {
+    QMatrix::new(dtype, rows, cols, random_matrix(dtype, rows, cols, rng)).unwrap()
+}
+
 fn random_input(n: usize, rng: &mut Rng) -> Vec<f32> {
     (0..n).map(|_| rng.uniform() * 4.0 - 2.0).collect()
 }
@@ -231,13 +235,7 @@ fn the_multi_row_path_matches_the_row_kernels() {
     let mut rng = Rng(0xFEED);
     for dtype in [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {
         let (m, rows, cols) = (quant_kernels::expand::MIN_ROWS + 3, 19, 768);
-        let q = QMatrix::new(
-            dtype,
-            rows,
-            cols,
-            random_matrix(dtype, rows, cols, &mut rng),
-        )
-        .unwrap();
+        let q = random_qmatrix(dtype, rows, cols, &mut rng);
         let x = random_input(m * cols, &mut rng);
         let mut got = vec![0f32; m * rows];
         q.matmul(&x, m, &mut got);
@@ -267,13 +265,7 @@ fn a_batch_of_rows_gives_each_row_what_it_gets_alone() {
         QuantType::Q8_0,
     ] {
         let (rows, cols) = (300, 1024);
-        let q = QMatrix::new(
-            dtype,
-            rows,
-            cols,
-            random_matrix(dtype, rows, cols, &mut rng),
-        )
-        .unwrap();
+        let q = random_qmatrix(dtype, rows, cols, &mut rng);
         for m in [2, 5, quant_kernels::expand::MIN_ROWS - 1] {
             let x = random_input(m * cols, &mut rng);
             let mut together = vec![0f32; m * rows];

@@ -33,6 +33,7 @@ use super::attention::KvCaches;
 /// prefill path ([`quant_kernels::expand::MIN_ROWS`]), so that a batch's rows take the same
 /// per-row kernel as a request alone.
 pub const MAX_BATCH: usize = 16;
+const _: () = assert!(MAX_BATCH < quant_kernels::expand::MIN_ROWS);
 
 /// The longest a leader waits for late requests before running the step without them.
 pub const MAX_GATHER: Duration = Duration::from_millis(20);
@@ -163,11 +164,7 @@ fn run_batch(run: &RunBatch<'_>, mut batch: Vec<Ticket>) -> Vec<(u64, Outcome)> 
         Ok(Err(e)) => Err(e.to_string()),
         Err(panic) => Err(format!(
             "the batched decoding step panicked: {}",
-            panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default()
+            model_runtime::error::panic_message(panic.as_ref())
         )),
     };
     match logits {

@@ -87,9 +87,7 @@ impl QLinear {
             })
             .collect()
     }
-}
 
-impl QLinear {
     /// Whether applying the matrix to `rows` rows at once gives each row exactly what it gets
     /// alone: the quantized kernels' row path (below [`quant_kernels::expand::MIN_ROWS`]
     /// rows) dots each row on its own; candle's matmuls may block several rows together.

@@ -139,7 +139,7 @@ impl Step<'_> {
     /// `x · Wᵀ` for every row of `x` `[1, rows, in]`.
     pub(crate) fn linear(&self, w: &QLinear, x: &Tensor) -> Result<Tensor> {
         if self.batch && !w.rows_are_independent(x.dim(1)?) {
-            return each_row(x, |row| w.forward(row));
+            return each_row(x, 1, |row| w.forward(row));
         }
         w.forward(x)
     }
@@ -150,10 +150,7 @@ impl Step<'_> {
         if !self.batch {
             return f(x);
         }
-        let rows = (0..x.dim(0)?)
-            .map(|r| f(&x.narrow(0, r, 1)?))
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&rows, 0)
+        each_row(x, 0, f)
     }
 
     /// Causal self-attention of each sequence in the step over its cache (which it appends
@@ -190,12 +187,12 @@ impl Step<'_> {
     }
 }
 
-/// `f` on each row of `x` `[1, rows, n]`, the results put back together.
-fn each_row(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    let rows = (0..x.dim(1)?)
-        .map(|r| f(&x.narrow(1, r, 1)?))
+/// `f` on each row of `x` (its rows along `dim`), the results put back together.
+fn each_row(x: &Tensor, dim: usize, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let rows = (0..x.dim(dim)?)
+        .map(|r| f(&x.narrow(dim, r, 1)?))
         .collect::<Result<Vec<_>>>()?;
-    Tensor::cat(&rows, 1)
+    Tensor::cat(&rows, dim)
 }
 
 /// A loaded GGUF decoder of `L` layers. Immutable: share it between requests.

@@ -192,38 +192,26 @@ impl Sampler {
             return 0;
         }
         let inv_t = 1.0 / p.temperature;
+        let max = cand.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max);
+        // Unnormalised softmax weight of a candidate.
+        let weight = |c: &(f32, u32)| ((c.0 - max) as f64 * inv_t).exp();
         let (keep, probs) = if p.top_k > 0 {
             let k = select_best(cand, p.top_k);
-            let max = cand[0].0;
-            let weights: Vec<f64> = cand[..k]
-                .iter()
-                .map(|c| ((c.0 - max) as f64 * inv_t).exp())
-                .collect();
+            let weights: Vec<f64> = cand[..k].iter().map(weight).collect();
             let sum: f64 = weights.iter().sum();
             let probs: Vec<f64> = weights.iter().map(|w| w / sum).collect();
             (nucleus(&probs, p.top_p), probs)
         } else if p.top_p >= 1.0 {
             // Nothing is cut: every candidate, in id order.
-            let max = cand.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max);
-            let probs: Vec<f64> = cand
-                .iter()
-                .map(|c| ((c.0 - max) as f64 * inv_t).exp())
-                .collect();
+            let probs: Vec<f64> = cand.iter().map(weight).collect();
             (probs.len(), probs)
         } else {
             // The nucleus of the softmax over every candidate, among growing sets of the best.
-            let max = cand.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = cand
-                .iter()
-                .map(|c| ((c.0 - max) as f64 * inv_t).exp())
-                .sum();
+            let sum: f64 = cand.iter().map(weight).sum();
             let mut k = NUCLEUS_START;
             loop {
                 let k_now = select_best(cand, k);
-                let probs: Vec<f64> = cand[..k_now]
-                    .iter()
-                    .map(|c| ((c.0 - max) as f64 * inv_t).exp() / sum)
-                    .collect();
+                let probs: Vec<f64> = cand[..k_now].iter().map(|c| weight(c) / sum).collect();
                 let keep = nucleus(&probs, p.top_p);
                 if keep < k_now || k_now == cand.len() {
                     break (keep, probs);

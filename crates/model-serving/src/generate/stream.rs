@@ -254,7 +254,7 @@ pub(crate) fn spawn(job: Job) -> TokenStream {
             Err(panic) => Some(Event::Failed(ServeError::Pool(
                 PoolError::RequestPanicked {
                     model: key,
-                    message: panic_message(panic.as_ref()),
+                    message: model_runtime::error::panic_message(panic.as_ref()),
                 },
             ))),
         };
@@ -273,13 +273,6 @@ pub(crate) fn spawn(job: Job) -> TokenStream {
         prompt_tokens,
         ended: false,
     }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
 }
 
 /// Runs the request; returns the final event (none when cancelled). The lease is released
