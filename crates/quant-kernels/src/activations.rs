@@ -14,6 +14,9 @@ pub struct Q8K {
     /// Sums of each 32 consecutive values (pairs of `bsums`: the Q4_K/Q5_K sub-blocks), kept
     /// so that a dot product does not add the pairs again for every weight row.
     pub sums32: [i16; QK_K / 32],
+    /// `d · sums32`: the Q4_K/Q5_K minimums' share of a block is then one multiply-add of
+    /// eight lanes per activation row (the weights' `dmin · min_j` times these).
+    pub scaled_sums32: [f32; QK_K / 32],
     /// The scale.
     pub d: f32,
 }
@@ -32,6 +35,7 @@ fn quantize_block(x: &[f32]) -> Q8K {
         qs: [0; QK_K],
         bsums: [0; QK_K / 16],
         sums32: [0; QK_K / 32],
+        scaled_sums32: [0.0; QK_K / 32],
         // A NaN or infinite input makes the whole block's products NaN, as in f32 arithmetic.
         d: if finite { amax / 127.0 } else { f32::NAN },
     };
@@ -47,6 +51,9 @@ fn quantize_block(x: &[f32]) -> Q8K {
     }
     for (s, pair) in b.sums32.iter_mut().zip(b.bsums.chunks_exact(2)) {
         *s = pair[0] + pair[1];
+    }
+    for (f, &s) in b.scaled_sums32.iter_mut().zip(&b.sums32) {
+        *f = b.d * s as f32;
     }
     b
 }

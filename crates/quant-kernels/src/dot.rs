@@ -12,13 +12,36 @@
 use crate::activations::Q8K;
 use crate::blocks::{QuantType, f16_at, scales_mins};
 
-/// A row dot product: weight blocks, activation blocks (same length in elements).
-pub type DotFn = fn(&[u8], &[Q8K]) -> f32;
+/// A row dot product: weight blocks, activation blocks (same length in elements), and bytes
+/// to request from memory meanwhile (`ahead`, see [`prefetch_share`]; empty for none).
+pub type DotFn = fn(&[u8], &[Q8K], &[u8]) -> f32;
 
 /// One weight row against four activation rows: `[dot(w, a[0]), …, dot(w, a[3])]`, the
 /// weights unpacked once for the four. Each value is computed exactly as the single-row
 /// kernel of [`kernel`] computes it (same operations, same order), bit for bit.
-pub type Dot4Fn = fn(&[u8], [&[Q8K]; 4]) -> [f32; 4];
+pub type Dot4Fn = fn(&[u8], [&[Q8K]; 4], &[u8]) -> [f32; 4];
+
+/// Requests (without waiting) the cache lines of block `k`'s share of `ahead`, `unit` bytes
+/// per weight block, if `ahead` reaches that far. The matrix kernels hand each row the bytes
+/// a fixed distance further along the weights, so the requests trickle out one block at a
+/// time while the row is computed: whole rows requested at once stalled on the full
+/// line-fill buffers, and without software prefetch the reads were 30 % slower.
+#[inline(always)]
+pub fn prefetch_share(ahead: &[u8], k: usize, unit: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(share) = ahead.get(k * unit..(k + 1) * unit) {
+        for at in (0..unit).step_by(64) {
+            // SAFETY: `at < share.len()`; a prefetch of a valid address has no other effect.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    share.as_ptr().add(at) as *const i8,
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ahead, k, unit);
+}
 
 /// The instruction set a kernel uses, from the least to the most capable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,7 +50,7 @@ pub enum Isa {
     Portable,
     /// AVX2 with FMA.
     Avx2,
-    /// AVX-512 (F, BW, VNNI).
+    /// AVX-512 (F, BW, VL, VNNI), with AVX2, FMA and F16C.
     Avx512Vnni,
 }
 
@@ -36,7 +59,13 @@ pub fn best_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("avx2") && has!("fma")
+        if has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512vl")
+            && has!("avx512vnni")
+            && has!("avx2")
+            && has!("fma")
+            && has!("f16c")
         {
             return Isa::Avx512Vnni;
         }
@@ -67,7 +96,8 @@ pub fn kernel4_for(dtype: QuantType, isa: Isa) -> Option<Dot4Fn> {
         match (dtype, isa) {
             (QuantType::Q4K, Isa::Avx512Vnni) => return Some(x86::q4k_avx512_x4),
             (QuantType::Q5K, Isa::Avx512Vnni) => return Some(x86::q5k_avx512_x4),
-            (QuantType::Q6K, Isa::Avx512Vnni | Isa::Avx2) => return Some(x86::q6k_avx2_x4),
+            (QuantType::Q6K, Isa::Avx512Vnni) => return Some(x86::q6k_vnni_x4),
+            (QuantType::Q6K, Isa::Avx2) => return Some(x86::q6k_avx2_x4),
             _ => {}
         }
     }
@@ -84,9 +114,10 @@ pub fn kernel_for(dtype: QuantType, isa: Isa) -> DotFn {
         match (dtype, isa) {
             (QuantType::Q4K, Isa::Avx512Vnni) => return x86::q4k_avx512,
             (QuantType::Q4K, Isa::Avx2) => return x86::q4k_avx2,
-            // The AVX2 kernel: a 512-bit one measured slower here (scale lanes cost more than
-            // the wider products save).
-            (QuantType::Q6K, Isa::Avx512Vnni | Isa::Avx2) => return x86::q6k_avx2,
+            // The AVX2 kernel with 256-bit `vpdpwssd`: a 512-bit one measured slower here
+            // (scale lanes cost more than the wider products save).
+            (QuantType::Q6K, Isa::Avx512Vnni) => return x86::q6k_vnni,
+            (QuantType::Q6K, Isa::Avx2) => return x86::q6k_avx2,
             (QuantType::Q5K, Isa::Avx512Vnni) => return x86::q5k_avx512,
             (QuantType::Q5K, Isa::Avx2) => return x86::q5k_avx2,
             (QuantType::Q8_0, Isa::Avx512Vnni | Isa::Avx2) => return x86::q8_0_v3,
@@ -102,20 +133,20 @@ pub fn kernel_for(dtype: QuantType, isa: Isa) -> DotFn {
     }
 }
 
-fn q4k_portable(w: &[u8], a: &[Q8K]) -> f32 {
-    q4k5k::<false>(w, a)
+fn q4k_portable(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
+    q4k5k::<false>(w, a, ahead)
 }
 
-fn q5k_portable(w: &[u8], a: &[Q8K]) -> f32 {
-    q4k5k::<true>(w, a)
+fn q5k_portable(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
+    q4k5k::<true>(w, a, ahead)
 }
 
-fn q6k_portable(w: &[u8], a: &[Q8K]) -> f32 {
-    q6k(w, a)
+fn q6k_portable(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
+    q6k(w, a, ahead)
 }
 
-fn q8_0_portable(w: &[u8], a: &[Q8K]) -> f32 {
-    q8_0(w, a)
+fn q8_0_portable(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
+    q8_0(w, a, ahead)
 }
 
 /// Σ over a block's eight sub-blocks of `min_j · Σ a` (the Q4_K/Q5_K minimums' share).
@@ -133,10 +164,11 @@ fn q6k_offset_sum(sc: &[u8], act: &Q8K) -> i32 {
 }
 
 #[inline(always)]
-fn q4k5k<const FIVE: bool>(w: &[u8], a: &[Q8K]) -> f32 {
+fn q4k5k<const FIVE: bool>(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
     let block = if FIVE { 176 } else { 144 };
     let mut sum = 0f32;
-    for (b, act) in w.chunks_exact(block).zip(a) {
+    for (k, (b, act)) in w.chunks_exact(block).zip(a).enumerate() {
+        prefetch_share(ahead, k, block);
         let (sc, mn) = scales_mins(&b[4..16]);
         let (qh, qs) = (&b[16..48], if FIVE { &b[48..176] } else { &b[16..144] });
         let mut isum = 0i32;
@@ -165,9 +197,10 @@ fn q4k5k<const FIVE: bool>(w: &[u8], a: &[Q8K]) -> f32 {
 }
 
 #[inline(always)]
-fn q6k(w: &[u8], a: &[Q8K]) -> f32 {
+fn q6k(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
     let mut sum = 0f32;
-    for (b, act) in w.chunks_exact(210).zip(a) {
+    for (k, (b, act)) in w.chunks_exact(210).zip(a).enumerate() {
+        prefetch_share(ahead, k, 210);
         let sc = &b[192..208];
         let mut isum = 0i32;
         for h in 0..2 {
@@ -196,9 +229,10 @@ fn q6k(w: &[u8], a: &[Q8K]) -> f32 {
 }
 
 #[inline(always)]
-fn q8_0(w: &[u8], a: &[Q8K]) -> f32 {
+fn q8_0(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
     let mut sum = 0f32;
-    for (blocks, act) in w.chunks_exact(34 * 8).zip(a) {
+    for (k, (blocks, act)) in w.chunks_exact(34 * 8).zip(a).enumerate() {
+        prefetch_share(ahead, k, 34 * 8);
         for (k, b) in blocks.chunks_exact(34).enumerate() {
             let s: i32 = b[2..34]
                 .iter()
@@ -218,64 +252,74 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::Q8K;
+    use super::{Q8K, prefetch_share};
     use crate::blocks::f16_at;
 
     macro_rules! dispatch {
         ($name:ident, $features:literal, $body:expr) => {
-            pub(super) fn $name(w: &[u8], a: &[Q8K]) -> f32 {
+            pub(super) fn $name(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
                 #[target_feature(enable = $features)]
                 #[allow(unused_unsafe)]
-                fn inner(w: &[u8], a: &[Q8K]) -> f32 {
+                fn inner(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
                     // SAFETY: the helpers only need the features `inner` is compiled with.
-                    unsafe { $body(w, a) }
+                    unsafe { $body(w, a, ahead) }
                 }
                 // SAFETY: handed out only where the CPU has these features (module docs).
-                unsafe { inner(w, a) }
+                unsafe { inner(w, a, ahead) }
             }
         };
     }
 
     macro_rules! dispatch4 {
         ($name:ident, $features:literal, $body:expr) => {
-            pub(super) fn $name(w: &[u8], a: [&[Q8K]; 4]) -> [f32; 4] {
+            pub(super) fn $name(w: &[u8], a: [&[Q8K]; 4], ahead: &[u8]) -> [f32; 4] {
                 #[target_feature(enable = $features)]
                 #[allow(unused_unsafe)]
-                fn inner(w: &[u8], a: [&[Q8K]; 4]) -> [f32; 4] {
+                fn inner(w: &[u8], a: [&[Q8K]; 4], ahead: &[u8]) -> [f32; 4] {
                     // SAFETY: as in `dispatch!`.
-                    unsafe { $body(w, a) }
+                    unsafe { $body(w, a, ahead) }
                 }
                 // SAFETY: handed out only where the CPU has these features (module docs).
-                unsafe { inner(w, a) }
+                unsafe { inner(w, a, ahead) }
             }
         };
     }
 
     dispatch4!(
         q4k_avx512_x4,
-        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
         q4k_avx512_rows::<false, 4>
     );
     dispatch4!(
         q5k_avx512_x4,
-        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
         q4k_avx512_rows::<true, 4>
     );
-    dispatch4!(q6k_avx2_x4, "avx2,fma", q6k_avx2_rows::<4>);
+    dispatch4!(q6k_avx2_x4, "avx2,fma", q6k_avx2_rows::<false, 4>);
+    dispatch4!(
+        q6k_vnni_x4,
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+        q6k_avx2_rows::<true, 4>
+    );
 
     // The portable loop, compiled for AVX2 (LLVM vectorises it).
     dispatch!(q8_0_v3, "avx2,fma", super::q8_0);
     dispatch!(q4k_avx2, "avx2,fma", q4k_avx2_body::<false>);
     dispatch!(q5k_avx2, "avx2,fma", q4k_avx2_body::<true>);
-    dispatch!(q6k_avx2, "avx2,fma", q6k_avx2_body);
+    dispatch!(q6k_avx2, "avx2,fma", q6k_avx2_body::<false>);
+    dispatch!(
+        q6k_vnni,
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+        q6k_avx2_body::<true>
+    );
     dispatch!(
         q4k_avx512,
-        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
         q4k_avx512_body::<false>
     );
     dispatch!(
         q5k_avx512,
-        "avx512f,avx512bw,avx512vnni,avx2,fma",
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
         q4k_avx512_body::<true>
     );
 
@@ -360,6 +404,22 @@ mod x86 {
         ]
     }
 
+    /// [`scales_mins_packed`] as one vector: scales in bytes 0..8, minimums in 8..16.
+    #[inline(always)]
+    unsafe fn scales_mins_vector(s: &[u8]) -> __m128i {
+        let [w0, w1, w2, w3] = scales_mins_packed(s);
+        let pair = |lo: u32, hi: u32| ((hi as u64) << 32 | lo as u64) as i64;
+        unsafe { _mm_set_epi64x(pair(w2, w3), pair(w0, w1)) }
+    }
+
+    /// The block's two leading f16 values (`d`, `dmin`; lanes 0 and 1) as f32, by F16C.
+    #[inline]
+    #[target_feature(enable = "f16c")]
+    unsafe fn f16_pair(b: &[u8]) -> __m128 {
+        let bits = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
+    }
+
     /// Bytes per block: Q4_K, or Q5_K with its 32 bytes of fifth bits.
     const fn q4k_block<const FIVE: bool>() -> usize {
         if FIVE { 176 } else { 144 }
@@ -406,11 +466,12 @@ mod x86 {
     /// activations (pairs ≤ 2·15·127, no saturation), `vpmaddwd` with the sub-block scale
     /// (picked from the unpacked scales by a byte shuffle); minimums from the activation sums.
     #[inline(always)]
-    unsafe fn q4k_avx2_body<const FIVE: bool>(w: &[u8], a: &[Q8K]) -> f32 {
+    unsafe fn q4k_avx2_body<const FIVE: bool>(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
         unsafe {
             let mut acc = _mm256_setzero_ps();
             let mut acc_min = _mm_setzero_ps();
-            for (b, act) in w.chunks_exact(q4k_block::<FIVE>()).zip(a) {
+            for (k, (b, act)) in w.chunks_exact(q4k_block::<FIVE>()).zip(a).enumerate() {
+                prefetch_share(ahead, k, q4k_block::<FIVE>());
                 let scales = q4k_scales(b, act, &mut acc_min);
                 let scales = _mm256_broadcastsi128_si256(scales);
                 let mut sumi = _mm256_setzero_si256();
@@ -450,21 +511,66 @@ mod x86 {
         }
     }
 
+    /// `acc + Σ pairs of a·b` in 32-bit lanes: one `vpdpwssd`, written as an instruction
+    /// because LLVM splits the intrinsic into `vpmaddwd` + `vpaddd` for CPUs it does not
+    /// know to have a fast one (the generic target), which doubled the multiply work here.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn dpwssd512(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        let mut acc = acc;
+        // SAFETY: callers are compiled with AVX-512 VNNI; registers only, no memory.
+        unsafe {
+            std::arch::asm!(
+                "vpdpwssd {acc}, {a}, {b}",
+                acc = inout(zmm_reg) acc,
+                a = in(zmm_reg) a,
+                b = in(zmm_reg) b,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+
+    /// [`dpwssd512`] on 256-bit lanes (AVX-512 VL).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
+    unsafe fn dpwssd256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        let mut acc = acc;
+        // SAFETY: as `dpwssd512`.
+        unsafe {
+            std::arch::asm!(
+                "vpdpwssd {acc}, {a}, {b}",
+                acc = inout(ymm_reg) acc,
+                a = in(ymm_reg) a,
+                b = in(ymm_reg) b,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+
     /// Q4_K with AVX-512: the low and high nibbles of 32 bytes side by side (64 weights, two
     /// sub-blocks), one `vpmaddubsw` against 64 activations, then `vpdpwssd` with the two
     /// sub-blocks' scales (lanes picked by `vpermw`).
     #[inline(always)]
-    unsafe fn q4k_avx512_body<const FIVE: bool>(w: &[u8], a: &[Q8K]) -> f32 {
-        unsafe { q4k_avx512_rows::<FIVE, 1>(w, [a])[0] }
+    unsafe fn q4k_avx512_body<const FIVE: bool>(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
+        unsafe { q4k_avx512_rows::<FIVE, 1>(w, [a], ahead)[0] }
     }
 
     /// [`q4k_avx512_body`] for `M` activation rows: each block's values and scale lanes are
     /// unpacked once, then every row runs the single-row sequence on them with accumulators
     /// of its own (so each result is the single-row kernel's, bit for bit).
+    ///
+    /// Per row and block this is eight vector instructions for the 256 products (four
+    /// `vpmaddubsw` with the activations as memory operands, four `vpdpwssd`), three for the
+    /// scale (convert, multiply by the block's `d`, add times the activations' `d`, which is
+    /// broadcast straight from memory) and one for the minimums (their `dmin · min_j` times
+    /// the activations' `scaled_sums32`); everything else is shared.
     #[inline(always)]
     unsafe fn q4k_avx512_rows<const FIVE: bool, const M: usize>(
         w: &[u8],
         a: [&[Q8K]; M],
+        ahead: &[u8],
     ) -> [f32; M] {
         unsafe {
             // Scale lanes for sub-blocks (2j, 2j + 1): sixteen of each.
@@ -475,39 +581,79 @@ mod x86 {
                     _mm512_set1_epi16(2 * j as i16 + 1),
                 )
             });
+            let m4 = _mm512_set1_epi8(0x0F);
+            let blocks = w.len() / q4k_block::<FIVE>();
+            assert!(
+                a.iter().all(|r| r.len() >= blocks),
+                "an activation row is short"
+            );
             let mut acc = [_mm512_setzero_ps(); M];
-            let mut acc_min = [_mm_setzero_ps(); M];
+            let mut acc_min = [_mm256_setzero_ps(); M];
             for (k, b) in w.chunks_exact(q4k_block::<FIVE>()).enumerate() {
-                let [w0, w1, w2, w3] = scales_mins_packed(&b[4..16]);
-                let both =
-                    _mm256_cvtepu8_epi16(_mm_set_epi32(w3 as i32, w2 as i32, w1 as i32, w0 as i32));
+                prefetch_share(ahead, k, q4k_block::<FIVE>());
+                let both = _mm256_cvtepu8_epi16(scales_mins_vector(&b[4..16]));
                 let mins = _mm256_extracti128_si256::<1>(both);
-                let scales = _mm512_castsi128_si512(_mm256_castsi256_si128(both));
+                let scales = _mm512_castsi256_si512(both);
                 // Plain loops, not closures: a closure is not compiled with the caller's
                 // target features, and the vectors would go through memory.
                 let mut sc = [_mm512_setzero_si512(); 4];
-                let mut wv = [_mm512_setzero_si512(); 4];
                 for j in 0..4 {
                     sc[j] = _mm512_permutexvar_epi16(pick[j], scales);
-                    let (lo, hi) = values::<FIVE>(b, j);
-                    wv[j] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                 }
-                let (d_w, dmin_w) = (f16_at(b, 0), f16_at(b, 2));
+                // 64 bytes hold sub-blocks 4t, 4t + 2 (low nibbles) and 4t + 1, 4t + 3
+                // (high): two shuffles put each 32 bytes' low and high nibbles side by side.
+                let mut wv = [_mm512_setzero_si512(); 4];
+                for t in 0..2 {
+                    let at = if FIVE { 48 } else { 16 } + 64 * t;
+                    let v = _mm512_loadu_si512(b[at..at + 64].as_ptr() as *const __m512i);
+                    let mut lo = _mm512_and_si512(v, m4);
+                    let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                    if FIVE {
+                        // Fifth bits: bit 2j (low) and 2j + 1 (high) of `qh` for the 32 bytes
+                        // of chunk j = 2t (first half) and 2t + 1 (second half).
+                        let qh = _mm512_broadcast_i64x4(load256(&b[16..]));
+                        let shift = _mm512_mask_blend_epi16(
+                            0xFFFF_0000,
+                            _mm512_set1_epi16(4 * t as i16),
+                            _mm512_set1_epi16(4 * t as i16 + 2),
+                        );
+                        let bits = _mm512_srlv_epi16(qh, shift);
+                        let one = _mm512_set1_epi8(1);
+                        lo = _mm512_or_si512(
+                            lo,
+                            _mm512_slli_epi16::<4>(_mm512_and_si512(bits, one)),
+                        );
+                        hi = _mm512_or_si512(
+                            hi,
+                            _mm512_slli_epi16::<3>(_mm512_and_si512(bits, _mm512_set1_epi8(2))),
+                        );
+                    }
+                    wv[2 * t] = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
+                    wv[2 * t + 1] = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
+                }
+                let d = f16_pair(b);
+                let d_w = _mm512_broadcastss_ps(d);
+                // dmin · min_j as f32, for every row's `scaled_sums32`.
+                let dmin_w = _mm256_broadcastss_ps(_mm_permute_ps::<0b01_01_01_01>(d));
+                let mins = _mm256_mul_ps(dmin_w, _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(mins)));
                 for i in 0..M {
-                    let act = &a[i][k];
-                    acc_min[i] = q4k_min_share(mins, act, dmin_w, acc_min[i]);
+                    // SAFETY: every row has a block `k` (checked before the loop).
+                    let act = a[i].get_unchecked(k);
+                    // The minimums' share, `Σ_j dmin · min_j · d_a · Σ a`.
+                    let sums = _mm256_loadu_ps(act.scaled_sums32.as_ptr());
+                    acc_min[i] = _mm256_fmadd_ps(mins, sums, acc_min[i]);
                     let mut sumi = _mm512_setzero_si512();
                     for j in 0..4 {
                         let p = _mm512_maddubs_epi16(wv[j], load512_i8(&act.qs[64 * j..]));
-                        sumi = _mm512_dpwssd_epi32(sumi, p, sc[j]);
+                        sumi = dpwssd512(sumi, p, sc[j]);
                     }
-                    let d = _mm512_set1_ps(act.d * d_w);
-                    acc[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[i]);
+                    let x = _mm512_mul_ps(d_w, _mm512_cvtepi32_ps(sumi));
+                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(act.d), x, acc[i]);
                 }
             }
             let mut out = [0f32; M];
             for i in 0..M {
-                out[i] = _mm512_reduce_add_ps(acc[i]) - hsum128(acc_min[i]);
+                out[i] = _mm512_reduce_add_ps(acc[i]) - hsum256(acc_min[i]);
             }
             out
         }
@@ -542,21 +688,48 @@ mod x86 {
     /// scales of its two sixteens (a byte shuffle of the block's scales), the −32 offset from
     /// the activation sums.
     #[inline(always)]
-    unsafe fn q6k_avx2_body(w: &[u8], a: &[Q8K]) -> f32 {
-        unsafe { q6k_avx2_rows::<1>(w, [a])[0] }
+    unsafe fn q6k_avx2_body<const VNNI: bool>(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
+        unsafe { q6k_avx2_rows::<VNNI, 1>(w, [a], ahead)[0] }
+    }
+
+    /// `acc + Σ pairs of p·s` (32-bit lanes): one `vpdpwssd` with AVX-512 VNNI, `vpmaddwd`
+    /// and an add without. The integers are the same either way.
+    #[inline(always)]
+    unsafe fn madd_add<const VNNI: bool>(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+        unsafe {
+            if VNNI {
+                dpwssd256(acc, p, s)
+            } else {
+                _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+            }
+        }
     }
 
     /// [`q6k_avx2_body`] for `M` activation rows: each block's values and scales are unpacked
     /// once; every row runs the single-row sequence with accumulators of its own.
+    ///
+    /// The −32 offset is subtracted in integers (`32 · Σ sc_i · Σ a`, ≤ 2^24, beside products
+    /// ≤ 2^25), so each row and block ends in one convert, one multiply by the block's `d` and
+    /// one add times the activations' `d` (broadcast from memory).
     #[inline(always)]
-    unsafe fn q6k_avx2_rows<const M: usize>(w: &[u8], a: [&[Q8K]; M]) -> [f32; M] {
+    unsafe fn q6k_avx2_rows<const VNNI: bool, const M: usize>(
+        w: &[u8],
+        a: [&[Q8K]; M],
+        ahead: &[u8],
+    ) -> [f32; M] {
         unsafe {
             let mut acc = [_mm256_setzero_ps(); M];
-            let mut acc_offset = [_mm256_setzero_ps(); M];
+            let blocks = w.len() / 210;
+            assert!(
+                a.iter().all(|r| r.len() >= blocks),
+                "an activation row is short"
+            );
             for (k, b) in w.chunks_exact(210).enumerate() {
-                let d_w = f16_at(b, 208);
+                prefetch_share(ahead, k, 210);
+                let d_w = _mm256_set1_ps(f16_at(b, 208));
                 let sc8 = _mm_loadu_si128(b[192..208].as_ptr() as *const __m128i);
-                let sc16 = _mm256_cvtepi8_epi16(sc8);
+                // 32 · sc_i as i16, for the offsets.
+                let sc32 = _mm256_slli_epi16::<5>(_mm256_cvtepi8_epi16(sc8));
                 let halves = [q6k_half(b, 0), q6k_half(b, 1)];
                 // [sc_i × 8, sc_{i+1} × 8] as i16 for each group of 32.
                 let mut scales = [_mm256_setzero_si256(); 8];
@@ -568,31 +741,27 @@ mod x86 {
                     ));
                 }
                 for r in 0..M {
-                    let act = &a[r][k];
-                    let d = act.d * d_w;
+                    // SAFETY: every row has a block `k` (checked before the loop).
+                    let act = a[r].get_unchecked(k);
                     let sums = _mm256_loadu_si256(act.bsums.as_ptr() as *const __m256i);
-                    let offsets = _mm256_madd_epi16(sc16, sums);
-                    acc_offset[r] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(32.0 * d),
-                        _mm256_cvtepi32_ps(offsets),
-                        acc_offset[r],
-                    );
-                    let mut sumi = _mm256_setzero_si256();
+                    let mut sumi =
+                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(sc32, sums));
                     for h in 0..2 {
                         for g in 0..4 {
                             let p = _mm256_maddubs_epi16(
                                 halves[h][g],
                                 load256_i8(&act.qs[128 * h + 32 * g..]),
                             );
-                            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales[4 * h + g]));
+                            sumi = madd_add::<VNNI>(sumi, p, scales[4 * h + g]);
                         }
                     }
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+                    let x = _mm256_mul_ps(d_w, _mm256_cvtepi32_ps(sumi));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(act.d), x, acc[r]);
                 }
             }
             let mut out = [0f32; M];
             for r in 0..M {
-                out[r] = hsum256(acc[r]) - hsum256(acc_offset[r]);
+                out[r] = hsum256(acc[r]);
             }
             out
         }

@@ -215,12 +215,8 @@ impl QMatrix {
         };
         // Enough chunks to balance the threads, each long enough to amortise the hand-off.
         let chunk = (self.rows / (threads * 8)).clamp(1, 256);
-        // Each row is dotted a piece at a time, and before each piece the bytes
-        // `PREFETCH_DISTANCE` further along the chunk are requested: a steady trickle of
-        // requests keeps the memory system busy while the kernel computes, where a whole row
-        // requested at once stalled on the full line-fill buffers (see `PREFETCH_DISTANCE`).
-        let unit = self.dtype.row_bytes(blocks::QK_K);
-        let piece = (PREFETCH_PIECE / unit).max(1);
+        // Each row's kernel requests the bytes `distance` further along the chunk, a block's
+        // worth per block it computes (`dot::prefetch_share`).
         (0..self.rows.div_ceil(chunk))
             .into_par_iter()
             .for_each(|c| {
@@ -236,27 +232,21 @@ impl QMatrix {
                 for r in start..end {
                     let row_at = (r - start) * self.row_bytes;
                     let row = &stream[row_at..row_at + self.row_bytes];
-                    sums.fill(0.0);
-                    for (p, w) in row.chunks(piece * unit).enumerate() {
-                        let ahead = row_at + p * piece * unit + distance;
-                        if let Some(next) = stream.get(ahead..(ahead + w.len()).min(stream.len())) {
-                            prefetch(next);
+                    let ahead = stream
+                        .get(row_at + distance..)
+                        .map_or(&[][..], |s| &s[..s.len().min(self.row_bytes)]);
+                    // Only the first call for a row requests its share.
+                    let ahead_for = |i: usize| if i == 0 { ahead } else { &[][..] };
+                    let mut i = 0;
+                    if let Some(dot4) = dot4 {
+                        while i + 4 <= m {
+                            let x: [&[Q8K]; 4] = std::array::from_fn(|k| &acts[i + k][..]);
+                            sums[i..i + 4].copy_from_slice(&dot4(row, x, ahead_for(i)));
+                            i += 4;
                         }
-                        let blocks = p * piece..(p * piece + piece).min(acts[0].len());
-                        let mut i = 0;
-                        if let Some(dot4) = dot4 {
-                            while i + 4 <= m {
-                                let x: [&[Q8K]; 4] =
-                                    std::array::from_fn(|k| &acts[i + k][blocks.clone()]);
-                                for (s, v) in sums[i..i + 4].iter_mut().zip(dot4(w, x)) {
-                                    *s += v;
-                                }
-                                i += 4;
-                            }
-                        }
-                        for (s, a) in sums[i..].iter_mut().zip(&acts[i..]) {
-                            *s += dot(w, &a[blocks.clone()]);
-                        }
+                    }
+                    for (k, (s, a)) in sums[i..].iter_mut().zip(&acts[i..]).enumerate() {
+                        *s = dot(row, a, ahead_for(i + k));
                     }
                     for (i, &v) in sums.iter().enumerate() {
                         // SAFETY: `i * rows + r` is inside `out` (checked above), and each
@@ -269,37 +259,18 @@ impl QMatrix {
     }
 }
 
-/// Bytes between the piece of a row being dotted and the bytes requested before it. Measured
-/// on 1.2 GB of Phi-4-shaped Q4_K and Q6_K matrices (`qmatrix-speed`, 2 threads): whole rows
-/// requested two rows ahead read 17.4 GB/s; ~700-byte pieces requested one or two
-/// 2,880-byte rows ahead, 20–22 GB/s, as fast as a plain read of the same bytes. Without
-/// software prefetch, 14.2 GB/s.
+/// Bytes between the row being dotted and the bytes its kernel requests. Measured on 1.2 GB
+/// of Phi-4-shaped Q4_K and Q6_K matrices (`qmatrix-speed`, 2 threads): whole rows requested
+/// two rows ahead read 17.4 GB/s; requests trickled out one or two 2,880-byte rows ahead,
+/// 20–22 GB/s, as fast as a plain read of the same bytes. Without software prefetch,
+/// 14.2 GB/s.
 const PREFETCH_DISTANCE: usize = 4096;
 
 /// [`PREFETCH_DISTANCE`] when several input rows share each weight row (batched decoding):
-/// each piece then takes several times longer to compute, and requests further ahead keep
+/// each row then takes several times longer to compute, and requests further ahead keep
 /// the memory system busy. `qmatrix-speed` puts 4 rows at 2.3–2.9× the rate of one with 4,
 /// 8 or 16 KiB, within the noise of this shared machine; 8 KiB was best in a run under load.
 const PREFETCH_DISTANCE_BATCH: usize = 8192;
-
-/// Bytes of weights per piece (rounded down to whole 256-element blocks, at least one).
-const PREFETCH_PIECE: usize = 768;
-
-/// Asks for the cache lines of `bytes` without waiting for them.
-#[inline(always)]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: a prefetch of a valid address has no effect on memory.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr() as *const i8
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
-}
 
 struct SendPtr(*mut f32);
 // SAFETY: the pointer is only used for disjoint writes (see `matmul_quantized`).

@@ -557,9 +557,26 @@ fn streams(file: &Path, o: &Opts) {
             "streams: first request (load included) {:.1} s, decode {warm:.3} tok/s",
             started.elapsed().as_secs_f64()
         );
+        let batch_stats = || async {
+            let lease = CapabilityLease::new(
+                pool.pool().acquire(KEY).await.unwrap(),
+                LoadedModel::as_generator,
+            )
+            .unwrap_or_else(|_| panic!("{KEY} is a generator"));
+            lease.batch_stats()
+        };
         let (one, one_tokens) = run(1).await;
+        let before = batch_stats().await;
         let (many, many_tokens) = run(o.streams).await;
+        let after = batch_stats().await;
         let (again, _) = run(1).await;
+        println!(
+            "streams: {} sequence-steps in {} forward passes while {} ran (largest batch {})",
+            after.rows - before.rows,
+            after.steps - before.steps,
+            o.streams,
+            after.largest
+        );
         println!(
             "streams: {} prompt tokens, {} new each; one request {one:.3} tok/s ({one_tokens} tokens counted), {} at once {many:.3} tok/s in all ({many_tokens} counted) = {:.2}x one; one again {again:.3} tok/s",
             o.tput_prompt,
