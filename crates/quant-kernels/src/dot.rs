@@ -96,7 +96,7 @@ pub fn kernel4_for(dtype: QuantType, isa: Isa) -> Option<Dot4Fn> {
         match (dtype, isa) {
             (QuantType::Q4K, Isa::Avx512Vnni) => return Some(x86::q4k_avx512_x4),
             (QuantType::Q5K, Isa::Avx512Vnni) => return Some(x86::q5k_avx512_x4),
-            (QuantType::Q6K, Isa::Avx512Vnni) => return Some(x86::q6k_vnni_x4),
+            (QuantType::Q6K, Isa::Avx512Vnni) => return Some(x86::q6k_avx512_x4),
             (QuantType::Q6K, Isa::Avx2) => return Some(x86::q6k_avx2_x4),
             _ => {}
         }
@@ -114,9 +114,7 @@ pub fn kernel_for(dtype: QuantType, isa: Isa) -> DotFn {
         match (dtype, isa) {
             (QuantType::Q4K, Isa::Avx512Vnni) => return x86::q4k_avx512,
             (QuantType::Q4K, Isa::Avx2) => return x86::q4k_avx2,
-            // The AVX2 kernel with 256-bit `vpdpwssd`: a 512-bit one measured slower here
-            // (scale lanes cost more than the wider products save).
-            (QuantType::Q6K, Isa::Avx512Vnni) => return x86::q6k_vnni,
+            (QuantType::Q6K, Isa::Avx512Vnni) => return x86::q6k_avx512,
             (QuantType::Q6K, Isa::Avx2) => return x86::q6k_avx2,
             (QuantType::Q5K, Isa::Avx512Vnni) => return x86::q5k_avx512,
             (QuantType::Q5K, Isa::Avx2) => return x86::q5k_avx2,
@@ -295,22 +293,22 @@ mod x86 {
         "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
         q4k_avx512_rows::<true, 4>
     );
-    dispatch4!(q6k_avx2_x4, "avx2,fma", q6k_avx2_rows::<false, 4>);
+    dispatch4!(q6k_avx2_x4, "avx2,fma", q6k_avx2_rows::<4>);
     dispatch4!(
-        q6k_vnni_x4,
+        q6k_avx512_x4,
         "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-        q6k_avx2_rows::<true, 4>
+        q6k_avx512_rows::<4>
     );
 
     // The portable loop, compiled for AVX2 (LLVM vectorises it).
     dispatch!(q8_0_v3, "avx2,fma", super::q8_0);
     dispatch!(q4k_avx2, "avx2,fma", q4k_avx2_body::<false>);
     dispatch!(q5k_avx2, "avx2,fma", q4k_avx2_body::<true>);
-    dispatch!(q6k_avx2, "avx2,fma", q6k_avx2_body::<false>);
+    dispatch!(q6k_avx2, "avx2,fma", q6k_avx2_body);
     dispatch!(
-        q6k_vnni,
+        q6k_avx512,
         "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-        q6k_avx2_body::<true>
+        q6k_avx512_rows1
     );
     dispatch!(
         q4k_avx512,
@@ -531,24 +529,6 @@ mod x86 {
         acc
     }
 
-    /// [`dpwssd512`] on 256-bit lanes (AVX-512 VL).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
-    unsafe fn dpwssd256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-        let mut acc = acc;
-        // SAFETY: as `dpwssd512`.
-        unsafe {
-            std::arch::asm!(
-                "vpdpwssd {acc}, {a}, {b}",
-                acc = inout(ymm_reg) acc,
-                a = in(ymm_reg) a,
-                b = in(ymm_reg) b,
-                options(pure, nomem, nostack, preserves_flags)
-            );
-        }
-        acc
-    }
-
     /// Q4_K with AVX-512: the low and high nibbles of 32 bytes side by side (64 weights, two
     /// sub-blocks), one `vpmaddubsw` against 64 activations, then `vpdpwssd` with the two
     /// sub-blocks' scales (lanes picked by `vpermw`).
@@ -688,21 +668,8 @@ mod x86 {
     /// scales of its two sixteens (a byte shuffle of the block's scales), the −32 offset from
     /// the activation sums.
     #[inline(always)]
-    unsafe fn q6k_avx2_body<const VNNI: bool>(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
-        unsafe { q6k_avx2_rows::<VNNI, 1>(w, [a], ahead)[0] }
-    }
-
-    /// `acc + Σ pairs of p·s` (32-bit lanes): one `vpdpwssd` with AVX-512 VNNI, `vpmaddwd`
-    /// and an add without. The integers are the same either way.
-    #[inline(always)]
-    unsafe fn madd_add<const VNNI: bool>(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
-        unsafe {
-            if VNNI {
-                dpwssd256(acc, p, s)
-            } else {
-                _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
-            }
-        }
+    unsafe fn q6k_avx2_body(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
+        unsafe { q6k_avx2_rows::<1>(w, [a], ahead)[0] }
     }
 
     /// [`q6k_avx2_body`] for `M` activation rows: each block's values and scales are unpacked
@@ -712,11 +679,7 @@ mod x86 {
     /// ≤ 2^25), so each row and block ends in one convert, one multiply by the block's `d` and
     /// one add times the activations' `d` (broadcast from memory).
     #[inline(always)]
-    unsafe fn q6k_avx2_rows<const VNNI: bool, const M: usize>(
-        w: &[u8],
-        a: [&[Q8K]; M],
-        ahead: &[u8],
-    ) -> [f32; M] {
+    unsafe fn q6k_avx2_rows<const M: usize>(w: &[u8], a: [&[Q8K]; M], ahead: &[u8]) -> [f32; M] {
         unsafe {
             let mut acc = [_mm256_setzero_ps(); M];
             let blocks = w.len() / 210;
@@ -752,7 +715,7 @@ mod x86 {
                                 halves[h][g],
                                 load256_i8(&act.qs[128 * h + 32 * g..]),
                             );
-                            sumi = madd_add::<VNNI>(sumi, p, scales[4 * h + g]);
+                            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scales[4 * h + g]));
                         }
                     }
                     let x = _mm256_mul_ps(d_w, _mm256_cvtepi32_ps(sumi));
@@ -762,6 +725,90 @@ mod x86 {
             let mut out = [0f32; M];
             for r in 0..M {
                 out[r] = hsum256(acc[r]);
+            }
+            out
+        }
+    }
+
+    /// [`q6k_avx512_rows`] for one row.
+    #[inline(always)]
+    unsafe fn q6k_avx512_rows1(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
+        unsafe { q6k_avx512_rows::<1>(w, [a], ahead)[0] }
+    }
+
+    /// Q6_K with AVX-512, for `M` activation rows: each 64 bytes of low bits of a half give
+    /// 128 values, in two vectors of 64 consecutive elements, whose high bits come from the
+    /// half's 32 `qh` bytes shifted per 256-bit lane; each vector is one `vpmaddubsw` against
+    /// 64 activations and one `vpdpwssd` with its four sixteens' scales (lanes picked by
+    /// `vpermw`). The −32 offset, `32 · Σ sc_i · Σ a`, starts each row's integer sum.
+    /// Per row and block: one offset multiply, eight product instructions, three for the
+    /// scale; the rest is shared by the rows, and each row's result is the one-row result.
+    #[inline(always)]
+    unsafe fn q6k_avx512_rows<const M: usize>(w: &[u8], a: [&[Q8K]; M], ahead: &[u8]) -> [f32; M] {
+        unsafe {
+            // Scale lanes of vector (h, p): i16 lane i holds sc[8h + 4p + i / 8].
+            let pick: [__m512i; 4] = std::array::from_fn(|n| {
+                let lanes: [i16; 32] = std::array::from_fn(|i| (4 * n + i / 8) as i16);
+                _mm512_loadu_si512(lanes.as_ptr() as *const __m512i)
+            });
+            // Shift of the `qh` bits for each 256-bit lane: groups (0, 1) and (2, 3).
+            let shift = [
+                _mm512_mask_blend_epi16(0xFFFF_0000, _mm512_set1_epi16(0), _mm512_set1_epi16(2)),
+                _mm512_mask_blend_epi16(0xFFFF_0000, _mm512_set1_epi16(4), _mm512_set1_epi16(6)),
+            ];
+            let m4 = _mm512_set1_epi8(0x0F);
+            let top2 = _mm512_set1_epi8(0x30);
+            let blocks = w.len() / 210;
+            assert!(
+                a.iter().all(|r| r.len() >= blocks),
+                "an activation row is short"
+            );
+            let mut acc = [_mm512_setzero_ps(); M];
+            for (k, b) in w.chunks_exact(210).enumerate() {
+                prefetch_share(ahead, k, 210);
+                let sc16 =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(b[192..208].as_ptr() as *const __m128i));
+                // −32 · sc_i, so the offset is a plain multiply-add per row.
+                let minus32 =
+                    _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16::<5>(sc16));
+                let sc16 = _mm512_castsi256_si512(sc16);
+                let mut sc = [_mm512_setzero_si512(); 4];
+                let mut wv = [_mm512_setzero_si512(); 4];
+                for h in 0..2 {
+                    let ql = _mm512_loadu_si512(b[64 * h..64 * h + 64].as_ptr() as *const __m512i);
+                    let qh = _mm512_broadcast_i64x4(load256(&b[128 + 32 * h..]));
+                    let low = [
+                        _mm512_and_si512(ql, m4),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                    ];
+                    for p in 0..2 {
+                        let high = _mm512_slli_epi16::<4>(_mm512_srlv_epi16(qh, shift[p]));
+                        // low | (high & 0x30)
+                        wv[2 * h + p] = _mm512_ternarylogic_epi32::<0xF8>(low[p], high, top2);
+                        sc[2 * h + p] = _mm512_permutexvar_epi16(pick[2 * h + p], sc16);
+                    }
+                }
+                let d_w =
+                    _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([
+                        b[208], b[209],
+                    ])
+                        as i32)));
+                for r in 0..M {
+                    // SAFETY: every row has a block `k` (checked before the loop).
+                    let act = a[r].get_unchecked(k);
+                    let sums = _mm256_loadu_si256(act.bsums.as_ptr() as *const __m256i);
+                    let mut sumi = _mm512_zextsi256_si512(_mm256_madd_epi16(minus32, sums));
+                    for v in 0..4 {
+                        let p = _mm512_maddubs_epi16(wv[v], load512_i8(&act.qs[64 * v..]));
+                        sumi = dpwssd512(sumi, p, sc[v]);
+                    }
+                    let x = _mm512_mul_ps(d_w, _mm512_cvtepi32_ps(sumi));
+                    acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(act.d), x, acc[r]);
+                }
+            }
+            let mut out = [0f32; M];
+            for r in 0..M {
+                out[r] = _mm512_reduce_add_ps(acc[r]);
             }
             out
         }

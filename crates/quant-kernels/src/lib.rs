@@ -34,6 +34,7 @@ pub mod attention;
 pub mod blocks;
 pub mod dot;
 pub mod expand;
+mod matvec;
 
 use rayon::prelude::*;
 
@@ -206,73 +207,11 @@ impl QMatrix {
                 );
             return;
         }
-        let dot = dot::kernel(self.dtype);
-        let dot4 = dot::kernel4(self.dtype);
-        let distance = if m == 1 {
-            PREFETCH_DISTANCE
-        } else {
-            PREFETCH_DISTANCE_BATCH
-        };
-        // Enough chunks to balance the threads, each long enough to amortise the hand-off.
-        let chunk = (self.rows / (threads * 8)).clamp(1, 256);
-        // Each row's kernel requests the bytes `distance` further along the chunk, a block's
-        // worth per block it computes (`dot::prefetch_share`).
-        (0..self.rows.div_ceil(chunk))
-            .into_par_iter()
-            .for_each(|c| {
-                let start = c * chunk;
-                let end = (start + chunk).min(self.rows);
-                let stream = &self.data[start * self.row_bytes..end * self.row_bytes];
-                let out_ptr = &out_ptr;
-                // Row by row, each row dotted with every input row while it is in L1: a
-                // batch of decoding steps reads the weights from memory once, and the
-                // four-row kernel unpacks each block once for four input rows. Each (i, r)
-                // is the same sum, in the same order, whatever the number of input rows.
-                let mut sums = vec![0f32; m];
-                for r in start..end {
-                    let row_at = (r - start) * self.row_bytes;
-                    let row = &stream[row_at..row_at + self.row_bytes];
-                    let ahead = stream
-                        .get(row_at + distance..)
-                        .map_or(&[][..], |s| &s[..s.len().min(self.row_bytes)]);
-                    // Only the first call for a row requests its share.
-                    let ahead_for = |i: usize| if i == 0 { ahead } else { &[][..] };
-                    let mut i = 0;
-                    if let Some(dot4) = dot4 {
-                        while i + 4 <= m {
-                            let x: [&[Q8K]; 4] = std::array::from_fn(|k| &acts[i + k][..]);
-                            sums[i..i + 4].copy_from_slice(&dot4(row, x, ahead_for(i)));
-                            i += 4;
-                        }
-                    }
-                    for (k, (s, a)) in sums[i..].iter_mut().zip(&acts[i..]).enumerate() {
-                        *s = dot(row, a, ahead_for(i + k));
-                    }
-                    for (i, &v) in sums.iter().enumerate() {
-                        // SAFETY: `i * rows + r` is inside `out` (checked above), and each
-                        // (i, r) is written by exactly one chunk, so no two threads touch one
-                        // element.
-                        unsafe { *out_ptr.0.add(i * self.rows + r) = v };
-                    }
-                }
-            });
+        matvec::rows_times_acts(self, acts, threads, &out_ptr);
     }
 }
 
-/// Bytes between the row being dotted and the bytes its kernel requests. Measured on 1.2 GB
-/// of Phi-4-shaped Q4_K and Q6_K matrices (`qmatrix-speed`, 2 threads): whole rows requested
-/// two rows ahead read 17.4 GB/s; requests trickled out one or two 2,880-byte rows ahead,
-/// 20–22 GB/s, as fast as a plain read of the same bytes. Without software prefetch,
-/// 14.2 GB/s.
-const PREFETCH_DISTANCE: usize = 4096;
-
-/// [`PREFETCH_DISTANCE`] when several input rows share each weight row (batched decoding):
-/// each row then takes several times longer to compute, and requests further ahead keep
-/// the memory system busy. `qmatrix-speed` puts 4 rows at 2.3–2.9× the rate of one with 4,
-/// 8 or 16 KiB, within the noise of this shared machine; 8 KiB was best in a run under load.
-const PREFETCH_DISTANCE_BATCH: usize = 8192;
-
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: the pointer is only used for disjoint writes (see `matmul_quantized`).
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}

@@ -109,6 +109,21 @@ fn own_dequantization_matches_candle() {
     }
 }
 
+/// Row `r` of `m` times the quantized activations, in f64 from the dequantized values, and
+/// the sum of the products' magnitudes (what rounding errors scale with).
+fn exact_product(m: &QMatrix, r: usize, acts: &[activations::Q8K]) -> (f64, f64) {
+    let xq = acts
+        .iter()
+        .flat_map(|b| b.qs.iter().map(move |&q| b.d as f64 * q as f64));
+    let mut w = vec![0f32; m.cols()];
+    m.dequantize_row(r, &mut w);
+    let products: Vec<f64> = w.iter().zip(xq).map(|(&a, b)| a as f64 * b).collect();
+    (
+        products.iter().sum(),
+        products.iter().map(|p| p.abs()).sum(),
+    )
+}
+
 #[test]
 fn every_isa_matches_the_exact_product_of_the_quantized_values() {
     let mut rng = Rng(0xC0FFEE);
@@ -125,15 +140,8 @@ fn every_isa_matches_the_exact_product_of_the_quantized_values() {
             let m = QMatrix::new(dtype, rows, cols, data).unwrap();
             let x = random_input(cols, &mut rng);
             let acts = activations::quantize(&x);
-            let xq: Vec<f64> = acts
-                .iter()
-                .flat_map(|b| b.qs.iter().map(move |&q| b.d as f64 * q as f64))
-                .collect();
-            let mut w = vec![0f32; cols];
             for r in 0..rows {
-                m.dequantize_row(r, &mut w);
-                let exact: f64 = w.iter().zip(&xq).map(|(&a, &b)| a as f64 * b).sum();
-                let magnitude: f64 = w.iter().zip(&xq).map(|(&a, &b)| (a as f64 * b).abs()).sum();
+                let (exact, magnitude) = exact_product(&m, r, &acts);
                 for &isa in &isas {
                     let got = kernel_for(dtype, isa)(m.row(r), &acts, &[]) as f64;
                     assert!(
@@ -254,7 +262,9 @@ fn the_multi_row_path_matches_the_row_kernels() {
 }
 
 /// Below the multi-row path, a matmul of several input rows gives each row exactly (bit for
-/// bit) what a matmul of that row alone gives: batched decoding steps depend on it.
+/// bit) what a matmul of that row alone gives: batched decoding steps depend on it. Rows of
+/// 4 blocks, and of 26 (taken in tiles, visited tile by tile in a batch and row by row
+/// alone); each row alone also matches the exact product.
 #[test]
 fn a_batch_of_rows_gives_each_row_what_it_gets_alone() {
     let mut rng = Rng(0xBA7C);
@@ -264,20 +274,33 @@ fn a_batch_of_rows_gives_each_row_what_it_gets_alone() {
         QuantType::Q6K,
         QuantType::Q8_0,
     ] {
-        let (rows, cols) = (300, 1024);
-        let q = random_qmatrix(dtype, rows, cols, &mut rng);
-        for m in [2, 5, quant_kernels::expand::MIN_ROWS - 1] {
-            let x = random_input(m * cols, &mut rng);
-            let mut together = vec![0f32; m * rows];
-            q.matmul(&x, m, &mut together);
-            for i in 0..m {
-                let mut alone = vec![0f32; rows];
-                q.matmul(&x[i * cols..(i + 1) * cols], 1, &mut alone);
-                let same = together[i * rows..(i + 1) * rows]
-                    .iter()
-                    .zip(&alone)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{dtype:?}, row {i} of {m} differs from the row alone");
+        for (rows, cols) in [(300, 1024), (70, 26 * 256)] {
+            let q = random_qmatrix(dtype, rows, cols, &mut rng);
+            for m in [2, 5, quant_kernels::expand::MIN_ROWS - 1] {
+                let x = random_input(m * cols, &mut rng);
+                let mut together = vec![0f32; m * rows];
+                q.matmul(&x, m, &mut together);
+                for i in 0..m {
+                    let row_x = &x[i * cols..(i + 1) * cols];
+                    let mut alone = vec![0f32; rows];
+                    q.matmul(row_x, 1, &mut alone);
+                    let same = together[i * rows..(i + 1) * rows]
+                        .iter()
+                        .zip(&alone)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{dtype:?} {cols} wide, row {i} of {m} differs from the row alone"
+                    );
+                    let acts = activations::quantize(row_x);
+                    for (r, &got) in alone.iter().enumerate() {
+                        let (exact, magnitude) = exact_product(&q, r, &acts);
+                        assert!(
+                            (got as f64 - exact).abs() <= 1e-5 * magnitude + 1e-6,
+                            "{dtype:?} {cols} wide, row {r}: {got} vs {exact}"
+                        );
+                    }
+                }
             }
         }
     }

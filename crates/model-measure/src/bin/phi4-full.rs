@@ -84,6 +84,11 @@ struct Opts {
     /// Concurrent requests of the `streams` mode.
     #[arg(long, default_value_t = 4)]
     streams: usize,
+    /// Rounds of the `streams` mode: one request, then the concurrent ones, alternating,
+    /// ending with one request; each round's ratio is against the mean of the one-request
+    /// runs on either side of it (this machine's speed drifts).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -565,24 +570,43 @@ fn streams(file: &Path, o: &Opts) {
             .unwrap_or_else(|_| panic!("{KEY} is a generator"));
             lease.batch_stats()
         };
-        let (one, one_tokens) = run(1).await;
+        let mut ones = vec![run(1).await];
+        let mut manys = Vec::new();
         let before = batch_stats().await;
-        let (many, many_tokens) = run(o.streams).await;
+        for _ in 0..o.rounds.max(1) {
+            manys.push(run(o.streams).await);
+            ones.push(run(1).await);
+        }
         let after = batch_stats().await;
-        let (again, _) = run(1).await;
         println!(
-            "streams: {} sequence-steps in {} forward passes while {} ran (largest batch {})",
+            "streams: {} sequence-steps in {} forward passes while runs of 1 and {} ran (largest batch {})",
             after.rows - before.rows,
             after.steps - before.steps,
             o.streams,
             after.largest
         );
+        let mut ratios = Vec::new();
+        for (i, (many, many_tokens)) in manys.iter().enumerate() {
+            let one = (ones[i].0 + ones[i + 1].0) / 2.0;
+            ratios.push(many / one);
+            println!(
+                "streams: round {}: {} prompt tokens, {} new each; one request {:.3} tok/s before, {:.3} after; {} at once {many:.3} tok/s in all ({many_tokens} counted) = {:.2}x one",
+                i + 1,
+                o.tput_prompt,
+                o.new,
+                ones[i].0,
+                ones[i + 1].0,
+                o.streams,
+                many / one
+            );
+        }
+        ratios.sort_by(f64::total_cmp);
         println!(
-            "streams: {} prompt tokens, {} new each; one request {one:.3} tok/s ({one_tokens} tokens counted), {} at once {many:.3} tok/s in all ({many_tokens} counted) = {:.2}x one; one again {again:.3} tok/s",
-            o.tput_prompt,
-            o.new,
-            o.streams,
-            many / one
+            "streams: median of {} rounds: {:.2}x (lowest {:.2}x, highest {:.2}x)",
+            ratios.len(),
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
         );
         pool.shutdown().await;
     });
