@@ -529,9 +529,81 @@ mod x86 {
         acc
     }
 
+    /// `acc + Σ fours of a·b` (unsigned bytes `a`, signed bytes `b`) in 32-bit lanes: one
+    /// `vpdpbusd`, written as an instruction for the reason [`dpwssd512`] is.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn dpbusd512(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        let mut acc = acc;
+        // SAFETY: as `dpwssd512`.
+        unsafe {
+            std::arch::asm!(
+                "vpdpbusd {acc}, {a}, {b}",
+                acc = inout(zmm_reg) acc,
+                a = in(zmm_reg) a,
+                b = in(zmm_reg) b,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+
+    /// `sumi` plus the scaled products of two vectors of 64 unsigned values (`w0`, `w1`, each
+    /// value < 64) with their 64 activations each (`a0`, `a1`): `vpdpbusd` sums each four
+    /// products (|sum| ≤ 4·63·127 < 2^15) into 32-bit lanes, `vpackssdw` packs the two
+    /// vectors' sums into 16-bit lanes (128-bit lane L: four of `w0`'s lane L, then four of
+    /// `w1`'s) and `vpdpwssd` multiplies them by their scales (`sc`, in that packed order).
+    /// Three multiply instructions for 128 values where `vpmaddubsw` + `vpdpwssd` take four:
+    /// with four activation rows, port 0's multiplies are what a block costs.
+    #[inline(always)]
+    unsafe fn scaled_pair(sumi: __m512i, w: [__m512i; 2], a: [&[i8]; 2], sc: __m512i) -> __m512i {
+        unsafe {
+            let zero = _mm512_setzero_si512();
+            let t0 = dpbusd512(zero, w[0], load512_i8(a[0]));
+            let t1 = dpbusd512(zero, w[1], load512_i8(a[1]));
+            dpwssd512(sumi, _mm512_packs_epi32(t0, t1), sc)
+        }
+    }
+
+    /// Lane picks of a block's scales for [`scaled_pair`] on vectors `2n`, `2n + 1` (entry
+    /// `n`) of 64 consecutive elements each, one scale per `SCALE_ELEMS` elements: 16-bit
+    /// lane `e` holds the four values of 32-bit lane `4 · (e / 8) + e % 4` of vector
+    /// `2n + (e % 8) / 4`.
+    const fn pair_lanes<const SCALE_ELEMS: usize>() -> [[i16; 32]; 2] {
+        let mut out = [[0i16; 32]; 2];
+        let mut n = 0;
+        while n < 2 {
+            let mut e = 0;
+            while e < 32 {
+                let vector = 2 * n + (e % 8) / 4;
+                let lane = 4 * (e / 8) + e % 4;
+                out[n][e] = ((64 * vector + 4 * lane) / SCALE_ELEMS) as i16;
+                e += 1;
+            }
+            n += 1;
+        }
+        out
+    }
+
+    /// [`pair_lanes`] as vectors.
+    #[inline(always)]
+    unsafe fn pair_picks(lanes: &[[i16; 32]; 2]) -> [__m512i; 2] {
+        // SAFETY: 64 readable bytes each.
+        unsafe {
+            [
+                _mm512_loadu_si512(lanes[0].as_ptr() as *const __m512i),
+                _mm512_loadu_si512(lanes[1].as_ptr() as *const __m512i),
+            ]
+        }
+    }
+
+    /// Q4_K/Q5_K sub-blocks: 32 elements per scale.
+    static Q4K_PICKS: [[i16; 32]; 2] = pair_lanes::<32>();
+    /// Q6_K: 16 elements per scale.
+    static Q6K_PICKS: [[i16; 32]; 2] = pair_lanes::<16>();
+
     /// Q4_K with AVX-512: the low and high nibbles of 32 bytes side by side (64 weights, two
-    /// sub-blocks), one `vpmaddubsw` against 64 activations, then `vpdpwssd` with the two
-    /// sub-blocks' scales (lanes picked by `vpermw`).
+    /// sub-blocks), two such vectors at a time through [`scaled_pair`].
     #[inline(always)]
     unsafe fn q4k_avx512_body<const FIVE: bool>(w: &[u8], a: &[Q8K], ahead: &[u8]) -> f32 {
         unsafe { q4k_avx512_rows::<FIVE, 1>(w, [a], ahead)[0] }
@@ -541,8 +613,8 @@ mod x86 {
     /// unpacked once, then every row runs the single-row sequence on them with accumulators
     /// of its own (so each result is the single-row kernel's, bit for bit).
     ///
-    /// Per row and block this is eight vector instructions for the 256 products (four
-    /// `vpmaddubsw` with the activations as memory operands, four `vpdpwssd`), three for the
+    /// Per row and block this is six multiply instructions for the 256 products (two
+    /// [`scaled_pair`]s) and two packs, three for the
     /// scale (convert, multiply by the block's `d`, add times the activations' `d`, which is
     /// broadcast straight from memory) and one for the minimums (their `dmin · min_j` times
     /// the activations' `scaled_sums32`); everything else is shared.
@@ -553,14 +625,7 @@ mod x86 {
         ahead: &[u8],
     ) -> [f32; M] {
         unsafe {
-            // Scale lanes for sub-blocks (2j, 2j + 1): sixteen of each.
-            let pick: [__m512i; 4] = std::array::from_fn(|j| {
-                _mm512_mask_blend_epi16(
-                    0xFFFF_0000,
-                    _mm512_set1_epi16(2 * j as i16),
-                    _mm512_set1_epi16(2 * j as i16 + 1),
-                )
-            });
+            let pick = pair_picks(&Q4K_PICKS);
             let m4 = _mm512_set1_epi8(0x0F);
             let blocks = w.len() / q4k_block::<FIVE>();
             assert!(
@@ -576,10 +641,10 @@ mod x86 {
                 let scales = _mm512_castsi256_si512(both);
                 // Plain loops, not closures: a closure is not compiled with the caller's
                 // target features, and the vectors would go through memory.
-                let mut sc = [_mm512_setzero_si512(); 4];
-                for j in 0..4 {
-                    sc[j] = _mm512_permutexvar_epi16(pick[j], scales);
-                }
+                let sc = [
+                    _mm512_permutexvar_epi16(pick[0], scales),
+                    _mm512_permutexvar_epi16(pick[1], scales),
+                ];
                 // 64 bytes hold sub-blocks 4t, 4t + 2 (low nibbles) and 4t + 1, 4t + 3
                 // (high): two shuffles put each 32 bytes' low and high nibbles side by side.
                 let mut wv = [_mm512_setzero_si512(); 4];
@@ -623,9 +688,10 @@ mod x86 {
                     let sums = _mm256_loadu_ps(act.scaled_sums32.as_ptr());
                     acc_min[i] = _mm256_fmadd_ps(mins, sums, acc_min[i]);
                     let mut sumi = _mm512_setzero_si512();
-                    for j in 0..4 {
-                        let p = _mm512_maddubs_epi16(wv[j], load512_i8(&act.qs[64 * j..]));
-                        sumi = dpwssd512(sumi, p, sc[j]);
+                    for n in 0..2 {
+                        let w = [wv[2 * n], wv[2 * n + 1]];
+                        let x = [&act.qs[128 * n..], &act.qs[128 * n + 64..]];
+                        sumi = scaled_pair(sumi, w, x, sc[n]);
                     }
                     let x = _mm512_mul_ps(d_w, _mm512_cvtepi32_ps(sumi));
                     acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(act.d), x, acc[i]);
@@ -738,19 +804,15 @@ mod x86 {
 
     /// Q6_K with AVX-512, for `M` activation rows: each 64 bytes of low bits of a half give
     /// 128 values, in two vectors of 64 consecutive elements, whose high bits come from the
-    /// half's 32 `qh` bytes shifted per 256-bit lane; each vector is one `vpmaddubsw` against
-    /// 64 activations and one `vpdpwssd` with its four sixteens' scales (lanes picked by
-    /// `vpermw`). The −32 offset, `32 · Σ sc_i · Σ a`, starts each row's integer sum.
-    /// Per row and block: one offset multiply, eight product instructions, three for the
-    /// scale; the rest is shared by the rows, and each row's result is the one-row result.
+    /// half's 32 `qh` bytes shifted per 256-bit lane; pairs of vectors go through
+    /// [`scaled_pair`] with their sixteens' scales (lanes picked by `vpermw`). The −32
+    /// offset, `32 · Σ sc_i · Σ a`, starts each row's integer sum. Per row and block: one
+    /// offset multiply, six product instructions and two packs, three for the scale; the
+    /// rest is shared by the rows, and each row's result is the one-row result.
     #[inline(always)]
     unsafe fn q6k_avx512_rows<const M: usize>(w: &[u8], a: [&[Q8K]; M], ahead: &[u8]) -> [f32; M] {
         unsafe {
-            // Scale lanes of vector (h, p): i16 lane i holds sc[8h + 4p + i / 8].
-            let pick: [__m512i; 4] = std::array::from_fn(|n| {
-                let lanes: [i16; 32] = std::array::from_fn(|i| (4 * n + i / 8) as i16);
-                _mm512_loadu_si512(lanes.as_ptr() as *const __m512i)
-            });
+            let pick = pair_picks(&Q6K_PICKS);
             // Shift of the `qh` bits for each 256-bit lane: groups (0, 1) and (2, 3).
             let shift = [
                 _mm512_mask_blend_epi16(0xFFFF_0000, _mm512_set1_epi16(0), _mm512_set1_epi16(2)),
@@ -772,7 +834,10 @@ mod x86 {
                 let minus32 =
                     _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16::<5>(sc16));
                 let sc16 = _mm512_castsi256_si512(sc16);
-                let mut sc = [_mm512_setzero_si512(); 4];
+                let sc = [
+                    _mm512_permutexvar_epi16(pick[0], sc16),
+                    _mm512_permutexvar_epi16(pick[1], sc16),
+                ];
                 let mut wv = [_mm512_setzero_si512(); 4];
                 for h in 0..2 {
                     let ql = _mm512_loadu_si512(b[64 * h..64 * h + 64].as_ptr() as *const __m512i);
@@ -785,7 +850,6 @@ mod x86 {
                         let high = _mm512_slli_epi16::<4>(_mm512_srlv_epi16(qh, shift[p]));
                         // low | (high & 0x30)
                         wv[2 * h + p] = _mm512_ternarylogic_epi32::<0xF8>(low[p], high, top2);
-                        sc[2 * h + p] = _mm512_permutexvar_epi16(pick[2 * h + p], sc16);
                     }
                 }
                 let d_w =
@@ -798,9 +862,10 @@ mod x86 {
                     let act = a[r].get_unchecked(k);
                     let sums = _mm256_loadu_si256(act.bsums.as_ptr() as *const __m256i);
                     let mut sumi = _mm512_zextsi256_si512(_mm256_madd_epi16(minus32, sums));
-                    for v in 0..4 {
-                        let p = _mm512_maddubs_epi16(wv[v], load512_i8(&act.qs[64 * v..]));
-                        sumi = dpwssd512(sumi, p, sc[v]);
+                    for n in 0..2 {
+                        let w = [wv[2 * n], wv[2 * n + 1]];
+                        let x = [&act.qs[128 * n..], &act.qs[128 * n + 64..]];
+                        sumi = scaled_pair(sumi, w, x, sc[n]);
                     }
                     let x = _mm512_mul_ps(d_w, _mm512_cvtepi32_ps(sumi));
                     acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(act.d), x, acc[r]);
