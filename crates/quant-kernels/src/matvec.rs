@@ -60,8 +60,10 @@ pub(crate) fn rows_times_acts(w: &QMatrix, acts: &[Vec<Q8K>], threads: usize, ou
     };
     // Visits between a piece of weights and the piece requested while it is computed.
     let lead = distance.div_ceil(tile * unit);
-    // Enough chunks to balance the threads, each long enough to amortise the hand-off.
-    let chunk = (w.rows / (threads * 8)).clamp(1, 256);
+    // Enough chunks to balance the threads (a thread that takes the last one leaves the
+    // others idle for up to a chunk; 64 rows of 5,120 are ~0.2 MB), each long enough to
+    // amortise the hand-off.
+    let chunk = (w.rows / (threads * 8)).clamp(1, 64);
     (0..w.rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let start = c * chunk;
         let n = chunk.min(w.rows - start);

@@ -601,12 +601,12 @@ fn streams(file: &Path, o: &Opts) {
             );
         }
         ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
         println!(
-            "streams: median of {} rounds: {:.2}x (lowest {:.2}x, highest {:.2}x)",
-            ratios.len(),
-            ratios[ratios.len() / 2],
+            "streams: median of {n} rounds: {median:.2}x (lowest {:.2}x, highest {:.2}x)",
             ratios[0],
-            ratios[ratios.len() - 1]
+            ratios[n - 1]
         );
         pool.shutdown().await;
     });
