@@ -9,13 +9,16 @@
 //! * Activations are quantized once per call to 8-bit blocks of 256 ([`activations::Q8K`]),
 //!   and every weight row is dotted against them in integer arithmetic, one superblock at a
 //!   time ([`dot`]). The per-block scales and minimums are applied once per sub-block.
-//! * Each dot product is picked at run time for the CPU at hand ([`dot::best_isa`]): Q4_K
-//!   has hand-written AVX-512 (`vpmaddubsw` on 64 weights, `vpdpwssd` with the scales) and
-//!   AVX2 versions, Q6_K an AVX2 one (faster here than its 512-bit variant was); Q5_K and
-//!   Q8_0 are plain loops compiled for AVX2; every type has a portable version.
-//! * Output rows are split between threads ([`rayon`]). One activation row (decoding) takes
-//!   the row kernels; several (prefill) take [`expand`], which unpacks each weight once per
-//!   call and, with AVX-512 VNNI, multiplies sixteen rows per instruction.
+//! * Each dot product is picked at run time for the CPU at hand ([`dot::best_isa`]): Q4_K,
+//!   Q5_K and Q6_K have hand-written AVX-512 VNNI kernels (64 values per instruction,
+//!   `vpdpbusd` and `vpdpwssd` with the scales), Q4_K/Q5_K/Q6_K AVX2 ones, Q8_0 a plain loop
+//!   compiled for AVX2; every type has a portable version.
+//! * Output rows are split between threads ([`rayon`]). A few activation rows (decoding, or a
+//!   batch of decoding steps) take the row kernels (`matvec`): each weight row is read once
+//!   and dotted with every input row while it is in L1, four at a time where the type has a
+//!   four-row kernel ([`dot::kernel4`]), and each row's result is bit for bit what it gets
+//!   alone. Many rows (prefill) take [`expand`], which unpacks each weight once per call and,
+//!   with AVX-512 VNNI, multiplies sixteen rows per instruction.
 //! * [`QMatrix::dequantize_row`] expands one row, for embedding tables that stay quantized.
 //! * [`attention::attend`] runs a decoding step's attention straight over an F16 KV cache.
 //!
