@@ -1,6 +1,7 @@
-# Sourced by the tools that run sentence-transformers: makes sure the virtualenv `$venv`
-# (default `.cache/st-venv`, or $ST_VENV) holds torch and sentence-transformers, creating it
-# on first use. Expects `$root` (the workspace root) to be set.
+# Sourced by the tools that run sentence-transformers or ONNX Runtime: makes sure the
+# virtualenv `$venv` (default `.cache/st-venv`, or $ST_VENV) holds torch, sentence-transformers,
+# onnx and onnxruntime (the CPU build), creating it on first use and adding onnx/onnxruntime
+# to one made before they were part of it. Expects `$root` (the workspace root) to be set.
 #
 # The CPU-only torch wheel is tried first (much smaller); where that index cannot be reached,
 # the regular wheel from PyPI is used (it pulls in CUDA libraries it never uses here).
@@ -16,4 +17,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sentence_trans
     "$venv/bin/pip" install --quiet --disable-pip-version-check torch >&2
   fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check sentence-transformers >&2
+fi
+# tools/ort-throughput.py: exports the model with torch.onnx and runs it on ONNX Runtime.
+if ! "$venv/bin/python" -c 'import onnx, onnxruntime' 2>/dev/null; then
+  echo "adding onnx + onnxruntime to $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check onnx onnxruntime >&2
 fi
