@@ -9,26 +9,13 @@ peak resident set (ru_maxrss, MiB).
 The model is read from the local directory only; nothing is downloaded.
 """
 
-import argparse
-import json
 import os
-import resource
-import time
 
-# Same vocabulary and construction as crates/model-measure/src/bin/embed-throughput.rs.
-VOCAB = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "river", "bank"]
-
-
-def text(i: int, words: int) -> str:
-    return " ".join(VOCAB[(i * 7 + j * 3 + (i // 10) * j) % len(VOCAB)] for j in range(words))
+from embed_bench import parser, report, seconds_for, text
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--words", type=int, required=True)
-    p.add_argument("--batch", type=int, required=True)
-    p.add_argument("--n", type=int, default=256)
+    p = parser(__doc__)
     args = p.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,27 +37,8 @@ def main() -> None:
         )
 
     with torch.inference_mode():
-        # Warm-up, as the Rust side does: a few batches before the clock starts.
-        for k in range(0, min(len(texts), 4 * args.batch), args.batch):
-            run(texts[k : k + args.batch])
-        started = time.perf_counter()
-        for k in range(0, len(texts), args.batch):
-            run(texts[k : k + args.batch])
-        seconds = time.perf_counter() - started
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(
-        json.dumps(
-            {
-                "sentences_per_s": round(len(texts) / seconds, 2),
-                "tokens": tokens,
-                "batch": args.batch,
-                "peak_rss_mb": round(peak, 1),
-                "torch_threads": torch.get_num_threads(),
-            }
-        )
-    )
-
+        seconds = seconds_for(run, texts, args.batch)
+    report(texts, seconds, tokens, args.batch, torch_threads=torch.get_num_threads())
 
 if __name__ == "__main__":
     main()
