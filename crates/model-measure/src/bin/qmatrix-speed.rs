@@ -34,6 +34,13 @@ fn input(n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `m` different quantized activation rows of `cols` (shifted copies of [`input`]).
+fn batch_input(m: usize, cols: usize) -> Vec<Vec<activations::Q8K>> {
+    (0..m)
+        .map(|i| activations::quantize(&input(cols + i)[i..]))
+        .collect()
+}
+
 fn best_of<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     f();
     (0..reps)
@@ -105,9 +112,7 @@ fn main() {
         // row dotted with all of them while it is in L1.
         let mut batch = Vec::new();
         for m in [2, 4, 8] {
-            let acts_m: Vec<_> = (0..m)
-                .map(|i| activations::quantize(&input(cols + i)[i..]))
-                .collect();
+            let acts_m = batch_input(m, cols);
             let mut out = vec![0f32; m * rows];
             let t = best_of(3, || {
                 for w in &mats {
@@ -126,9 +131,7 @@ fn main() {
         });
         // The four-row kernel on the same cache-resident rows: ns per block and activation row.
         let four = dot::kernel4(dtype).map(|dot4| {
-            let acts4: Vec<_> = (0..4)
-                .map(|i| activations::quantize(&input(cols + i)[i..]))
-                .collect();
+            let acts4 = batch_input(4, cols);
             let t = best_of(50, || {
                 for r in 0..256 {
                     std::hint::black_box(dot4(

@@ -386,14 +386,14 @@ unsafe fn q4k_avx512_rows<const FIVE: bool, const M: usize>(
             let both = _mm256_cvtepu8_epi16(scales_mins_vector(&b[4..16]));
             let mins = _mm256_extracti128_si256::<1>(both);
             let scales = _mm512_castsi256_si512(both);
-            // Plain loops, not closures: a closure is not compiled with the caller's
-            // target features, and the vectors would go through memory.
             let sc = [
                 _mm512_permutexvar_epi16(pick[0], scales),
                 _mm512_permutexvar_epi16(pick[1], scales),
             ];
             // 64 bytes hold sub-blocks 4t, 4t + 2 (low nibbles) and 4t + 1, 4t + 3
             // (high): two shuffles put each 32 bytes' low and high nibbles side by side.
+            // Plain loops, not closures: a closure is not compiled with the caller's target
+            // features, and the vectors would go through memory.
             let mut wv = [_mm512_setzero_si512(); 4];
             for t in 0..2 {
                 let at = if FIVE { 48 } else { 16 } + 64 * t;
