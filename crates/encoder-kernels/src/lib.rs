@@ -11,6 +11,7 @@
 
 pub mod bert;
 pub mod linear;
+pub mod panel;
 pub mod simd;
 
 pub use linear::Linear;

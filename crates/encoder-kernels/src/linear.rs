@@ -1,18 +1,18 @@
-//! Linear layers on [`gemm`], with the weight transposed once at load.
+//! Linear layers with the weight packed once at load into column panels ([`Panels`]).
 
 use rayon::prelude::*;
+
+use crate::panel::Panels;
 
 /// Rows per thread from which a matmul is split by rows rather than by output columns. With
 /// fewer rows, splitting the columns lets each thread stream only its share of the weight
 /// (half of a 1536 × 384 layer fits in a 2 MB L2 cache, all of it does not).
 const ROW_BANDS_FROM: usize = 256;
 
-/// `y = x·Wᵀ + b` with `W` as checkpoints store it (`[out, in]`), kept as `[in, out]`
-/// row-major so that the output's rows are contiguous in the weight as in the result.
+/// `y = x·Wᵀ + b`, `W` held as column panels of `Wᵀ` (see [`crate::panel`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `[in, out]`, row-major.
-    w: Vec<f32>,
+    w: Panels,
     bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
@@ -21,23 +21,6 @@ pub struct Linear {
 impl Linear {
     /// From a checkpoint's `[out, in]` weight and `[out]` bias (zeros when `None`).
     pub fn new(weight: &[f32], bias: Option<&[f32]>, outputs: usize, inputs: usize) -> Self {
-        assert_eq!(
-            weight.len(),
-            outputs * inputs,
-            "weight is not [{outputs}, {inputs}]"
-        );
-        let mut w = vec![0f32; inputs * outputs];
-        // Blocked transpose: both sides stay in cache.
-        const B: usize = 32;
-        for o0 in (0..outputs).step_by(B) {
-            for i0 in (0..inputs).step_by(B) {
-                for o in o0..(o0 + B).min(outputs) {
-                    for i in i0..(i0 + B).min(inputs) {
-                        w[i * outputs + o] = weight[o * inputs + i];
-                    }
-                }
-            }
-        }
         let bias = match bias {
             Some(b) => {
                 assert_eq!(b.len(), outputs, "bias is not [{outputs}]");
@@ -46,7 +29,7 @@ impl Linear {
             None => vec![0.0; outputs],
         };
         Linear {
-            w,
+            w: Panels::pack(weight, outputs, inputs),
             bias,
             inputs,
             outputs,
@@ -59,19 +42,15 @@ impl Linear {
         let inputs = parts[0].inputs;
         assert!(parts.iter().all(|p| p.inputs == inputs));
         let outputs: usize = parts.iter().map(|p| p.outputs).sum();
-        let mut w = Vec::with_capacity(inputs * outputs);
-        for i in 0..inputs {
-            for p in parts {
-                w.extend_from_slice(&p.w[i * p.outputs..(i + 1) * p.outputs]);
+        // Back to `[out, in]` once, at load; the packed form has no cheap way to append.
+        let mut weight = Vec::with_capacity(outputs * inputs);
+        for p in parts {
+            for o in 0..p.outputs {
+                weight.extend((0..inputs).map(|i| p.w.get(o, i)));
             }
         }
-        let bias = parts.iter().flat_map(|p| p.bias.iter().copied()).collect();
-        Linear {
-            w,
-            bias,
-            inputs,
-            outputs,
-        }
+        let bias: Vec<f32> = parts.iter().flat_map(|p| p.bias.iter().copied()).collect();
+        Linear::new(&weight, Some(&bias), outputs, inputs)
     }
 
     /// Input width.
@@ -91,17 +70,17 @@ impl Linear {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        (self.w.len() + self.bias.len()) * 4
+        self.w.bytes() + self.bias.len() * 4
     }
 
     /// `out = x·Wᵀ` for the `rows` rows of `x`, WITHOUT the bias: callers fuse it into the pass
     /// that follows (activation, residual + layer norm).
     ///
-    /// The work is split across rayon's threads here rather than inside gemm: into bands of
-    /// rows when there are many (each thread one single-threaded gemm, no synchronisation
-    /// until the end), else into bands of output columns. On a 2-core machine that is shared
-    /// with other work this loses far less to waiting threads than gemm's own fine-grained
-    /// threading.
+    /// The work is split across rayon's threads here: into bands of rows when there are many
+    /// (each thread streams the whole weight once per block of its rows), else into bands of
+    /// panels (each thread streams only its share of the weight). On a 2-core machine that
+    /// is shared with other work this loses far less to waiting threads than fine-grained
+    /// threading inside the matmul.
     pub fn matmul(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         assert_eq!(x.len(), rows * self.inputs);
         assert_eq!(out.len(), rows * self.outputs);
@@ -110,54 +89,26 @@ impl Linear {
         }
         let threads = rayon::current_num_threads().max(1);
         let (n, k) = (self.outputs, self.inputs);
+        let panels = self.w.count();
+        // SAFETY (all three): each call writes only its own rows (row bands) or its own
+        // panels' columns (panel bands) of `out`, which is `rows × outputs`.
         if threads == 1 || rows * n * k < 1 << 20 {
-            self.band(x, rows, 0, n, out.as_mut_ptr());
+            unsafe { self.w.multiply(x, rows, 0..panels, out.as_mut_ptr()) };
         } else if rows >= ROW_BANDS_FROM * threads {
             let per = rows.div_ceil(threads);
             out.par_chunks_mut(per * n)
                 .zip(x.par_chunks(per * k))
-                .for_each(|(o, xi)| self.band(xi, o.len() / n, 0, n, o.as_mut_ptr()));
+                .for_each(|(o, xi)| unsafe {
+                    self.w.multiply(xi, o.len() / n, 0..panels, o.as_mut_ptr())
+                });
         } else {
-            // Column bands of a multiple of 16 (one AVX-512 register).
-            let per = n.div_ceil(threads).next_multiple_of(16);
+            let per = panels.div_ceil(threads);
             let out_ptr = SendPtr(out.as_mut_ptr());
-            (0..n.div_ceil(per)).into_par_iter().for_each(|b| {
+            (0..panels.div_ceil(per)).into_par_iter().for_each(|b| {
                 let out_ptr = &out_ptr;
-                let c0 = b * per;
-                // SAFETY: band `b` writes only columns c0..c0+per of every row.
-                self.band(x, rows, c0, (c0 + per).min(n), unsafe { out_ptr.0.add(c0) });
+                let range = b * per..((b + 1) * per).min(panels);
+                unsafe { self.w.multiply(x, rows, range, out_ptr.0) };
             });
-        }
-    }
-
-    /// `out[:, c0..c1] = x·W[:, c0..c1]` on this thread; `out` points at column `c0` of row 0
-    /// of a buffer of `rows × outputs`.
-    fn band(&self, x: &[f32], rows: usize, c0: usize, c1: usize, out: *mut f32) {
-        debug_assert_eq!(x.len(), rows * self.inputs);
-        // SAFETY: `x` is `rows × inputs`, the weight `inputs × outputs`, and `out` addresses
-        // `rows` rows of stride `outputs` from column c0, c1 - c0 wide (callers' contract).
-        unsafe {
-            gemm::gemm(
-                rows,
-                c1 - c0,
-                self.inputs,
-                out,
-                1,
-                self.outputs as isize,
-                false,
-                x.as_ptr(),
-                1,
-                self.inputs as isize,
-                self.w.as_ptr().add(c0),
-                1,
-                self.outputs as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
         }
     }
 }
@@ -209,14 +160,16 @@ mod tests {
     }
 
     #[test]
-    fn row_and_column_bands_match_one_gemm() {
-        // Big enough to be split: in row bands (many rows) and column bands (few rows).
+    fn row_and_panel_bands_give_the_exact_product() {
+        // Big enough to be split: in row bands (many rows) and panel bands (few rows); 400 and
+        // 437 outputs end in a partial panel (16 and 5 columns); 384 inputs are three slices
+        // of a panel; 5, 800 / 3 rows end in partial register tiles.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap();
-        for rows in [5usize, 800] {
-            let (inputs, outputs) = (384, 400);
+        for (rows, outputs) in [(5usize, 400), (800, 400), (5, 437), (800, 437)] {
+            let inputs = 384;
             let w: Vec<f32> = (0..outputs * inputs)
                 .map(|i| ((i * 7) % 11) as f32 - 5.0)
                 .collect();

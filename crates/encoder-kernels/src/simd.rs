@@ -79,8 +79,13 @@ pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5·2^23 rounds to an integer that then sits in the low bits of the mantissa:
+    // n = round(x·log2 e) both as a float and, from the bits, as an integer. A float-to-int
+    // conversion (`as i32`) would not vectorise: Rust's saturating cast is done lane by lane.
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + 0.5).floor();
+    let t = x.mul_add(LOG2E, ROUND);
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p.mul_add(r, 1.398_199_9e-3);
@@ -90,7 +95,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 0.5);
     let y = p.mul_add(r * r, r) + 1.0;
     // 2^n by building the exponent field; n is in [-126, 127] after the clamp.
-    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     y * scale
 }
 
