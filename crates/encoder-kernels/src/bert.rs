@@ -1,4 +1,5 @@
-//! The BERT encoder forward pass over unpadded rows.
+//! The BERT encoder forward pass over unpadded rows, for BERT itself and for JinaBERT (ALiBi
+//! attention bias instead of position embeddings, GEGLU feed-forward).
 //!
 //! The rows of a batch are laid end to end (`T` tokens in all, no padding): every linear layer
 //! is one matmul over `[T, hidden]`, and attention runs per (row, head) on that row's own
@@ -9,8 +10,12 @@
 //! ctx  = softmax(q kᵀ/√d) v  per row, head    two small matmuls + softmax, rayon over pairs
 //! x    = LN(ctx·Woᵀ + bo + x)                 matmul, then bias + residual + LN in one pass
 //! h    = GELU(x·W1ᵀ + b1)                     matmul, then bias + GELU in one pass
+//!        (GEGLU: GELU(gate) ⊙ value, the two halves of x·W1ᵀ, in one pass)
 //! x    = LN(h·W2ᵀ + b2 + x)                   matmul, then bias + residual + LN in one pass
 //! ```
+//!
+//! With ALiBi, each head's scores get `slope · |i − j|` (the slope is negative) before the
+//! softmax, computed in place rather than read from a `heads × n²` table.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,8 +40,11 @@ pub struct Layer {
     /// Attention output projection.
     pub attn_out: Linear,
     pub attn_norm: LayerNorm,
-    /// Feed-forward up projection (`intermediate.dense`).
+    /// Feed-forward up projection (`intermediate.dense`; JinaBERT's `gated_layers`).
     pub up: Linear,
+    /// Whether `up` gives a gate and a value side by side, `GELU(gate) ⊙ value` feeding `down`
+    /// (GEGLU), rather than one activation.
+    pub gated: bool,
     /// Feed-forward down projection (`output.dense`).
     pub down: Linear,
     pub ffn_norm: LayerNorm,
@@ -47,11 +55,44 @@ pub struct Layer {
 pub struct Embeddings {
     /// `[vocab, hidden]`.
     pub words: Vec<f32>,
-    /// `[max_positions, hidden]`.
-    pub positions: Vec<f32>,
+    /// How positions enter.
+    pub positions: Positions,
     /// Row 0 of the token-type table (every input is segment 0).
     pub token_type: Vec<f32>,
     pub norm: LayerNorm,
+}
+
+/// How a token's position enters the encoder.
+#[derive(Debug, Clone)]
+pub enum Positions {
+    /// Learned absolute embeddings, `[max_positions, hidden]`, added to the word embeddings.
+    Learned(Vec<f32>),
+    /// ALiBi: head `h`'s attention scores get `slopes[h] · |i − j|`; inputs up to `max` tokens.
+    Alibi { slopes: Vec<f32>, max: usize },
+}
+
+impl Positions {
+    /// ALiBi for `heads` heads, inputs up to `max` tokens, with the slopes of JinaBERT and
+    /// candle-transformers' `jina_bert`: `−2^(−8k/n)` for `k = 1..=n`, `n` the next power of
+    /// two, interleaved when `heads` is not one.
+    pub fn alibi(heads: usize, max: usize) -> Self {
+        let n = heads.next_power_of_two();
+        let all: Vec<f32> = (1..=n)
+            .map(|k| -1.0 / 2f32.powf((8 * k) as f32 / n as f32))
+            .collect();
+        let slopes = if n == heads {
+            all
+        } else {
+            all.iter()
+                .skip(1)
+                .step_by(2)
+                .chain(all.iter().step_by(2))
+                .take(heads)
+                .copied()
+                .collect()
+        };
+        Positions::Alibi { slopes, max }
+    }
 }
 
 /// A BERT encoder held as f32 buffers laid out for the kernels.
@@ -70,6 +111,8 @@ struct Scratch {
     ctx: Vec<f32>,
     proj: Vec<f32>,
     inter: Vec<f32>,
+    /// GEGLU's product, `[T, intermediate]` (empty otherwise).
+    gated: Vec<f32>,
 }
 
 impl Encoder {
@@ -77,7 +120,11 @@ impl Encoder {
     pub fn bytes(&self) -> usize {
         let e = &self.embeddings;
         let ln = |n: &LayerNorm| (n.gamma.len() + n.beta.len()) * 4;
-        let emb = (e.words.len() + e.positions.len() + e.token_type.len()) * 4 + ln(&e.norm);
+        let positions = match &e.positions {
+            Positions::Learned(table) => table.len(),
+            Positions::Alibi { slopes, .. } => slopes.len(),
+        };
+        let emb = (e.words.len() + positions + e.token_type.len()) * 4 + ln(&e.norm);
         emb + self
             .layers
             .iter()
@@ -92,9 +139,12 @@ impl Encoder {
             .sum::<usize>()
     }
 
-    /// Most tokens per row (the position table's length).
+    /// Most tokens per row.
     pub fn max_positions(&self) -> usize {
-        self.embeddings.positions.len() / self.hidden
+        match &self.embeddings.positions {
+            Positions::Learned(table) => table.len() / self.hidden,
+            Positions::Alibi { max, .. } => *max,
+        }
     }
 
     /// Hidden states of every token, rows end to end: `[Σ len, hidden]`.
@@ -114,11 +164,13 @@ impl Encoder {
         let total: usize = rows.iter().map(|r| r.len()).sum();
         let mut x = self.embed(rows);
         let inter_width = self.layers.first().map_or(0, |l| l.up.outputs());
+        let gated = self.layers.first().is_some_and(|l| l.gated);
         let mut s = Scratch {
             qkv: vec![0.0; total * 3 * h],
             ctx: vec![0.0; total * h],
             proj: vec![0.0; total * h],
             inter: vec![0.0; total * inter_width],
+            gated: vec![0.0; if gated { total * inter_width / 2 } else { 0 }],
         };
         let mut starts = Vec::with_capacity(rows.len());
         let mut at = 0;
@@ -154,7 +206,9 @@ impl Encoder {
                 );
                 x.extend_from_slice(&e.words[id * h..(id + 1) * h]);
                 let start = x.len() - h;
-                simd::add_assign(&mut x[start..], &e.positions[p * h..(p + 1) * h]);
+                if let Positions::Learned(table) = &e.positions {
+                    simd::add_assign(&mut x[start..], &table[p * h..(p + 1) * h]);
+                }
                 simd::add_assign(&mut x[start..], &e.token_type);
             }
         }
@@ -200,10 +254,20 @@ impl Encoder {
 
         l.up.matmul(x, t, &mut s.inter);
         let act = self.activation;
-        par_rows(&mut s.inter, l.up.outputs(), &|b, _| {
-            simd::bias_act(b, l.up.bias(), Some(act))
-        });
-        l.down.matmul(&s.inter, t, &mut s.proj);
+        let inter = if l.gated {
+            let (width, inter) = (l.up.outputs(), &s.inter);
+            par_rows(&mut s.gated, width / 2, &|b, r0| {
+                let up = &inter[r0 * width..r0 * width + b.len() * 2];
+                simd::gated_act(up, l.up.bias(), b, act)
+            });
+            &s.gated
+        } else {
+            par_rows(&mut s.inter, l.up.outputs(), &|b, _| {
+                simd::bias_act(b, l.up.bias(), Some(act))
+            });
+            &s.inter
+        };
+        l.down.matmul(inter, t, &mut s.proj);
         {
             let n = &l.ffn_norm;
             let residual: &[f32] = x;
@@ -221,6 +285,10 @@ impl Encoder {
         let h = self.hidden;
         let d = h / self.heads;
         let scale = 1.0 / (d as f32).sqrt();
+        let slopes = match &self.embeddings.positions {
+            Positions::Alibi { slopes, .. } => Some(slopes.as_slice()),
+            Positions::Learned(_) => None,
+        };
         let tasks: Vec<(usize, usize, usize)> = rows
             .iter()
             .flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head)))
@@ -261,6 +329,9 @@ impl Encoder {
                         false,
                         gemm::Parallelism::None,
                     );
+                    if let Some(slopes) = slopes {
+                        simd::add_alibi(scores, len, slopes[head]);
+                    }
                     simd::softmax_rows(scores, len);
                     // ctx[rows, head] = scores · v
                     gemm::gemm(

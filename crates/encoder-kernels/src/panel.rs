@@ -280,7 +280,9 @@ mod x86 {
             for (r, sums) in acc.iter().enumerate() {
                 for (j, &s) in sums.iter().enumerate() {
                     // SAFETY: masked to the columns of row r below `cols`.
-                    unsafe { _mm512_mask_storeu_ps(self.c.add(r * self.ldc + j * 16), masks[j], s) };
+                    unsafe {
+                        _mm512_mask_storeu_ps(self.c.add(r * self.ldc + j * 16), masks[j], s)
+                    };
                 }
             }
         }

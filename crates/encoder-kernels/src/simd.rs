@@ -234,6 +234,42 @@ multiversion! {
 }
 
 multiversion! {
+    /// GEGLU: for each row of `up` (`[gate | value]`, each half `out`'s width, `bias` across
+    /// both), `out = act(gate + bias₁) ⊙ (value + bias₂)`.
+    pub fn gated_act(up: &[f32], bias: &[f32], out: &mut [f32], act: Activation) {
+        let w = bias.len() / 2;
+        for (row, o) in up.chunks_exact(2 * w).zip(out.chunks_exact_mut(w)) {
+            let (gate, value) = row.split_at(w);
+            let (bg, bv) = bias.split_at(w);
+            let lanes = o.iter_mut().zip(gate.iter().zip(bg)).zip(value.iter().zip(bv));
+            // One loop per activation, so that each vectorises.
+            match act {
+                Activation::GeluErf => {
+                    for ((o, (g, a)), (v, b)) in lanes { *o = gelu_erf(g + a) * (v + b) }
+                }
+                Activation::GeluTanh => {
+                    for ((o, (g, a)), (v, b)) in lanes { *o = gelu_tanh(g + a) * (v + b) }
+                }
+                Activation::Relu => {
+                    for ((o, (g, a)), (v, b)) in lanes { *o = (g + a).max(0.0) * (v + b) }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// ALiBi on a `len × len` block of attention scores: `x[i][j] += slope · |i − j|`.
+    pub fn add_alibi(x: &mut [f32], len: usize, slope: f32) {
+        for (i, row) in x.chunks_exact_mut(len).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v += slope * (i as f32 - j as f32).abs();
+            }
+        }
+    }
+}
+
+multiversion! {
     /// `dst += src`, element-wise.
     pub fn add_assign(dst: &mut [f32], src: &[f32]) {
         for (d, s) in dst.iter_mut().zip(src) { *d += s }

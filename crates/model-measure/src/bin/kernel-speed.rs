@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use encoder_kernels::bert::{Embeddings, Encoder, Layer, LayerNorm};
+use encoder_kernels::bert::{Embeddings, Encoder, Layer, LayerNorm, Positions};
 use encoder_kernels::{Activation, Linear};
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
@@ -92,7 +92,7 @@ fn main() {
         activation: Activation::GeluErf,
         embeddings: Embeddings {
             words: random(30522 * h, 1),
-            positions: random(512 * h, 2),
+            positions: Positions::Learned(random(512 * h, 2)),
             token_type: random(h, 3),
             norm: norm(h),
         },
@@ -102,6 +102,7 @@ fn main() {
                 attn_out: linear(h, h, 20 + l),
                 attn_norm: norm(h),
                 up: linear(inter, h, 30 + l),
+                gated: false,
                 down: linear(h, inter, 40 + l),
                 ffn_norm: norm(h),
             })

@@ -13,7 +13,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{self, BertModel, HiddenAct, PositionEmbeddingType};
-use encoder_kernels::bert::{Embeddings, Encoder, Layer, LayerNorm};
+use encoder_kernels::bert::{Embeddings, Encoder, Layer, LayerNorm, Positions};
 use encoder_kernels::{Activation, Linear};
 use serde::Deserialize;
 
@@ -143,9 +143,9 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The faster backend that can run `dtype` on `device` with `config`.
-    pub fn best(config: &Config, dtype: DType, device: &Device) -> Backend {
-        if device.is_cpu() && dtype == DType::F32 && activation(config.hidden_act).is_some() {
+    /// The faster backend that can run `dtype` on `device`.
+    pub fn best(dtype: DType, device: &Device) -> Backend {
+        if device.is_cpu() && dtype == DType::F32 {
             Backend::Kernels
         } else {
             Backend::Candle
@@ -153,11 +153,11 @@ impl Backend {
     }
 }
 
-fn activation(act: HiddenAct) -> Option<Activation> {
+fn activation(act: HiddenAct) -> Activation {
     match act {
-        HiddenAct::Gelu => Some(Activation::GeluErf),
-        HiddenAct::GeluApproximate => Some(Activation::GeluTanh),
-        HiddenAct::Relu => Some(Activation::Relu),
+        HiddenAct::Gelu => Activation::GeluErf,
+        HiddenAct::GeluApproximate => Activation::GeluTanh,
+        HiddenAct::Relu => Activation::Relu,
     }
 }
 
@@ -176,9 +176,7 @@ pub struct Model {
 impl Model {
     /// Loads `model.safetensors` (encoder at the root or under `bert.`) for the best backend.
     pub fn load(dir: &ModelDir, dtype: DType, device: &Device) -> Result<Self, BackendError> {
-        let config = Config::read(dir)?;
-        let backend = Backend::best(&config, dtype, device);
-        Self::load_with(dir, dtype, device, backend)
+        Self::load_with(dir, dtype, device, Backend::best(dtype, device))
     }
 
     /// Loads the checkpoint for `backend`.
@@ -192,19 +190,13 @@ impl Model {
         let vb = var_builder(&dir.safetensors("")?, dtype, device)?;
         let vb = rooted(vb, "embeddings.word_embeddings.weight", &["bert"]);
         let network = match backend {
-            Backend::Kernels => {
-                if !(device.is_cpu() && dtype == DType::F32) {
-                    return Err(BackendError::config(
-                        dir.root().join("config.json"),
-                        format!(
-                            "the BERT CPU kernels run f32 on the CPU, not {dtype:?} on {device:?}"
-                        ),
-                    ));
-                }
-                Network::Kernels(encoder(&vb, &config).map_err(|e| {
-                    BackendError::config(dir.root().join("model.safetensors"), e.to_string())
-                })?)
-            }
+            Backend::Kernels => Network::Kernels(load_kernels(
+                dir,
+                &vb,
+                &config.sizes,
+                activation(config.hidden_act),
+                Variant::Bert,
+            )?),
             Backend::Candle => Network::Candle(BertModel::load(vb, &config.to_candle())?),
         };
         Ok(Model {
@@ -271,10 +263,45 @@ impl Model {
     }
 }
 
+/// Which of the two encoders [`kernel_encoder`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Variant {
+    /// BERT: learned positions, `intermediate`/`output` feed-forward.
+    Bert,
+    /// JinaBERT: ALiBi, GEGLU `mlp.gated_layers`/`mlp.wo`/`mlp.layernorm`.
+    Jina,
+}
+
+/// [`kernel_encoder`] for a checkpoint loaded as `vb`, which must hold f32 on the CPU.
+pub(crate) fn load_kernels(
+    dir: &ModelDir,
+    vb: &VarBuilder<'static>,
+    sizes: &Sizes,
+    act: Activation,
+    variant: Variant,
+) -> Result<Encoder, BackendError> {
+    if !(vb.device().is_cpu() && vb.dtype() == DType::F32) {
+        return Err(BackendError::config(
+            dir.root().join("config.json"),
+            format!(
+                "the encoder CPU kernels run f32 on the CPU, not {:?} on {:?}; load with the candle backend",
+                vb.dtype(),
+                vb.device()
+            ),
+        ));
+    }
+    kernel_encoder(vb, sizes, act, variant)
+        .map_err(|e| BackendError::config(dir.root().join("model.safetensors"), e.to_string()))
+}
+
 /// The weights of `vb` laid out for [`Encoder`]: each tensor is read, rearranged and dropped
 /// in turn, so the load holds the weights once plus one tensor.
-fn encoder(vb: &VarBuilder<'static>, config: &Config) -> candle_core::Result<Encoder> {
-    let c = &config.sizes;
+fn kernel_encoder(
+    vb: &VarBuilder<'static>,
+    c: &Sizes,
+    act: Activation,
+    variant: Variant,
+) -> candle_core::Result<Encoder> {
     let h = c.hidden_size;
     if c.num_attention_heads == 0 || !h.is_multiple_of(c.num_attention_heads) {
         candle_core::bail!(
@@ -282,18 +309,19 @@ fn encoder(vb: &VarBuilder<'static>, config: &Config) -> candle_core::Result<Enc
             c.num_attention_heads
         );
     }
-    let act = activation(config.hidden_act)
-        .ok_or_else(|| candle_core::Error::Msg(format!("{:?}", config.hidden_act)))?;
     let read =
         |vb: &VarBuilder<'static>, shape: &[usize], name: &str| -> candle_core::Result<Vec<f32>> {
             vb.get(shape, name)?.flatten_all()?.to_vec1::<f32>()
         };
-    let linear =
-        |vb: VarBuilder<'static>, outputs: usize, inputs: usize| -> candle_core::Result<Linear> {
-            let w = read(&vb, &[outputs, inputs], "weight")?;
-            let b = read(&vb, &[outputs], "bias")?;
-            Ok(Linear::new(&w, Some(&b), outputs, inputs))
-        };
+    let linear = |vb: VarBuilder<'static>,
+                  outputs: usize,
+                  inputs: usize,
+                  bias: bool|
+     -> candle_core::Result<Linear> {
+        let w = read(&vb, &[outputs, inputs], "weight")?;
+        let b = bias.then(|| read(&vb, &[outputs], "bias")).transpose()?;
+        Ok(Linear::new(&w, b.as_deref(), outputs, inputs))
+    };
     let norm = |vb: VarBuilder<'static>| -> candle_core::Result<LayerNorm> {
         Ok(LayerNorm {
             gamma: read(&vb, &[h], "weight")?,
@@ -304,32 +332,52 @@ fn encoder(vb: &VarBuilder<'static>, config: &Config) -> candle_core::Result<Enc
     let e = vb.pp("embeddings");
     let mut token_type = read(&e, &[c.type_vocab_size, h], "token_type_embeddings.weight")?;
     token_type.truncate(h);
-    let embeddings = Embeddings {
-        words: read(&e, &[c.vocab_size, h], "word_embeddings.weight")?,
-        positions: read(
+    let positions = match variant {
+        Variant::Bert => Positions::Learned(read(
             &e,
             &[c.max_position_embeddings, h],
             "position_embeddings.weight",
-        )?,
+        )?),
+        Variant::Jina => Positions::alibi(c.num_attention_heads, c.max_position_embeddings),
+    };
+    let embeddings = Embeddings {
+        words: read(&e, &[c.vocab_size, h], "word_embeddings.weight")?,
+        positions,
         token_type,
         norm: norm(e.pp("LayerNorm"))?,
     };
+    let inter = c.intermediate_size;
     let layers = (0..c.num_hidden_layers)
         .map(|i| {
             let l = vb.pp(format!("encoder.layer.{i}"));
             let a = l.pp("attention");
             let s = a.pp("self");
+            let (up, gated, down, ffn_norm) = match variant {
+                Variant::Bert => (
+                    linear(l.pp("intermediate").pp("dense"), inter, h, true)?,
+                    false,
+                    linear(l.pp("output").pp("dense"), h, inter, true)?,
+                    norm(l.pp("output").pp("LayerNorm"))?,
+                ),
+                Variant::Jina => (
+                    linear(l.pp("mlp").pp("gated_layers"), 2 * inter, h, false)?,
+                    true,
+                    linear(l.pp("mlp").pp("wo"), h, inter, true)?,
+                    norm(l.pp("mlp").pp("layernorm"))?,
+                ),
+            };
             Ok(Layer {
                 qkv: Linear::concat(&[
-                    linear(s.pp("query"), h, h)?,
-                    linear(s.pp("key"), h, h)?,
-                    linear(s.pp("value"), h, h)?,
+                    linear(s.pp("query"), h, h, true)?,
+                    linear(s.pp("key"), h, h, true)?,
+                    linear(s.pp("value"), h, h, true)?,
                 ]),
-                attn_out: linear(a.pp("output").pp("dense"), h, h)?,
+                attn_out: linear(a.pp("output").pp("dense"), h, h, true)?,
                 attn_norm: norm(a.pp("output").pp("LayerNorm"))?,
-                up: linear(l.pp("intermediate").pp("dense"), c.intermediate_size, h)?,
-                down: linear(l.pp("output").pp("dense"), h, c.intermediate_size)?,
-                ffn_norm: norm(l.pp("output").pp("LayerNorm"))?,
+                up,
+                gated,
+                down,
+                ffn_norm,
             })
         })
         .collect::<candle_core::Result<Vec<_>>>()?;

@@ -1,15 +1,24 @@
-//! Jina embeddings v2 (JinaBERT: ALiBi attention, GEGLU feed-forward) with mean pooling. The
-//! network is candle-transformers' `jina_bert`, whose forward pass takes no attention mask:
-//! a padded row would attend to its padding. Batches are therefore split into groups of equal
-//! length and run without padding, so a text's embedding never depends on its batch-mates.
+//! Jina embeddings v2 (JinaBERT: ALiBi attention, GEGLU feed-forward) with mean pooling.
+//!
+//! Two networks read the same weights, as for BERT ([`Backend`]):
+//! - [`Backend::Kernels`] (f32 on the CPU, the default there): the forward pass of
+//!   [`encoder_kernels::bert::Encoder`] with ALiBi computed in place and GEGLU fused into one
+//!   pass, over the rows of a batch laid end to end without padding.
+//! - [`Backend::Candle`]: candle-transformers' `jina_bert`, for other dtypes and for GPUs. Its
+//!   forward pass takes no attention mask, so a padded row would attend to its padding: batches
+//!   are split into groups of equal length and run without padding.
+//!
+//! Either way a text's embedding never depends on its batch-mates.
 
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_transformers::models::jina_bert::{self, BertModel, PositionEmbeddingType};
+use encoder_kernels::Activation;
+use encoder_kernels::bert::{Encoder, mean_rows};
 use serde::Deserialize;
 
-use super::bert::Sizes;
+use super::bert::{Backend, Sizes, Variant, load_kernels};
 use super::text::{Encoded, TextRules};
 use super::{Net, Parts, rooted};
 use model_runtime::safetensors::var_builder;
@@ -58,27 +67,73 @@ impl Config {
     }
 }
 
+enum Network {
+    Kernels(Encoder),
+    Candle(BertModel),
+}
+
+/// The kernels' activation for a JinaBERT `hidden_act`: exact GELU only, the one candle's
+/// `jina_bert` applies whatever the configuration says.
+fn kernel_activation(act: candle_nn::Activation) -> Option<Activation> {
+    (act == candle_nn::Activation::Gelu).then_some(Activation::GeluErf)
+}
+
 /// JinaBERT with mean pooling over unpadded rows.
 pub struct Model {
-    bert: BertModel,
+    network: Network,
     dim: usize,
 }
 
 impl Model {
-    /// Loads `model.safetensors` (converted to `dtype`). candle materialises the ALiBi bias for
-    /// every position up front (`heads × n² × 4` bytes: 3 GiB at Jina's 8192), so it is built
-    /// for `limit` positions only.
+    /// Loads `model.safetensors` (converted to `dtype`) for the best backend, for inputs of up
+    /// to `limit` tokens.
     pub fn load(
         dir: &ModelDir,
         limit: usize,
         dtype: DType,
         device: &Device,
     ) -> Result<Self, BackendError> {
+        let backend = match kernel_activation(Config::read(dir)?.hidden_act) {
+            Some(_) => Backend::best(dtype, device),
+            None => Backend::Candle,
+        };
+        Self::load_with(dir, limit, dtype, device, backend)
+    }
+
+    /// Loads the checkpoint for `backend`. candle materialises the ALiBi bias for every
+    /// position up front (`heads × n² × 4` bytes: 3 GiB at Jina's 8192), so it is built for
+    /// `limit` positions only; the kernels compute it as they go.
+    pub fn load_with(
+        dir: &ModelDir,
+        limit: usize,
+        dtype: DType,
+        device: &Device,
+        backend: Backend,
+    ) -> Result<Self, BackendError> {
         let Config {
             sizes: c,
             hidden_act,
             ..
         } = Config::read(dir)?;
+        let vb = var_builder(&dir.safetensors("")?, dtype, device)?;
+        let vb = rooted(vb, "embeddings.word_embeddings.weight", &["bert"]);
+        if backend == Backend::Kernels {
+            let act = kernel_activation(hidden_act).ok_or_else(|| {
+                BackendError::config(
+                    dir.root().join("config.json"),
+                    format!(
+                        "hidden_act {hidden_act:?}: the JinaBERT CPU kernels run exact GELU (`gelu`) only; load with the candle backend"
+                    ),
+                )
+            })?;
+            let mut sizes = c.clone();
+            sizes.max_position_embeddings = limit.min(c.max_position_embeddings);
+            let encoder = load_kernels(dir, &vb, &sizes, act, Variant::Jina)?;
+            return Ok(Model {
+                network: Network::Kernels(encoder),
+                dim: c.hidden_size,
+            });
+        }
         let config = jina_bert::Config::new(
             c.vocab_size,
             c.hidden_size,
@@ -93,22 +148,42 @@ impl Model {
             c.pad_token_id,
             PositionEmbeddingType::Alibi,
         );
-        let vb = var_builder(&dir.safetensors("")?, dtype, device)?;
-        let vb = rooted(vb, "embeddings.word_embeddings.weight", &["bert"]);
         let bert = BertModel::new(vb, &config)?;
         Ok(Model {
-            bert,
+            network: Network::Candle(bert),
             dim: c.hidden_size,
         })
     }
 
-    /// Mean-pooled embeddings of `batch`, in its order: rows are grouped by length and each
-    /// group runs as one unpadded forward pass.
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self.network {
+            Network::Kernels(_) => Backend::Kernels,
+            Network::Candle(_) => Backend::Candle,
+        }
+    }
+
+    /// Mean-pooled embeddings of `batch`, in its order.
     pub fn forward_unpadded(
         &self,
         batch: &[&Encoded],
         device: &Device,
     ) -> candle_core::Result<Tensor> {
+        let bert = match &self.network {
+            Network::Candle(bert) => bert,
+            Network::Kernels(encoder) => {
+                let rows: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
+                let hidden = encoder.forward(&rows);
+                let (h, mut start) = (encoder.hidden, 0);
+                let mut pooled = Vec::with_capacity(rows.len() * h);
+                for row in &rows {
+                    mean_rows(&hidden, h, start, start + row.len(), &mut pooled);
+                    start += row.len();
+                }
+                return Tensor::from_vec(pooled, (rows.len(), h), device);
+            }
+        };
+        // candle: rows grouped by length, each group one unpadded forward pass.
         let mut by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, e) in batch.iter().enumerate() {
             by_len.entry(e.len()).or_default().push(i);
@@ -120,7 +195,7 @@ impl Model {
                 .flat_map(|&i| batch[i].ids.iter().copied())
                 .collect();
             let ids = Tensor::from_vec(ids, (members.len(), len), device)?;
-            let hidden = self.bert.forward(&ids)?.to_dtype(DType::F32)?;
+            let hidden = bert.forward(&ids)?.to_dtype(DType::F32)?;
             let pooled = hidden.mean(1)?;
             for (k, &i) in members.iter().enumerate() {
                 rows[i] = Some(pooled.get(k)?);

@@ -1,5 +1,5 @@
-//! The BERT CPU kernels against candle-transformers' `bert` on the same weights: a tiny
-//! random-weight checkpoint, and the real all-MiniLM-L6-v2 against the reference embeddings
+//! The encoder CPU kernels against candle-transformers' `bert` and `jina_bert` on the same
+//! weights: tiny random-weight checkpoints of both, and the real all-MiniLM-L6-v2 against the reference embeddings
 //! kept in the repository (the checkpoint comes from `tools/fetch-minilm.sh`; without it that
 //! test fails and says so). Rows of different
 //! lengths share a padded batch, so padding handling is compared too. (A process of its own:
@@ -9,6 +9,7 @@ use candle_core::{DType, Device};
 use model_fixtures::cosine;
 use model_fixtures::minilm::{checkpoint, reference};
 use model_networks::embed::bert::{Backend, Model};
+use model_networks::embed::jina;
 use model_networks::embed::text::{Encoded, Overflow, TextMode, pad_right};
 use model_networks::embed::{BatchLimits, EncoderParams};
 use model_networks::{EmbeddingModel, Family};
@@ -52,15 +53,7 @@ fn kernels_match_candle_on_a_tiny_bert() {
     let candle = Model::load_with(&dir, DType::F32, &Device::Cpu, Backend::Candle).unwrap();
     let rows = rows();
     let (a, b) = (embed(&kernels, &rows), embed(&candle, &rows));
-    for (r, (x, y)) in a.iter().zip(&b).enumerate() {
-        let worst = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
-        assert!(worst < 1e-4, "row {r}: max |Δ| {worst}");
-        assert!(cosine(x, y) > 0.99999, "row {r}");
-    }
+    assert_close(&a, &b, 1e-4, "bert");
     // Each row alone gives what it gave in the padded batch.
     for (r, row) in rows.iter().enumerate() {
         let alone = embed(&kernels, std::slice::from_ref(row));
@@ -68,6 +61,51 @@ fn kernels_match_candle_on_a_tiny_bert() {
     }
     // And the comparison can fail: a row's embedding is not another's.
     assert!(cosine(&a[0], &b[1]) < 0.999);
+}
+
+/// Largest element-wise difference and the cosine of each pair of rows; panics past `tol`.
+fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len());
+    for (r, (x, y)) in a.iter().zip(b).enumerate() {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < tol, "{what}, row {r}: max |Δ| {worst}");
+        assert!(cosine(x, y) > 0.99999, "{what}, row {r}");
+    }
+}
+
+fn embed_jina(model: &jina::Model, rows: &[Encoded]) -> Vec<Vec<f32>> {
+    let refs: Vec<&Encoded> = rows.iter().collect();
+    model
+        .forward_unpadded(&refs, &Device::Cpu)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn kernels_match_candle_on_a_tiny_jina_bert() {
+    // ALiBi in place of position embeddings, GEGLU in place of the plain feed-forward.
+    let dir = ModelDir::local(model_fixtures::embed::tiny(Family::JinaBert)).unwrap();
+    let kernels = jina::Model::load(&dir, 64, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(kernels.backend(), Backend::Kernels);
+    let candle =
+        jina::Model::load_with(&dir, 64, DType::F32, &Device::Cpu, Backend::Candle).unwrap();
+    // Rows of different lengths: the kernels run them as one batch, candle in equal-length
+    // groups.
+    let rows = rows();
+    let (a, b) = (embed_jina(&kernels, &rows), embed_jina(&candle, &rows));
+    assert_close(&a, &b, 1e-4, "jina");
+    for (r, row) in rows.iter().enumerate() {
+        let alone = embed_jina(&kernels, std::slice::from_ref(row));
+        assert!(cosine(&alone[0], &a[r]) > 0.999999, "row {r} alone");
+    }
+    assert!(cosine(&a[0], &b[1]) < 0.999);
+    let f16 = jina::Model::load(&dir, 64, DType::F16, &Device::Cpu).unwrap();
+    assert_eq!(f16.backend(), Backend::Candle, "f16 is candle's");
 }
 
 #[test]
