@@ -310,6 +310,8 @@ pub struct JinaGeometry {
     pub intermediate: usize,
     pub layers: usize,
     pub max_positions: usize,
+    /// Weights are uniform in ± this.
+    pub weight_spread: f32,
 }
 
 impl JinaGeometry {
@@ -321,6 +323,7 @@ impl JinaGeometry {
         intermediate: INTER,
         layers: LAYERS,
         max_positions: 512,
+        weight_spread: 0.2,
     };
     /// jina-embeddings-v2-base-en's geometry (its config.json).
     pub const BASE: JinaGeometry = JinaGeometry {
@@ -330,6 +333,8 @@ impl JinaGeometry {
         intermediate: 3072,
         layers: 12,
         max_positions: 8192,
+        // Standard deviation 0.02, the checkpoint's initializer_range.
+        weight_spread: 0.035,
     };
 }
 
@@ -351,7 +356,7 @@ pub fn write_jina(dir: &Path, g: &JinaGeometry) {
         &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
         Some("[CLS] $A [SEP]"),
     );
-    let mut w = Weights::new(DType::F16, 5);
+    let mut w = Weights::new(DType::F16, 5).with_spread(g.weight_spread);
     w.rand("embeddings.word_embeddings.weight", &[g.vocab, h]);
     w.rand("embeddings.token_type_embeddings.weight", &[2, h]);
     w.layer_norm("embeddings.LayerNorm", h);

@@ -16,6 +16,7 @@ pub(crate) struct Weights {
     pub map: HashMap<String, Tensor>,
     rng: Rng,
     dtype: DType,
+    spread: f32,
 }
 
 impl Weights {
@@ -25,7 +26,16 @@ impl Weights {
             map: HashMap::new(),
             rng: Rng::new(seed),
             dtype,
+            spread: 0.2,
         }
+    }
+
+    /// Weights ([`rand`](Self::rand), [`linear`](Self::linear)) uniform in `±spread` instead of
+    /// ±0.2: full-size layers need smaller ones for their attention to stay as soft as a
+    /// trained model's rather than pick one token on rounding.
+    pub fn with_spread(mut self, spread: f32) -> Self {
+        self.spread = spread;
+        self
     }
 
     /// A tensor of `shape`, uniform in `center ± spread`.
@@ -41,7 +51,7 @@ impl Weights {
 
     /// A weight around 0.
     pub fn rand(&mut self, name: impl Into<String>, shape: &[usize]) {
-        self.put(name, shape, 0.0, 0.2);
+        self.put(name, shape, 0.0, self.spread);
     }
 
     /// `{p}.weight` `[o, i]` and, with `bias`, `{p}.bias`.

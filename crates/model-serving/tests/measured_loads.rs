@@ -23,6 +23,7 @@ async fn an_embedder_and_a_generator_loading_at_once_each_measure_their_own_byte
             intermediate: 1024,
             layers: 2,
             max_positions: 512,
+            ..JinaGeometry::TINY
         },
     );
     let phi3 = model_fixtures::scratch("phi3").join("model.gguf");
