@@ -2,6 +2,9 @@
 checkpoint (full size, random weights), on the same token ids and in the same batches as the
 Rust side (crates/model-measure/src/bin/encoder-speed.rs), f32 on 2 threads.
 
+CLIP runs as transformers' CLIPModel (get_text_features, get_image_features) built from the
+checkpoint's config.json and safetensors.
+
 JinaBERT (jina-embeddings-v2) is not part of transformers: its Hub checkpoints run remote code,
 which this project never executes. It is written out below as plain torch modules, the way
 that code computes it (ALiBi through scaled_dot_product_attention's additive mask, GEGLU,
@@ -28,6 +31,31 @@ def row(r: int, tokens: int) -> list:
     """Row r of `tokens` ids, as encoder-speed builds it."""
     ids = [2] + [(r * 31 + p * 7) % 30000 + 5 for p in range(1, tokens - 1)] + [3]
     return ids[:tokens]
+
+
+def image(r: int) -> torch.Tensor:
+    """Image r (3×224×224), as encoder-speed builds it."""
+    i = torch.arange(3 * 224 * 224, dtype=torch.int64)
+    return (((r * 7 + i * 37) % 101).float() / 50.0 - 1.0).view(3, 224, 224)
+
+
+def clip(directory: str, family: str):
+    """transformers' CLIPModel on the checkpoint; a function from a batch to its features."""
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig.from_pretrained(directory)
+    config._attn_implementation = "sdpa"
+    model = CLIPModel(config).eval()
+    missing, unexpected = model.load_state_dict(load_file(os.path.join(directory, "model.safetensors")), strict=False)
+    assert not [k for k in missing if "position_ids" not in k], missing
+    if family == "clip-text":
+        # The end-of-text token is the row's last one: pooled by position, as the Rust side.
+        def text(ids):
+            hidden = model.text_model(input_ids=ids).last_hidden_state[:, -1]
+            return model.text_projection(hidden)
+
+        return text
+    return lambda pixels: model.get_image_features(pixel_values=pixels)
 
 
 class JinaBert(torch.nn.Module):
@@ -75,7 +103,7 @@ class JinaBert(torch.nn.Module):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--family", choices=["jina-bert"], required=True)
+    p.add_argument("--family", choices=["jina-bert", "clip-text", "clip-vision"], required=True)
     p.add_argument("--dir", required=True)
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--batch", type=int, default=1)
@@ -84,9 +112,16 @@ def main() -> None:
     torch.set_num_threads(2)
     with open(os.path.join(a.dir, "config.json")) as f:
         config = json.load(f)
-    model = JinaBert(config, load_file(os.path.join(a.dir, "model.safetensors"))).eval()
-    rows = [row(r, a.tokens) for r in range(a.n)]
-    batches = [torch.tensor(rows[k : k + a.batch]) for k in range(0, a.n, a.batch)]
+    if a.family == "jina-bert":
+        model = JinaBert(config, load_file(os.path.join(a.dir, "model.safetensors"))).eval()
+    else:
+        model = clip(a.dir, a.family)
+    if a.family == "clip-vision":
+        batches = [torch.stack([image(r) for r in range(k, min(k + a.batch, a.n))]) for k in range(0, a.n, a.batch)]
+        a.tokens = 0
+    else:
+        rows = [row(r, a.tokens) for r in range(a.n)]
+        batches = [torch.tensor(rows[k : k + a.batch]) for k in range(0, a.n, a.batch)]
     with torch.inference_mode():
         first = model(batches[0])[0, :8].tolist()  # warm-up, as the Rust side
         started = time.perf_counter()

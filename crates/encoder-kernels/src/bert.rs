@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use crate::linear::{Linear, SendPtr};
+use crate::attention::{ScoreBias, attention};
+use crate::linear::Linear;
 use crate::simd::{self, Activation};
 
 /// A layer norm's parameters.
@@ -153,10 +154,7 @@ impl Encoder {
     /// If a row is longer than [`max_positions`](Self::max_positions) or an id is outside
     /// the vocabulary.
     pub fn forward(&self, rows: &[&[u32]]) -> Vec<f32> {
-        if rayon::current_num_threads() > 1 {
-            return with_helper(|| self.forward_here(rows));
-        }
-        self.forward_here(rows)
+        with_helper(|| self.forward_here(rows))
     }
 
     fn forward_here(&self, rows: &[&[u32]]) -> Vec<f32> {
@@ -220,19 +218,16 @@ impl Encoder {
     fn layer(&self, l: &Layer, x: &mut [f32], rows: &[(usize, usize)], s: &mut Scratch) {
         let h = self.hidden;
         let t = x.len() / h;
-        let par_rows = |buf: &mut [f32], width: usize, f: &(dyn Fn(&mut [f32], usize) + Sync)| {
-            // Row blocks in parallel; `f` gets a block and its first row.
-            const BLOCK: usize = 64;
-            buf.par_chunks_mut(BLOCK * width)
-                .enumerate()
-                .for_each(|(i, b)| f(b, i * BLOCK));
-        };
 
         l.qkv.matmul(x, t, &mut s.qkv);
         par_rows(&mut s.qkv, 3 * h, &|b, _| {
             simd::bias_act(b, l.qkv.bias(), None)
         });
-        self.attention(&s.qkv, rows, &mut s.ctx);
+        let bias = match &self.embeddings.positions {
+            Positions::Alibi { slopes, .. } => ScoreBias::Alibi(slopes),
+            Positions::Learned(_) => ScoreBias::None,
+        };
+        attention(&s.qkv, rows, self.heads, bias, &mut s.ctx);
 
         l.attn_out.matmul(&s.ctx, t, &mut s.proj);
         {
@@ -278,86 +273,15 @@ impl Encoder {
         }
         x.copy_from_slice(&s.proj);
     }
+}
 
-    /// Scaled dot-product attention of every row with itself, head by head; `qkv` is
-    /// `[T, 3·hidden]` (biases added), `ctx` receives `[T, hidden]`.
-    fn attention(&self, qkv: &[f32], rows: &[(usize, usize)], ctx: &mut [f32]) {
-        let h = self.hidden;
-        let d = h / self.heads;
-        let scale = 1.0 / (d as f32).sqrt();
-        let slopes = match &self.embeddings.positions {
-            Positions::Alibi { slopes, .. } => Some(slopes.as_slice()),
-            Positions::Learned(_) => None,
-        };
-        let tasks: Vec<(usize, usize, usize)> = rows
-            .iter()
-            .flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head)))
-            .collect();
-        let ctx_ptr = SendPtr(ctx.as_mut_ptr());
-        tasks
-            .par_iter()
-            .for_each_init(Vec::new, |scores, &(start, len, head)| {
-                let ctx_ptr = &ctx_ptr;
-                scores.resize(len * len, 0.0);
-                let q = qkv[start * 3 * h + head * d..].as_ptr();
-                let k = qkv[start * 3 * h + h + head * d..].as_ptr();
-                let v = qkv[start * 3 * h + 2 * h + head * d..].as_ptr();
-                let stride = (3 * h) as isize;
-                // SAFETY: q, k and v address `len` rows of `d` values with row stride 3·hidden
-                // inside `qkv` (the row's tokens); `scores` is `len × len`. Each task writes only
-                // its own row range × head columns of `ctx`, so writes never overlap.
-                unsafe {
-                    // scores = scale · q kᵀ
-                    gemm::gemm(
-                        len,
-                        len,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        len as isize,
-                        false,
-                        q,
-                        1,
-                        stride,
-                        k,
-                        stride,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                    if let Some(slopes) = slopes {
-                        simd::add_alibi(scores, len, slopes[head]);
-                    }
-                    simd::softmax_rows(scores, len);
-                    // ctx[rows, head] = scores · v
-                    gemm::gemm(
-                        len,
-                        d,
-                        len,
-                        ctx_ptr.0.add(start * h + head * d),
-                        1,
-                        h as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        len as isize,
-                        v,
-                        1,
-                        stride,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            });
-    }
+/// Runs `f` over `buf` (rows of `width`) in blocks of rows, in parallel; `f` gets a block
+/// and the index of its first row.
+pub(crate) fn par_rows(buf: &mut [f32], width: usize, f: &(dyn Fn(&mut [f32], usize) + Sync)) {
+    const BLOCK: usize = 64;
+    buf.par_chunks_mut(BLOCK * width)
+        .enumerate()
+        .for_each(|(i, b)| f(b, i * BLOCK));
 }
 
 /// Runs `work` on one of rayon's threads while another stays awake for the whole of it,
@@ -367,7 +291,10 @@ impl Encoder {
 /// the pool one by one from a thread outside it, or left to rayon's idle threads, which go to
 /// sleep between steps, every step waited for a wake-up: a fifth of the CPU time of a
 /// 15-token query was in the scheduler.
-fn with_helper<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+pub(crate) fn with_helper<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_num_threads() < 2 {
+        return work();
+    }
     let done = AtomicBool::new(false);
     rayon::scope(|s| {
         s.spawn(|_| {

@@ -9,7 +9,9 @@
 //! It has no candle dependency, and the workspace compiles it with optimisations in dev builds
 //! too (`[profile.dev.package.encoder-kernels]`), so tests of the crates above stay fast.
 
+pub mod attention;
 pub mod bert;
+pub mod clip;
 pub mod linear;
 pub mod panel;
 pub mod simd;

@@ -138,6 +138,12 @@ pub(crate) fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + t)
 }
 
+/// CLIP's `quick_gelu`: `x · σ(1.702 x)`.
+#[inline(always)]
+pub(crate) fn quick_gelu(x: f32) -> f32 {
+    x / (1.0 + exp(-1.702 * x))
+}
+
 /// The activation of the feed-forward block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -147,6 +153,8 @@ pub enum Activation {
     GeluTanh,
     /// `max(0, x)`.
     Relu,
+    /// `x · σ(1.702 x)` (CLIP).
+    QuickGelu,
 }
 
 multiversion! {
@@ -164,6 +172,9 @@ multiversion! {
                 }
                 Some(Activation::Relu) => {
                     for (v, b) in row.iter_mut().zip(bias) { *v = (*v + b).max(0.0) }
+                }
+                Some(Activation::QuickGelu) => {
+                    for (v, b) in row.iter_mut().zip(bias) { *v = quick_gelu(*v + b) }
                 }
             }
         }
@@ -253,6 +264,9 @@ multiversion! {
                 Activation::Relu => {
                     for ((o, (g, a)), (v, b)) in lanes { *o = (g + a).max(0.0) * (v + b) }
                 }
+                Activation::QuickGelu => {
+                    for ((o, (g, a)), (v, b)) in lanes { *o = quick_gelu(g + a) * (v + b) }
+                }
             }
         }
     }
@@ -266,6 +280,14 @@ multiversion! {
                 *v += slope * (i as f32 - j as f32).abs();
             }
         }
+    }
+}
+
+/// Causal mask on a `len × len` block of attention scores: `x[i][j] = −∞` for `j > i`, so the
+/// softmax gives the future no weight.
+pub fn mask_future(x: &mut [f32], len: usize) {
+    for (i, row) in x.chunks_exact_mut(len).enumerate() {
+        row[i + 1..].fill(f32::NEG_INFINITY);
     }
 }
 
@@ -351,6 +373,15 @@ mod tests {
         let want = [-0.004_049_7, -0.158_655_3, 0.0, 0.345_731_1, 1.954_499_7];
         for (g, w) in x.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        let mut q = vec![-3.0f32, -1.0, 0.0, 0.5, 2.0];
+        bias_act(&mut q, &[0.0; 5], Some(Activation::QuickGelu));
+        for (g, x) in q.iter().zip([-3.0f64, -1.0, 0.0, 0.5, 2.0]) {
+            let w = x / (1.0 + (-1.702 * x).exp());
+            assert!(
+                (*g as f64 - w).abs() < 1e-6,
+                "quick_gelu({x}) = {g}, want {w}"
+            );
         }
         let mut y = vec![-3.0f32, -1.0, 0.0, 0.5, 2.0];
         bias_act(&mut y, &[0.0; 5], Some(Activation::GeluTanh));

@@ -458,6 +458,8 @@ pub struct ClipGeometry {
     pub vision_layers: usize,
     pub image: usize,
     pub patch: usize,
+    /// Weights are uniform in ± this.
+    pub weight_spread: f32,
 }
 
 impl ClipGeometry {
@@ -476,6 +478,7 @@ impl ClipGeometry {
         vision_layers: LAYERS,
         image: 32,
         patch: 8,
+        weight_spread: 0.2,
     };
     /// clip-vit-base-patch32's geometry.
     pub const VIT_B_32: ClipGeometry = ClipGeometry {
@@ -492,6 +495,8 @@ impl ClipGeometry {
         vision_layers: 12,
         image: 224,
         patch: 32,
+        // Standard deviation 0.02, the initializer scale of Transformers' CLIP.
+        weight_spread: 0.035,
     };
 }
 
@@ -522,7 +527,7 @@ pub fn write_clip(dir: &Path, g: &ClipGeometry) {
         &["<|startoftext|>", "<|endoftext|>", "<unk>"],
         Some("<|startoftext|> $A <|endoftext|>"),
     );
-    let mut w = Weights::new(DType::F32, 7);
+    let mut w = Weights::new(DType::F32, 7).with_spread(g.weight_spread);
     let (th, vh) = (g.text_hidden, g.vision_hidden);
     w.rand(
         "text_model.embeddings.token_embedding.weight",

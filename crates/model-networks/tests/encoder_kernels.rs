@@ -9,9 +9,9 @@ use candle_core::{DType, Device};
 use model_fixtures::cosine;
 use model_fixtures::minilm::{checkpoint, reference};
 use model_networks::embed::bert::{Backend, Model};
-use model_networks::embed::jina;
 use model_networks::embed::text::{Encoded, Overflow, TextMode, pad_right};
 use model_networks::embed::{BatchLimits, EncoderParams};
+use model_networks::embed::{clip, jina};
 use model_networks::{EmbeddingModel, Family};
 use model_runtime::ModelDir;
 
@@ -106,6 +106,40 @@ fn kernels_match_candle_on_a_tiny_jina_bert() {
     assert!(cosine(&a[0], &b[1]) < 0.999);
     let f16 = jina::Model::load(&dir, 64, DType::F16, &Device::Cpu).unwrap();
     assert_eq!(f16.backend(), Backend::Candle, "f16 is candle's");
+}
+
+#[test]
+fn kernels_match_candle_on_a_tiny_clip() {
+    // Pre-norm towers: a causal text tower over a padded batch of rows of different lengths,
+    // and a vision tower over patches of two images.
+    let dir = ModelDir::local(model_fixtures::embed::tiny(Family::Clip)).unwrap();
+    let (kernels, _) = clip::Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(kernels.backend(), Backend::Kernels);
+    let (candle, _) =
+        clip::Model::load_with(&dir, DType::F32, &Device::Cpu, Backend::Candle).unwrap();
+    let rows: Vec<Encoded> = rows().into_iter().filter(|e| e.len() <= 16).collect();
+    assert!(rows.len() >= 4);
+    let text = |m: &clip::Model, rows: &[Encoded]| {
+        let refs: Vec<&Encoded> = rows.iter().collect();
+        let batch = pad_right(&refs, 0, &Device::Cpu).unwrap();
+        m.forward_text(&batch).unwrap().to_vec2::<f32>().unwrap()
+    };
+    let (a, b) = (text(&kernels, &rows), text(&candle, &rows));
+    assert_close(&a, &b, 1e-4, "clip text");
+    for (r, row) in rows.iter().enumerate() {
+        let alone = text(&kernels, std::slice::from_ref(row));
+        assert!(cosine(&alone[0], &a[r]) > 0.999999, "text row {r} alone");
+    }
+    assert!(cosine(&a[0], &b[1]) < 0.999);
+
+    let pixels: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let pixels = candle_core::Tensor::from_vec(pixels, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let image = |m: &clip::Model| m.forward_images(&pixels).unwrap().to_vec2::<f32>().unwrap();
+    let (a, b) = (image(&kernels), image(&candle));
+    assert_close(&a, &b, 1e-4, "clip image");
+    assert!(cosine(&a[0], &a[1]) < 0.999, "two images, two embeddings");
 }
 
 #[test]

@@ -8,10 +8,12 @@
 //! ```
 //!
 //! - `--write` writes the full-size random checkpoint into `--dir` first when it has none
-//!   (jina-embeddings-v2-base-en's geometry, F16 as the real one is stored).
-//! - The ids: row `r`, position `p` is `(r·31 + p·7) % 30000 + 5`, first `[CLS]`-like 2 and
-//!   last 3, the same as `tools/encoder-torch.py` builds.
-//! - One untimed warm-up pass, then `n` rows `batch` at a time.
+//!   (jina-embeddings-v2-base-en's or clip-vit-base-patch32's geometry, at the checkpoint's
+//!   initializer scale).
+//! - Text rows: row `r`, position `p` is `(r·31 + p·7) % 30000 + 5`, first 2 and last 3. Images
+//!   (`clip-vision`): image `r`'s pixel `i` (of 3·224·224) is `((r·7 + i·37) % 101) / 50 − 1`.
+//!   `tools/encoder-torch.py` builds the same.
+//! - One untimed warm-up pass, then `n` rows (texts or images) `batch` at a time.
 //! - `--check` also loads candle-transformers' network on the same weights and prints how far
 //!   the kernels' embeddings are from it (max |Δ|, lowest cosine), instead of timing.
 //!
@@ -21,18 +23,66 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use clap::{Parser, ValueEnum};
-use model_fixtures::embed::{JinaGeometry, write_jina};
+use model_fixtures::embed::{ClipGeometry, JinaGeometry, write_clip, write_jina};
 use model_networks::embed::bert::Backend;
-use model_networks::embed::jina;
-use model_networks::embed::text::Encoded;
-use model_runtime::ModelDir;
+use model_networks::embed::text::{Encoded, pad_right};
+use model_networks::embed::{clip, jina};
+use model_runtime::{BackendError, ModelDir};
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
     /// JinaBERT (jina-embeddings-v2-base-en's sizes).
     JinaBert,
+    /// CLIP ViT-B/32's text tower and projection.
+    ClipText,
+    /// CLIP ViT-B/32's vision tower and projection (224² images).
+    ClipVision,
+}
+
+/// A loaded network of either family.
+enum Network {
+    Jina(jina::Model),
+    Clip(clip::Model),
+}
+
+impl Network {
+    fn load(family: Which, dir: &ModelDir, tokens: usize, backend: Backend) -> Result<Self, BackendError> {
+        Ok(match family {
+            Which::JinaBert => Network::Jina(jina::Model::load_with(dir, tokens, DType::F32, &Device::Cpu, backend)?),
+            Which::ClipText | Which::ClipVision => {
+                Network::Clip(clip::Model::load_with(dir, DType::F32, &Device::Cpu, backend)?.0)
+            }
+        })
+    }
+
+    /// The embeddings of rows `rows` (texts of `tokens` tokens, or images).
+    fn embed(&self, rows: std::ops::Range<usize>, tokens: usize) -> Vec<Vec<f32>> {
+        let texts = || -> Vec<Encoded> { rows.clone().map(|r| row(r, tokens)).collect() };
+        let out = match self {
+            Network::Jina(m) => {
+                let texts = texts();
+                let refs: Vec<&Encoded> = texts.iter().collect();
+                m.forward_unpadded(&refs, &Device::Cpu)
+            }
+            Network::Clip(m) if tokens > 0 => {
+                let texts = texts();
+                let refs: Vec<&Encoded> = texts.iter().collect();
+                pad_right(&refs, 0, &Device::Cpu).and_then(|b| m.forward_text(&b))
+            }
+            Network::Clip(m) => {
+                let per = 3 * 224 * 224;
+                let pixels: Vec<f32> = rows
+                    .clone()
+                    .flat_map(|r| (0..per).map(move |i| ((r * 7 + i * 37) % 101) as f32 / 50.0 - 1.0))
+                    .collect();
+                Tensor::from_vec(pixels, (rows.len(), 3, 224, 224), &Device::Cpu)
+                    .and_then(|p| m.forward_images(&p))
+            }
+        };
+        out.and_then(|t| t.to_vec2::<f32>()).expect("forward pass")
+    }
 }
 
 #[derive(Parser)]
@@ -46,7 +96,7 @@ struct Args {
     /// Write the full-size random checkpoint into `--dir` when it has no `config.json`.
     #[arg(long)]
     write: bool,
-    /// Tokens per row.
+    /// Tokens per text row (not used by `clip-vision`).
     #[arg(long, default_value_t = 128)]
     tokens: usize,
     /// Rows per forward pass.
@@ -85,35 +135,26 @@ fn row(r: usize, tokens: usize) -> Encoded {
     }
 }
 
-fn embed(model: &jina::Model, rows: &[Encoded]) -> Vec<Vec<f32>> {
-    let refs: Vec<&Encoded> = rows.iter().collect();
-    model
-        .forward_unpadded(&refs, &Device::Cpu)
-        .and_then(|t| t.to_vec2::<f32>())
-        .expect("forward pass")
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
-    assert!(a.batch > 0 && a.n > 0 && a.tokens >= 2, "empty run");
+    assert!(a.batch > 0 && a.n > 0, "empty run");
     if a.write && !a.dir.join("config.json").exists() {
         std::fs::create_dir_all(&a.dir)?;
-        eprintln!(
-            "writing a full-size random checkpoint to {}",
-            a.dir.display()
-        );
+        eprintln!("writing a full-size random checkpoint to {}", a.dir.display());
         match a.family {
             Which::JinaBert => write_jina(&a.dir, &JinaGeometry::BASE),
+            Which::ClipText | Which::ClipVision => write_clip(&a.dir, &ClipGeometry::VIT_B_32),
         }
     }
+    // Images have no tokens.
+    let tokens = if a.family == Which::ClipVision { 0 } else { a.tokens };
+    assert!(a.family == Which::ClipVision || tokens >= 2, "rows need 2 tokens or more");
     let dir = ModelDir::local(&a.dir)?;
-    let load = |backend| jina::Model::load_with(&dir, a.tokens, DType::F32, &Device::Cpu, backend);
-    let rows: Vec<Encoded> = (0..a.n).map(|r| row(r, a.tokens)).collect();
-    let model = load(Backend::Kernels)?;
+    let model = Network::load(a.family, &dir, tokens, Backend::Kernels)?;
+    let first_batch = 0..a.batch.min(a.n);
     if a.check {
-        let candle = load(Backend::Candle)?;
-        let batch = &rows[..a.batch.min(rows.len())];
-        let (x, y) = (embed(&model, batch), embed(&candle, batch));
+        let candle = Network::load(a.family, &dir, tokens, Backend::Candle)?;
+        let (x, y) = (model.embed(first_batch.clone(), tokens), candle.embed(first_batch.clone(), tokens));
         let (mut worst, mut lowest) = (0f32, f64::INFINITY);
         for (p, q) in x.iter().zip(&y) {
             worst = p
@@ -124,25 +165,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             lowest = lowest.min(model_fixtures::cosine(p, q));
         }
         println!(
-            "{{\"rows\":{},\"tokens\":{},\"max_abs_diff\":{worst:e},\"min_cosine\":{lowest:.9}}}",
-            batch.len(),
-            a.tokens
+            "{{\"rows\":{},\"tokens\":{tokens},\"max_abs_diff\":{worst:e},\"min_cosine\":{lowest:.9}}}",
+            first_batch.len(),
         );
         return Ok(());
     }
-    let first: Vec<String> = embed(&model, &rows[..a.batch.min(rows.len())])[0][..8]
+    let first: Vec<String> = model.embed(first_batch, tokens)[0][..8]
         .iter()
         .map(|v| format!("{v:.6}"))
         .collect();
     let start = Instant::now();
-    for chunk in rows.chunks(a.batch) {
-        std::hint::black_box(embed(&model, chunk));
+    for from in (0..a.n).step_by(a.batch) {
+        std::hint::black_box(model.embed(from..(from + a.batch).min(a.n), tokens));
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{{\"rows_per_s\":{:.3},\"tokens\":{},\"batch\":{},\"peak_rss_mb\":{:.0},\"first\":[{}]}}",
+        "{{\"rows_per_s\":{:.3},\"tokens\":{tokens},\"batch\":{},\"peak_rss_mb\":{:.0},\"first\":[{}]}}",
         a.n as f64 / secs,
-        a.tokens,
         a.batch,
         peak_rss_mb(),
         first.join(",")

@@ -13,12 +13,12 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{self, BertModel, HiddenAct, PositionEmbeddingType};
-use encoder_kernels::bert::{Embeddings, Encoder, Layer, LayerNorm, Positions};
-use encoder_kernels::{Activation, Linear};
+use encoder_kernels::Activation;
+use encoder_kernels::bert::{Embeddings, Encoder, Layer, Positions};
 use serde::Deserialize;
 
 use super::text::TextRules;
-use super::{Batch, Net, Parts, defaults, mean_pool, rooted};
+use super::{Batch, Net, Parts, defaults, kernel_weights, mean_pool, rooted};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
 
@@ -280,18 +280,8 @@ pub(crate) fn load_kernels(
     act: Activation,
     variant: Variant,
 ) -> Result<Encoder, BackendError> {
-    if !(vb.device().is_cpu() && vb.dtype() == DType::F32) {
-        return Err(BackendError::config(
-            dir.root().join("config.json"),
-            format!(
-                "the encoder CPU kernels run f32 on the CPU, not {:?} on {:?}; load with the candle backend",
-                vb.dtype(),
-                vb.device()
-            ),
-        ));
-    }
-    kernel_encoder(vb, sizes, act, variant)
-        .map_err(|e| BackendError::config(dir.root().join("model.safetensors"), e.to_string()))
+    kernel_weights::check_f32_cpu(dir, vb)?;
+    kernel_encoder(vb, sizes, act, variant).map_err(|e| kernel_weights::weights_error(dir, e))
 }
 
 /// The weights of `vb` laid out for [`Encoder`]: each tensor is read, rearranged and dropped
@@ -309,31 +299,16 @@ fn kernel_encoder(
             c.num_attention_heads
         );
     }
-    let read =
-        |vb: &VarBuilder<'static>, shape: &[usize], name: &str| -> candle_core::Result<Vec<f32>> {
-            vb.get(shape, name)?.flatten_all()?.to_vec1::<f32>()
-        };
-    let linear = |vb: VarBuilder<'static>,
-                  outputs: usize,
-                  inputs: usize,
-                  bias: bool|
-     -> candle_core::Result<Linear> {
-        let w = read(&vb, &[outputs, inputs], "weight")?;
-        let b = bias.then(|| read(&vb, &[outputs], "bias")).transpose()?;
-        Ok(Linear::new(&w, b.as_deref(), outputs, inputs))
+    let linear = |vb: VarBuilder<'static>, outputs, inputs, bias| {
+        kernel_weights::linear(&vb, outputs, inputs, bias)
     };
-    let norm = |vb: VarBuilder<'static>| -> candle_core::Result<LayerNorm> {
-        Ok(LayerNorm {
-            gamma: read(&vb, &[h], "weight")?,
-            beta: read(&vb, &[h], "bias")?,
-            eps: c.layer_norm_eps as f32,
-        })
-    };
+    let norm = |vb: VarBuilder<'static>| kernel_weights::layer_norm(&vb, h, c.layer_norm_eps);
     let e = vb.pp("embeddings");
-    let mut token_type = read(&e, &[c.type_vocab_size, h], "token_type_embeddings.weight")?;
+    let mut token_type =
+        kernel_weights::read(&e, &[c.type_vocab_size, h], "token_type_embeddings.weight")?;
     token_type.truncate(h);
     let positions = match variant {
-        Variant::Bert => Positions::Learned(read(
+        Variant::Bert => Positions::Learned(kernel_weights::read(
             &e,
             &[c.max_position_embeddings, h],
             "position_embeddings.weight",
@@ -341,7 +316,7 @@ fn kernel_encoder(
         Variant::Jina => Positions::alibi(c.num_attention_heads, c.max_position_embeddings),
     };
     let embeddings = Embeddings {
-        words: read(&e, &[c.vocab_size, h], "word_embeddings.weight")?,
+        words: kernel_weights::read(&e, &[c.vocab_size, h], "word_embeddings.weight")?,
         positions,
         token_type,
         norm: norm(e.pp("LayerNorm"))?,
@@ -367,11 +342,7 @@ fn kernel_encoder(
                 ),
             };
             Ok(Layer {
-                qkv: Linear::concat(&[
-                    linear(s.pp("query"), h, h, true)?,
-                    linear(s.pp("key"), h, h, true)?,
-                    linear(s.pp("value"), h, h, true)?,
-                ]),
+                qkv: kernel_weights::qkv(&s.pp("query"), &s.pp("key"), &s.pp("value"), h)?,
                 attn_out: linear(a.pp("output").pp("dense"), h, h, true)?,
                 attn_norm: norm(a.pp("output").pp("LayerNorm"))?,
                 up,

@@ -1,18 +1,26 @@
-//! CLIP (ViT-B/32): text and image embeddings in one space. The towers are
-//! candle-transformers' `clip`; the projections are applied here so that the text embedding
-//! is taken at each row's end-of-text token by position (candle's own `forward` finds it with an
-//! argmax over token ids, which only works for vocabularies whose EOS id is the largest).
+//! CLIP (ViT-B/32): text and image embeddings in one space.
+//!
+//! Two networks read the same weights, as for BERT ([`Backend`]):
+//! - [`Backend::Kernels`] (f32 on the CPU, the default there): the towers of
+//!   [`encoder_kernels::clip`], the text rows of a batch end to end without padding.
+//! - [`Backend::Candle`]: candle-transformers' `clip` towers, for other dtypes and for GPUs.
+//!
+//! Either way the projections are applied here, so that the text embedding is taken at each
+//! row's end-of-text token by position (candle's own `forward` finds it with an argmax over
+//! token ids, which only works for vocabularies whose EOS id is the largest).
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
-use candle_transformers::models::clip::text_model::{
-    Activation, ClipTextConfig, ClipTextTransformer,
-};
+use candle_nn::VarBuilder;
+use candle_transformers::models::clip::text_model::{ClipTextConfig, ClipTextTransformer};
 use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
+use encoder_kernels::Activation;
+use encoder_kernels::clip::{Layer, Layers, TextTower, VisionTower};
 use serde::Deserialize;
 
+use super::bert::Backend;
 use super::text::TextRules;
-use super::{Batch, Net, Parts, last_token};
+use super::{Batch, Net, Parts, kernel_weights, last_token};
 use crate::image::ClipPreprocess;
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
@@ -102,7 +110,7 @@ impl VisionConfig {
     pub fn tower(&self) -> ClipVisionConfig {
         ClipVisionConfig {
             embed_dim: self.hidden_size,
-            activation: Activation::QuickGelu,
+            activation: candle_transformers::models::clip::text_model::Activation::QuickGelu,
             intermediate_size: self.intermediate_size,
             num_hidden_layers: self.num_hidden_layers,
             num_attention_heads: self.num_attention_heads,
@@ -174,7 +182,7 @@ impl Config {
         ClipTextConfig {
             vocab_size: t.vocab_size,
             embed_dim: t.hidden_size,
-            activation: Activation::QuickGelu,
+            activation: candle_transformers::models::clip::text_model::Activation::QuickGelu,
             intermediate_size: t.intermediate_size,
             max_position_embeddings: t.max_position_embeddings,
             pad_with: None,
@@ -185,62 +193,262 @@ impl Config {
     }
 }
 
-/// Both towers and both projections.
-pub struct Model {
+/// candle-transformers' towers and the projections.
+struct CandleTowers {
     text: ClipTextTransformer,
     vision: ClipVisionTransformer,
     text_projection: Linear,
     visual_projection: Linear,
+}
+
+/// The kernels' towers and the projections.
+struct KernelTowers {
+    text: TextTower,
+    vision: VisionTower,
+    text_projection: encoder_kernels::Linear,
+    visual_projection: encoder_kernels::Linear,
+}
+
+enum Network {
+    Kernels(Box<KernelTowers>),
+    Candle(Box<CandleTowers>),
+}
+
+/// Both towers and both projections.
+pub struct Model {
+    network: Network,
     config: Config,
+    device: Device,
 }
 
 impl Model {
-    /// Loads `model.safetensors`; image preprocessing comes from `preprocessor_config.json`
-    /// (CLIP's defaults when absent).
+    /// Loads `model.safetensors` for the best backend; image preprocessing comes from
+    /// `preprocessor_config.json` (CLIP's defaults when absent).
     pub fn load(
         dir: &ModelDir,
         dtype: DType,
         device: &Device,
     ) -> Result<(Self, ClipPreprocess), BackendError> {
+        Self::load_with(dir, dtype, device, Backend::best(dtype, device))
+    }
+
+    /// Loads the checkpoint for `backend`.
+    pub fn load_with(
+        dir: &ModelDir,
+        dtype: DType,
+        device: &Device,
+        backend: Backend,
+    ) -> Result<(Self, ClipPreprocess), BackendError> {
         let config = Config::read(dir)?;
         let vb = var_builder(&dir.safetensors("")?, dtype, device)?;
-        let text = ClipTextTransformer::new(vb.pp("text_model"), &config.text())?;
-        let vision =
-            ClipVisionTransformer::new(vb.pp("vision_model"), &config.vision_config.tower())?;
-        let text_projection = candle_nn::linear_no_bias(
-            config.text_config.hidden_size,
-            config.projection_dim,
-            vb.pp("text_projection"),
-        )?;
-        let visual_projection = candle_nn::linear_no_bias(
-            config.vision_config.hidden_size,
-            config.projection_dim,
-            vb.pp("visual_projection"),
-        )?;
-        let preprocess = ClipPreprocess::read(dir, config.vision_config.image_size)?;
+        let (t, v) = (&config.text_config, &config.vision_config);
+        let network = match backend {
+            Backend::Kernels => {
+                kernel_weights::check_f32_cpu(dir, &vb)?;
+                let towers = kernel_towers(&vb, &config)
+                    .map_err(|e| kernel_weights::weights_error(dir, e))?;
+                Network::Kernels(Box::new(towers))
+            }
+            Backend::Candle => Network::Candle(Box::new(CandleTowers {
+                text: ClipTextTransformer::new(vb.pp("text_model"), &config.text())?,
+                vision: ClipVisionTransformer::new(vb.pp("vision_model"), &v.tower())?,
+                text_projection: candle_nn::linear_no_bias(
+                    t.hidden_size,
+                    config.projection_dim,
+                    vb.pp("text_projection"),
+                )?,
+                visual_projection: candle_nn::linear_no_bias(
+                    v.hidden_size,
+                    config.projection_dim,
+                    vb.pp("visual_projection"),
+                )?,
+            })),
+        };
+        let preprocess = ClipPreprocess::read(dir, v.image_size)?;
+        let device = device.clone();
         Ok((
             Model {
-                text,
-                vision,
-                text_projection,
-                visual_projection,
+                network,
                 config,
+                device,
             },
             preprocess,
         ))
     }
 
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self.network {
+            Network::Kernels(_) => Backend::Kernels,
+            Network::Candle(_) => Backend::Candle,
+        }
+    }
+
     /// Projected text features at each row's last token (CLIP's end-of-text), `[batch, proj]`.
     /// The text tower is causal, so right padding never reaches a real token.
     pub fn forward_text(&self, batch: &Batch) -> candle_core::Result<Tensor> {
-        let hidden = self.text.forward_with_mask(&batch.ids, usize::MAX)?;
-        last_token(&hidden, &batch.lens)?.apply(&self.text_projection)
+        match &self.network {
+            Network::Candle(m) => {
+                let hidden = m.text.forward_with_mask(&batch.ids, usize::MAX)?;
+                last_token(&hidden, &batch.lens)?.apply(&m.text_projection)
+            }
+            Network::Kernels(m) => {
+                let ids = batch.ids.to_vec2::<u32>()?;
+                let rows: Vec<&[u32]> = ids
+                    .iter()
+                    .zip(&batch.lens)
+                    .map(|(row, &len)| &row[..len])
+                    .collect();
+                let last = m.text.forward_last(&rows);
+                self.project(&m.text_projection, &last, rows.len())
+            }
+        }
     }
 
     /// Projected image features, `[batch, proj]`, from normalized pixels `[batch, 3, h, w]`.
     pub fn forward_images(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
-        self.vision.forward(pixels)?.apply(&self.visual_projection)
+        match &self.network {
+            Network::Candle(m) => m.vision.forward(pixels)?.apply(&m.visual_projection),
+            Network::Kernels(m) => {
+                let images = pixels.dim(0)?;
+                let pixels = pixels
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let class = m.vision.forward(&pixels);
+                self.project(&m.visual_projection, &class, images)
+            }
+        }
     }
+
+    /// `rows` rows of `x` through a projection, as a `[rows, projection_dim]` tensor.
+    fn project(
+        &self,
+        projection: &encoder_kernels::Linear,
+        x: &[f32],
+        rows: usize,
+    ) -> candle_core::Result<Tensor> {
+        let mut out = vec![0f32; rows * projection.outputs()];
+        projection.matmul(x, rows, &mut out);
+        Tensor::from_vec(out, (rows, projection.outputs()), &self.device)
+    }
+}
+
+/// The weights of `vb` laid out for [`encoder_kernels::clip`].
+fn kernel_towers(vb: &VarBuilder<'static>, config: &Config) -> candle_core::Result<KernelTowers> {
+    let (t, v) = (&config.text_config, &config.vision_config);
+    for (tower, hidden, heads) in [
+        ("text", t.hidden_size, t.num_attention_heads),
+        ("vision", v.hidden_size, v.num_attention_heads),
+    ] {
+        if heads == 0 || !hidden.is_multiple_of(heads) {
+            candle_core::bail!(
+                "{tower} hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+            );
+        }
+    }
+    let tv = vb.pp("text_model");
+    let vv = vb.pp("vision_model");
+    let (p, side, c) = (v.patch_size, v.image_size, v.num_channels);
+    let patches = (side / p) * (side / p);
+    let patch = kernel_weights::read(
+        &vv,
+        &[v.hidden_size, c, p, p],
+        "embeddings.patch_embedding.weight",
+    )?;
+    Ok(KernelTowers {
+        text: TextTower {
+            tokens: kernel_weights::read(
+                &tv,
+                &[t.vocab_size, t.hidden_size],
+                "embeddings.token_embedding.weight",
+            )?,
+            positions: kernel_weights::read(
+                &tv,
+                &[t.max_position_embeddings, t.hidden_size],
+                "embeddings.position_embedding.weight",
+            )?,
+            layers: tower_layers(
+                &tv.pp("encoder"),
+                t.hidden_size,
+                t.num_attention_heads,
+                t.intermediate_size,
+                t.num_hidden_layers,
+            )?,
+            final_norm: kernel_weights::layer_norm(&tv.pp("final_layer_norm"), t.hidden_size, EPS)?,
+        },
+        vision: VisionTower {
+            patch: encoder_kernels::Linear::new(&patch, None, v.hidden_size, c * p * p),
+            patch_size: p,
+            image_size: side,
+            channels: c,
+            class: kernel_weights::read(&vv, &[v.hidden_size], "embeddings.class_embedding")?,
+            positions: kernel_weights::read(
+                &vv,
+                &[1 + patches, v.hidden_size],
+                "embeddings.position_embedding.weight",
+            )?,
+            pre_norm: kernel_weights::layer_norm(&vv.pp("pre_layrnorm"), v.hidden_size, EPS)?,
+            layers: tower_layers(
+                &vv.pp("encoder"),
+                v.hidden_size,
+                v.num_attention_heads,
+                v.intermediate_size,
+                v.num_hidden_layers,
+            )?,
+            post_norm: kernel_weights::layer_norm(&vv.pp("post_layernorm"), v.hidden_size, EPS)?,
+        },
+        text_projection: kernel_weights::linear(
+            &vb.pp("text_projection"),
+            config.projection_dim,
+            t.hidden_size,
+            false,
+        )?,
+        visual_projection: kernel_weights::linear(
+            &vb.pp("visual_projection"),
+            config.projection_dim,
+            v.hidden_size,
+            false,
+        )?,
+    })
+}
+
+/// CLIP's layer-norm epsilon (Transformers' `layer_norm_eps` default, which candle fixes).
+const EPS: f64 = 1e-5;
+
+/// `encoder.layers.*` of a tower.
+fn tower_layers(
+    vb: &VarBuilder<'static>,
+    hidden: usize,
+    heads: usize,
+    inter: usize,
+    count: usize,
+) -> candle_core::Result<Layers> {
+    let layers = (0..count)
+        .map(|i| {
+            let l = vb.pp(format!("layers.{i}"));
+            let a = l.pp("self_attn");
+            Ok(Layer {
+                norm1: kernel_weights::layer_norm(&l.pp("layer_norm1"), hidden, EPS)?,
+                qkv: kernel_weights::qkv(
+                    &a.pp("q_proj"),
+                    &a.pp("k_proj"),
+                    &a.pp("v_proj"),
+                    hidden,
+                )?,
+                out: kernel_weights::linear(&a.pp("out_proj"), hidden, hidden, true)?,
+                norm2: kernel_weights::layer_norm(&l.pp("layer_norm2"), hidden, EPS)?,
+                fc1: kernel_weights::linear(&l.pp("mlp").pp("fc1"), inter, hidden, true)?,
+                fc2: kernel_weights::linear(&l.pp("mlp").pp("fc2"), hidden, inter, true)?,
+            })
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Layers {
+        hidden,
+        heads,
+        activation: Activation::QuickGelu,
+        layers,
+    })
 }
 
 /// Loading result as the family dispatcher wants it.

@@ -9,6 +9,7 @@ pub mod bert;
 pub mod clip;
 pub mod gte_qwen2;
 pub mod jina;
+mod kernel_weights;
 pub mod nvembed;
 pub mod qwen2;
 pub mod stella;
