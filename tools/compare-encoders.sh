@@ -5,14 +5,18 @@
 # order alternates every repetition). Prints a markdown table of medians and checks that both
 # sides' first embedding values agree (the same model ran). Not run in CI.
 #
-# The checkpoints are written on first use under .cache/full/<family> (about 280 MB for
-# JinaBERT). PyTorch runs in the virtualenv from tools/st-venv.sh.
+# Rows: JinaBERT texts of TOKENS tokens (default 128), CLIP texts of 77 tokens (its limit), CLIP
+# images of 224² pixels. The checkpoints are written on first use under .cache/full/ (about
+# 280 MB for JinaBERT, 600 MB for CLIP). PyTorch runs in the virtualenv from tools/st-venv.sh.
 #
-# Usage: tools/compare-encoders.sh [REPS] [TOKENS]
+# Usage: tools/compare-encoders.sh [REPS] [TOKENS] [FAMILY...]
+#   FAMILY  jina-bert, clip-text, clip-vision (default: all three)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 reps="${1:-3}"
 tokens="${2:-128}"
+families=("${@:3}")
+[ ${#families[@]} -eq 0 ] && families=(jina-bert clip-text clip-vision)
 cd "$root"
 
 cargo build --quiet --release -p model-measure --bin encoder-speed
@@ -22,12 +26,17 @@ rust="$root/target/release/encoder-speed"
 
 runs="$(mktemp)"
 trap 'rm -f "$runs"' EXIT
-for family in jina-bert; do
-  dir="$root/.cache/full/$family"
+for family in "${families[@]}"; do
+  case "$family" in
+    jina-bert) dir="$root/.cache/full/jina" len="$tokens" ;;
+    clip-text) dir="$root/.cache/full/clip" len=77 ;;
+    clip-vision) dir="$root/.cache/full/clip" len=0 ;;
+    *) echo "unknown family $family (jina-bert, clip-text, clip-vision)" >&2; exit 2 ;;
+  esac
   "$rust" --family "$family" --dir "$dir" --write --tokens 2 --batch 1 --n 1 >/dev/null
   for batch in 1 32; do
     n=$((batch == 1 ? 16 : 64))
-    args=(--family "$family" --dir "$dir" --tokens "$tokens" --batch "$batch" --n "$n")
+    args=(--family "$family" --dir "$dir" --tokens "$len" --batch "$batch" --n "$n")
     for ((r = 0; r < reps; r++)); do
       sides=(ours torch)
       ((r % 2)) && sides=(torch ours)
@@ -42,14 +51,14 @@ for family in jina-bert; do
   done
 done
 
-python3 - "$runs" "$tokens" <<'PY'
+python3 - "$runs" <<'PY'
 import json, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     family, side, payload = line.split(" ", 2)
     r = json.loads(payload)
     rows.setdefault((family, r["batch"]), {}).setdefault(side, []).append(r)
-print(f"| family | tokens × batch | this workspace rows/s | PyTorch rows/s | ratio | peak RSS MiB (ours / PyTorch) | same output |")
+print(f"| family | tokens or image × batch | this workspace rows/s | PyTorch rows/s | ratio | peak RSS MiB (ours / PyTorch) | same output |")
 print("|---|---|---:|---:|---:|---|---|")
 for (family, batch), sides in rows.items():
     ours, torch = sides["ours"], sides["torch"]
@@ -57,5 +66,6 @@ for (family, batch), sides in rows.items():
     b = statistics.median(r["rows_per_s"] for r in torch)
     same = all(abs(x - y) < 1e-3 * max(1.0, abs(y)) for x, y in zip(ours[0]["first"], torch[0]["first"]))
     rss = f'{max(r["peak_rss_mb"] for r in ours):.0f} / {max(r["peak_rss_mb"] for r in torch):.0f}'
-    print(f"| {family} | {sys.argv[2]} × {batch} | {a:.2f} | {b:.2f} | {a / b:.2f}× | {rss} | {'yes' if same else 'NO'} |")
+    size = f'{ours[0]["tokens"]} tokens' if ours[0]["tokens"] else "224² image"
+    print(f"| {family} | {size} × {batch} | {a:.2f} | {b:.2f} | {a / b:.2f}× | {rss} | {'yes' if same else 'NO'} |")
 PY

@@ -2,8 +2,8 @@
 checkpoint (full size, random weights), on the same token ids and in the same batches as the
 Rust side (crates/model-measure/src/bin/encoder-speed.rs), f32 on 2 threads.
 
-CLIP runs as transformers' CLIPModel (get_text_features, get_image_features) built from the
-checkpoint's config.json and safetensors.
+CLIP runs as transformers' CLIPModel (its towers and projections) built from the checkpoint's
+config.json and safetensors.
 
 JinaBERT (jina-embeddings-v2) is not part of transformers: its Hub checkpoints run remote code,
 which this project never executes. It is written out below as plain torch modules, the way
@@ -55,7 +55,7 @@ def clip(directory: str, family: str):
             return model.text_projection(hidden)
 
         return text
-    return lambda pixels: model.get_image_features(pixel_values=pixels)
+    return lambda pixels: model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
 
 
 class JinaBert(torch.nn.Module):

@@ -72,8 +72,9 @@ pub(crate) fn max(x: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// `e^x` for f32, within 2 ulp over the range where the result is normal; branch-free so
-/// that it vectorises (Cephes' `expf` polynomial after reduction by ln 2).
+/// `e^x` for f32, within 2 ulp over the range where the result is normal, and exactly 0 below
+/// −87 (where it would be subnormal, or is −∞ from a mask); branch-free so that it vectorises
+/// (Cephes' `expf` polynomial after reduction by ln 2).
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -83,6 +84,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     // n = round(x·log2 e) both as a float and, from the bits, as an integer. A float-to-int
     // conversion (`as i32`) would not vectorise: Rust's saturating cast is done lane by lane.
     const ROUND: f32 = 12_582_912.0;
+    let below = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
     let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
@@ -97,7 +99,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     // 2^n by building the exponent field; n is in [-126, 127] after the clamp.
     let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
     let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
-    y * scale
+    if below { 0.0 } else { y * scale }
 }
 
 /// `erf(x)` for f32, within a few ulp: the rational approximation Eigen and PyTorch's
@@ -239,7 +241,13 @@ multiversion! {
                 total += *v;
             }
             let inv = 1.0 / total;
-            for v in row.iter_mut() { *v *= inv }
+            // Weights that would be subnormal become 0: they carry nothing, and subnormal
+            // operands make the matmul that follows take microcode assists, tens of times
+            // slower (a causal or ALiBi row is full of them).
+            for v in row.iter_mut() {
+                let p = *v * inv;
+                *v = if p < f32::MIN_POSITIVE { 0.0 } else { p };
+            }
         }
     }
 }
@@ -325,7 +333,9 @@ mod tests {
             x += 0.0137;
         }
         assert!(worst < 3e-7, "relative error {worst}");
-        assert_eq!(exp(-1000.0), 0.0_f32.max(exp(-87.0)));
+        assert!(exp(-87.0) > 0.0);
+        assert_eq!(exp(-87.01), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
     }
 
     #[test]

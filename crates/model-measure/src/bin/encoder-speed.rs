@@ -48,9 +48,20 @@ enum Network {
 }
 
 impl Network {
-    fn load(family: Which, dir: &ModelDir, tokens: usize, backend: Backend) -> Result<Self, BackendError> {
+    fn load(
+        family: Which,
+        dir: &ModelDir,
+        tokens: usize,
+        backend: Backend,
+    ) -> Result<Self, BackendError> {
         Ok(match family {
-            Which::JinaBert => Network::Jina(jina::Model::load_with(dir, tokens, DType::F32, &Device::Cpu, backend)?),
+            Which::JinaBert => Network::Jina(jina::Model::load_with(
+                dir,
+                tokens,
+                DType::F32,
+                &Device::Cpu,
+                backend,
+            )?),
             Which::ClipText | Which::ClipVision => {
                 Network::Clip(clip::Model::load_with(dir, DType::F32, &Device::Cpu, backend)?.0)
             }
@@ -75,7 +86,9 @@ impl Network {
                 let per = 3 * 224 * 224;
                 let pixels: Vec<f32> = rows
                     .clone()
-                    .flat_map(|r| (0..per).map(move |i| ((r * 7 + i * 37) % 101) as f32 / 50.0 - 1.0))
+                    .flat_map(|r| {
+                        (0..per).map(move |i| ((r * 7 + i * 37) % 101) as f32 / 50.0 - 1.0)
+                    })
                     .collect();
                 Tensor::from_vec(pixels, (rows.len(), 3, 224, 224), &Device::Cpu)
                     .and_then(|p| m.forward_images(&p))
@@ -140,21 +153,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(a.batch > 0 && a.n > 0, "empty run");
     if a.write && !a.dir.join("config.json").exists() {
         std::fs::create_dir_all(&a.dir)?;
-        eprintln!("writing a full-size random checkpoint to {}", a.dir.display());
+        eprintln!(
+            "writing a full-size random checkpoint to {}",
+            a.dir.display()
+        );
         match a.family {
             Which::JinaBert => write_jina(&a.dir, &JinaGeometry::BASE),
             Which::ClipText | Which::ClipVision => write_clip(&a.dir, &ClipGeometry::VIT_B_32),
         }
     }
     // Images have no tokens.
-    let tokens = if a.family == Which::ClipVision { 0 } else { a.tokens };
-    assert!(a.family == Which::ClipVision || tokens >= 2, "rows need 2 tokens or more");
+    let tokens = if a.family == Which::ClipVision {
+        0
+    } else {
+        a.tokens
+    };
+    assert!(
+        a.family == Which::ClipVision || tokens >= 2,
+        "rows need 2 tokens or more"
+    );
     let dir = ModelDir::local(&a.dir)?;
     let model = Network::load(a.family, &dir, tokens, Backend::Kernels)?;
     let first_batch = 0..a.batch.min(a.n);
     if a.check {
         let candle = Network::load(a.family, &dir, tokens, Backend::Candle)?;
-        let (x, y) = (model.embed(first_batch.clone(), tokens), candle.embed(first_batch.clone(), tokens));
+        let (x, y) = (
+            model.embed(first_batch.clone(), tokens),
+            candle.embed(first_batch.clone(), tokens),
+        );
         let (mut worst, mut lowest) = (0f32, f64::INFINITY);
         for (p, q) in x.iter().zip(&y) {
             worst = p
