@@ -17,12 +17,14 @@ pub enum ScoreBias<'a> {
 }
 
 /// Scaled dot-product attention of every row with itself, head by head, in parallel over
-/// (row, head) pairs. `qkv` is `[T, 3·hidden]` (biases added), the rows being `(start, len)`
-/// ranges of it; `ctx` receives `[T, hidden]`.
+/// (row, head) pairs. Each token's row of `qkv` holds `heads` queries, then `kv_heads` keys
+/// and `kv_heads` values, `d` wide each (biases added); query head `h` reads key/value head
+/// `h / (heads / kv_heads)` (grouped-query attention; `kv_heads == heads` is plain multi-head).
+/// The rows are `(start, len)` ranges of tokens; `ctx` receives `[T, heads · d]`.
 pub fn attention(
     qkv: &[f32],
     rows: &[(usize, usize)],
-    heads: usize,
+    (heads, kv_heads): (usize, usize),
     bias: ScoreBias<'_>,
     ctx: &mut [f32],
 ) {
@@ -30,9 +32,19 @@ pub fn attention(
     if total == 0 {
         return;
     }
+    assert!(
+        kv_heads > 0 && heads.is_multiple_of(kv_heads),
+        "{heads} heads over {kv_heads} key/value heads"
+    );
     let h = ctx.len() / total;
-    assert_eq!(qkv.len(), 3 * ctx.len(), "qkv is not [T, 3·hidden]");
     let d = h / heads;
+    let width = (heads + 2 * kv_heads) * d;
+    assert_eq!(
+        qkv.len(),
+        total * width,
+        "qkv is not [T, (heads + 2·kv_heads)·d]"
+    );
+    let group = heads / kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
     let tasks: Vec<(usize, usize, usize)> = rows
         .iter()
@@ -44,11 +56,13 @@ pub fn attention(
         .for_each_init(Vec::new, |scores, &(start, len, head)| {
             let ctx_ptr = &ctx_ptr;
             scores.resize(len * len, 0.0);
-            let q = qkv[start * 3 * h + head * d..].as_ptr();
-            let k = qkv[start * 3 * h + h + head * d..].as_ptr();
-            let v = qkv[start * 3 * h + 2 * h + head * d..].as_ptr();
-            let stride = (3 * h) as isize;
-            // SAFETY: q, k and v address `len` rows of `d` values with row stride 3·hidden
+            let row0 = start * width;
+            let kv = head / group;
+            let q = qkv[row0 + head * d..].as_ptr();
+            let k = qkv[row0 + (heads + kv) * d..].as_ptr();
+            let v = qkv[row0 + (heads + kv_heads + kv) * d..].as_ptr();
+            let stride = width as isize;
+            // SAFETY: q, k and v address `len` rows of `d` values with row stride `width`
             // inside `qkv` (the row's tokens); `scores` is `len × len`. Each task writes only
             // its own row range × head columns of `ctx`, so writes never overlap.
             unsafe {

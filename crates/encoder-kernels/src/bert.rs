@@ -227,7 +227,7 @@ impl Encoder {
             Positions::Alibi { slopes, .. } => ScoreBias::Alibi(slopes),
             Positions::Learned(_) => ScoreBias::None,
         };
-        attention(&s.qkv, rows, self.heads, bias, &mut s.ctx);
+        attention(&s.qkv, rows, (self.heads, self.heads), bias, &mut s.ctx);
 
         l.attn_out.matmul(&s.ctx, t, &mut s.proj);
         {

@@ -57,7 +57,7 @@ impl Layers {
             par_rows(&mut qkv, 3 * h, &|b, _| {
                 simd::bias_act(b, l.qkv.bias(), None)
             });
-            attention(&qkv, rows, self.heads, bias, &mut ctx);
+            attention(&qkv, rows, (self.heads, self.heads), bias, &mut ctx);
             l.out.matmul(&ctx, t, &mut proj);
             add_residual(x, &mut proj, l.out.bias());
 

@@ -14,6 +14,7 @@ pub mod bert;
 pub mod clip;
 pub mod linear;
 pub mod panel;
+pub mod qwen2;
 pub mod simd;
 
 pub use linear::Linear;

@@ -146,6 +146,12 @@ pub(crate) fn quick_gelu(x: f32) -> f32 {
     x / (1.0 + exp(-1.702 * x))
 }
 
+/// SiLU: `x · σ(x)` (Qwen2's gated feed-forward).
+#[inline(always)]
+pub(crate) fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
 /// The activation of the feed-forward block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -157,6 +163,8 @@ pub enum Activation {
     Relu,
     /// `x · σ(1.702 x)` (CLIP).
     QuickGelu,
+    /// `x · σ(x)` (Qwen2).
+    Silu,
 }
 
 multiversion! {
@@ -177,6 +185,9 @@ multiversion! {
                 }
                 Some(Activation::QuickGelu) => {
                     for (v, b) in row.iter_mut().zip(bias) { *v = quick_gelu(*v + b) }
+                }
+                Some(Activation::Silu) => {
+                    for (v, b) in row.iter_mut().zip(bias) { *v = silu(*v + b) }
                 }
             }
         }
@@ -275,6 +286,9 @@ multiversion! {
                 Activation::QuickGelu => {
                     for ((o, (g, a)), (v, b)) in lanes { *o = quick_gelu(g + a) * (v + b) }
                 }
+                Activation::Silu => {
+                    for ((o, (g, a)), (v, b)) in lanes { *o = silu(g + a) * (v + b) }
+                }
             }
         }
     }
@@ -287,6 +301,42 @@ multiversion! {
             for (j, v) in row.iter_mut().enumerate() {
                 *v += slope * (i as f32 - j as f32).abs();
             }
+        }
+    }
+}
+
+multiversion! {
+    /// RMS norm of each row of `x` (width `weight.len()`) into `out`:
+    /// `out = x / √(mean(x²) + eps) · weight`.
+    pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+        let w = weight.len();
+        for (row, o) in x.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
+            let mut acc = [0f32; LANES];
+            let chunks = row.chunks_exact(LANES);
+            let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            for c in chunks {
+                for i in 0..LANES {
+                    acc[i] += c[i] * c[i];
+                }
+            }
+            let inv = 1.0 / ((acc.iter().sum::<f32>() + tail) / w as f32 + eps).sqrt();
+            for ((o, v), g) in o.iter_mut().zip(row).zip(weight) {
+                *o = v * inv * g;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Rotary position embedding, rotate-half form, of one `d`-wide head in place: value `i`
+    /// and `i + d/2` turn by the angle whose cosine and sine are `cos[i]`, `sin[i]`.
+    pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let half = cos.len();
+        let (a, b) = x.split_at_mut(half);
+        for i in 0..half {
+            let (u, v) = (a[i], b[i]);
+            a[i] = u * cos[i] - v * sin[i];
+            b[i] = v * cos[i] + u * sin[i];
         }
     }
 }

@@ -11,7 +11,7 @@ use model_fixtures::minilm::{checkpoint, reference};
 use model_networks::embed::bert::{Backend, Model};
 use model_networks::embed::text::{Encoded, Overflow, TextMode, pad_right};
 use model_networks::embed::{BatchLimits, EncoderParams};
-use model_networks::embed::{clip, jina};
+use model_networks::embed::{clip, gte_qwen2, jina};
 use model_networks::{EmbeddingModel, Family};
 use model_runtime::ModelDir;
 
@@ -140,6 +140,30 @@ fn kernels_match_candle_on_a_tiny_clip() {
     let (a, b) = (image(&kernels), image(&candle));
     assert_close(&a, &b, 1e-4, "clip image");
     assert!(cosine(&a[0], &a[1]) < 0.999, "two images, two embeddings");
+}
+
+#[test]
+fn kernels_match_candle_on_a_tiny_gte_qwen2() {
+    // Grouped-query attention (4 heads over 2 key/value heads), RoPE, RMS norms, SwiGLU; every
+    // token sees its whole row, and the pooled row is the last token.
+    let dir = ModelDir::local(model_fixtures::embed::tiny(Family::GteQwen2)).unwrap();
+    let kernels = gte_qwen2::Model::load(&dir, 64, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(kernels.backend(), Backend::Kernels);
+    let candle =
+        gte_qwen2::Model::load_with(&dir, 64, DType::F32, &Device::Cpu, Backend::Candle).unwrap();
+    let forward = |m: &gte_qwen2::Model, rows: &[Encoded]| {
+        let refs: Vec<&Encoded> = rows.iter().collect();
+        let batch = pad_right(&refs, 0, &Device::Cpu).unwrap();
+        m.forward(&batch).unwrap().to_vec2::<f32>().unwrap()
+    };
+    let rows = rows();
+    let (a, b) = (forward(&kernels, &rows), forward(&candle, &rows));
+    assert_close(&a, &b, 1e-4, "gte-qwen2");
+    for (r, row) in rows.iter().enumerate() {
+        let alone = forward(&kernels, std::slice::from_ref(row));
+        assert!(cosine(&alone[0], &a[r]) > 0.999999, "row {r} alone");
+    }
+    assert!(cosine(&a[0], &b[1]) < 0.999);
 }
 
 #[test]

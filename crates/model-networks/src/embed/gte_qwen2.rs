@@ -1,14 +1,23 @@
-//! GTE-Qwen2 1.5B instruct: a Qwen2 encoder with bidirectional attention (candle's `qwen2` with
-//! an explicit mask, as candle's gte-qwen example runs it), last-token pooling, and the model
-//! card's instruction format for queries (`Instruct: …\nQuery: `; documents take none).
+//! GTE-Qwen2 1.5B instruct: a Qwen2 encoder with bidirectional attention, last-token pooling,
+//! and the model card's instruction format for queries (`Instruct: …\nQuery: `; documents take
+//! none).
+//!
+//! Two networks read the same weights, as for BERT ([`Backend`]):
+//! - [`Backend::Kernels`] (f32 on the CPU, the default there): [`encoder_kernels::qwen2`], the
+//!   rows of a batch end to end without padding.
+//! - [`Backend::Candle`]: candle's `qwen2` with an explicit mask, as candle's gte-qwen example
+//!   runs it, for other dtypes and for GPUs.
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::qwen2;
 use serde::Deserialize;
 
+use candle_nn::VarBuilder;
+
+use super::bert::Backend;
 use super::qwen2::Qwen2Config;
 use super::text::TextRules;
-use super::{Batch, Net, Parts, last_token, with_model_prefix};
+use super::{Batch, Net, Parts, kernel_weights, last_token, with_model_prefix};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
 
@@ -62,37 +71,100 @@ impl Config {
     }
 }
 
+enum Network {
+    Kernels(Box<encoder_kernels::qwen2::Encoder>),
+    Candle(qwen2::Model),
+}
+
 /// GTE-Qwen2: encoder and last-token pooling.
 pub struct Model {
-    encoder: qwen2::Model,
+    network: Network,
     dim: usize,
+    device: Device,
 }
 
 impl Model {
-    /// Loads the encoder (the `lm_head` a checkpoint may carry is never read).
+    /// Loads the encoder for the best backend (the `lm_head` a checkpoint may carry is never
+    /// read), for inputs of up to `limit` tokens.
     pub fn load(
         dir: &ModelDir,
         limit: usize,
         dtype: DType,
         device: &Device,
     ) -> Result<Self, BackendError> {
+        let backend = match Config::read(dir)?.qwen2.hidden_act {
+            candle_nn::Activation::Silu => Backend::best(dtype, device),
+            _ => Backend::Candle,
+        };
+        Self::load_with(dir, limit, dtype, device, backend)
+    }
+
+    /// Loads the encoder for `backend`.
+    pub fn load_with(
+        dir: &ModelDir,
+        limit: usize,
+        dtype: DType,
+        device: &Device,
+        backend: Backend,
+    ) -> Result<Self, BackendError> {
         let config = Config::read(dir)?;
         let vb = with_model_prefix(
             var_builder(&dir.safetensors("")?, dtype, device)?,
             "embed_tokens.weight",
         );
-        let encoder = qwen2::Model::new(&config.to_candle(limit), vb)?;
+        let network = match backend {
+            Backend::Kernels => {
+                let q = &config.qwen2;
+                if q.hidden_act != candle_nn::Activation::Silu {
+                    return Err(BackendError::config(
+                        dir.root().join("config.json"),
+                        format!(
+                            "hidden_act {:?}: the Qwen2 CPU kernels run SiLU only; load with the candle backend",
+                            q.hidden_act
+                        ),
+                    ));
+                }
+                kernel_weights::check_f32_cpu(dir, &vb)?;
+                let encoder =
+                    kernel_encoder(&vb.pp("model"), q, limit.min(q.max_position_embeddings))
+                        .map_err(|e| kernel_weights::weights_error(dir, e))?;
+                Network::Kernels(Box::new(encoder))
+            }
+            Backend::Candle => Network::Candle(qwen2::Model::new(&config.to_candle(limit), vb)?),
+        };
         Ok(Model {
-            encoder,
+            network,
             dim: config.qwen2.hidden_size,
+            device: device.clone(),
         })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self.network {
+            Network::Kernels(_) => Backend::Kernels,
+            Network::Candle(_) => Backend::Candle,
+        }
     }
 
     /// The hidden state of each row's last real token, `[batch, hidden]`.
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+        let encoder = match &self.network {
+            Network::Candle(encoder) => encoder,
+            Network::Kernels(encoder) => {
+                let ids = batch.ids.to_vec2::<u32>()?;
+                let rows: Vec<&[u32]> = ids
+                    .iter()
+                    .zip(&batch.lens)
+                    .map(|(row, &len)| &row[..len])
+                    .collect();
+                let last = encoder.forward_last(&rows);
+                return Tensor::from_vec(last, (rows.len(), self.dim), &self.device);
+            }
+        };
         // A fresh clone per call: `forward` fills a KV cache that an embedder must not keep
         // (the next batch would attend to this one's keys), and clones share the weights.
-        let mut encoder = self.encoder.clone();
+        let mut encoder = encoder.clone();
         let hidden = encoder.forward(&batch.ids, 0, Some(&batch.mask))?;
         last_token(&hidden, &batch.lens)?.to_dtype(DType::F32)
     }
@@ -101,4 +173,58 @@ impl Model {
         let dim = self.dim;
         Parts::new(Net::GteQwen2(self), usize::MAX, dim, TextRules::default())
     }
+}
+
+/// The weights of `vb` (rooted at the body) laid out for [`encoder_kernels::qwen2`], with RoPE
+/// tables for `positions` positions.
+fn kernel_encoder(
+    vb: &VarBuilder<'static>,
+    q: &Qwen2Config,
+    positions: usize,
+) -> candle_core::Result<encoder_kernels::qwen2::Encoder> {
+    let (h, heads, kv) = (q.hidden_size, q.num_attention_heads, q.num_key_value_heads);
+    if heads == 0 || kv == 0 || !h.is_multiple_of(heads) || !heads.is_multiple_of(kv) {
+        candle_core::bail!(
+            "hidden_size {h}, num_attention_heads {heads} and num_key_value_heads {kv} do not divide"
+        );
+    }
+    let d = h / heads;
+    let inter = q.intermediate_size;
+    let linear = |vb: VarBuilder<'static>, outputs, inputs, bias| {
+        kernel_weights::linear(&vb, outputs, inputs, bias)
+    };
+    let layers = (0..q.num_hidden_layers)
+        .map(|i| {
+            let l = vb.pp(format!("layers.{i}"));
+            let a = l.pp("self_attn");
+            let m = l.pp("mlp");
+            Ok(encoder_kernels::qwen2::Layer {
+                attn_norm: kernel_weights::read(&l.pp("input_layernorm"), &[h], "weight")?,
+                qkv: encoder_kernels::Linear::concat(&[
+                    linear(a.pp("q_proj"), heads * d, h, true)?,
+                    linear(a.pp("k_proj"), kv * d, h, true)?,
+                    linear(a.pp("v_proj"), kv * d, h, true)?,
+                ]),
+                out: linear(a.pp("o_proj"), h, heads * d, false)?,
+                ffn_norm: kernel_weights::read(&l.pp("post_attention_layernorm"), &[h], "weight")?,
+                gate_up: encoder_kernels::Linear::concat(&[
+                    linear(m.pp("gate_proj"), inter, h, false)?,
+                    linear(m.pp("up_proj"), inter, h, false)?,
+                ]),
+                down: linear(m.pp("down_proj"), h, inter, false)?,
+            })
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let (cos, sin) = encoder_kernels::qwen2::Encoder::rope_tables(positions, d, q.rope_theta);
+    Ok(encoder_kernels::qwen2::Encoder {
+        hidden: h,
+        heads,
+        kv_heads: kv,
+        eps: q.rms_norm_eps as f32,
+        tokens: kernel_weights::read(vb, &[q.vocab_size, h], "embed_tokens.weight")?,
+        layers,
+        final_norm: kernel_weights::read(&vb.pp("norm"), &[h], "weight")?,
+        cos,
+        sin,
+    })
 }

@@ -1,0 +1,194 @@
+//! A Qwen2 body as a bidirectional encoder (GTE-Qwen2), over unpadded rows, on the same linear
+//! layers and attention as [`crate::bert`]. Per layer:
+//!
+//! ```text
+//! qkv = RMS₁(x)·[Wq Wk Wv]ᵀ + b            grouped-query: fewer key/value heads
+//! q, k ← RoPE(position in the row)        rotate-half, per head
+//! x  += attention(qkv)·Woᵀ                every token of a row sees the whole row
+//! x  += (SiLU(g) ⊙ u)·Wdᵀ,  [g | u] = RMS₂(x)·[Wg Wu]ᵀ
+//! ```
+//!
+//! and a final RMS norm. The caller pools (GTE-Qwen2 takes each row's last token).
+
+use crate::attention::{ScoreBias, attention};
+use crate::bert::{par_rows, with_helper};
+use crate::linear::Linear;
+use crate::simd::{self, Activation};
+
+/// One layer.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    /// Query, key and value side by side: `heads·d + 2·kv_heads·d` outputs.
+    pub qkv: Linear,
+    /// Output projection (no bias).
+    pub out: Linear,
+    pub ffn_norm: Vec<f32>,
+    /// Gate and up projections side by side (`[gate | up]`, no bias).
+    pub gate_up: Linear,
+    /// Down projection (no bias).
+    pub down: Linear,
+}
+
+/// The encoder.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub eps: f32,
+    /// `[vocab, hidden]`.
+    pub tokens: Vec<f32>,
+    pub layers: Vec<Layer>,
+    pub final_norm: Vec<f32>,
+    /// RoPE cosines and sines, `[positions, head_dim / 2]` each.
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl Encoder {
+    /// RoPE tables for `positions` positions of heads `head_dim` wide, base `theta`.
+    pub fn rope_tables(positions: usize, head_dim: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+        let half = head_dim / 2;
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for p in 0..positions {
+            for i in 0..half {
+                let angle = p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64);
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        (cos, sin)
+    }
+
+    /// Most tokens per row (the RoPE tables' length).
+    pub fn max_positions(&self) -> usize {
+        let half = self.hidden / self.heads / 2;
+        self.cos.len() / half.max(1)
+    }
+
+    /// Bytes of weights held.
+    pub fn bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv.bytes()
+                    + l.out.bytes()
+                    + l.gate_up.bytes()
+                    + l.down.bytes()
+                    + (l.attn_norm.len() + l.ffn_norm.len()) * 4
+            })
+            .sum();
+        layers + (self.tokens.len() + self.final_norm.len() + self.cos.len() + self.sin.len()) * 4
+    }
+
+    /// The final-normed hidden state of each row's last token, `[rows, hidden]`.
+    ///
+    /// # Panics
+    /// If a row is empty or longer than [`max_positions`](Self::max_positions), or an id is
+    /// outside the vocabulary.
+    pub fn forward_last(&self, rows: &[&[u32]]) -> Vec<f32> {
+        with_helper(|| self.forward_here(rows))
+    }
+
+    fn forward_here(&self, rows: &[&[u32]]) -> Vec<f32> {
+        let h = self.hidden;
+        let d = h / self.heads;
+        let vocab = self.tokens.len() / h;
+        let mut x = Vec::new();
+        let mut spans = Vec::with_capacity(rows.len());
+        for row in rows {
+            assert!(
+                !row.is_empty() && row.len() <= self.max_positions(),
+                "a row of {} tokens; the encoder takes 1 to {}",
+                row.len(),
+                self.max_positions()
+            );
+            spans.push((x.len() / h, row.len()));
+            for &id in row.iter() {
+                let id = id as usize;
+                assert!(
+                    id < vocab,
+                    "token id {id} is outside the vocabulary of {vocab}"
+                );
+                x.extend_from_slice(&self.tokens[id * h..(id + 1) * h]);
+            }
+        }
+        let t = x.len() / h;
+        let width = (self.heads + 2 * self.kv_heads) * d;
+        let inter = self.layers.first().map_or(0, |l| l.gate_up.outputs() / 2);
+        // The position of each token in its row, for RoPE.
+        let positions: Vec<usize> = spans.iter().flat_map(|&(_, len)| 0..len).collect();
+        let (mut normed, mut qkv, mut ctx, mut proj, mut wide, mut gated) = (
+            vec![0f32; t * h],
+            vec![0f32; t * width],
+            vec![0f32; t * h],
+            vec![0f32; t * h],
+            vec![0f32; t * 2 * inter],
+            vec![0f32; t * inter],
+        );
+        let half = d / 2;
+        for l in &self.layers {
+            rms_into(&x, &l.attn_norm, self.eps, &mut normed);
+            l.qkv.matmul(&normed, t, &mut qkv);
+            let rotated = self.heads + self.kv_heads;
+            par_rows(&mut qkv, width, &|b, r0| {
+                simd::bias_act(b, l.qkv.bias(), None);
+                for (i, token) in b.chunks_exact_mut(width).enumerate() {
+                    let p = positions[r0 + i];
+                    let (cos, sin) = (
+                        &self.cos[p * half..(p + 1) * half],
+                        &self.sin[p * half..(p + 1) * half],
+                    );
+                    for head in token[..rotated * d].chunks_exact_mut(d) {
+                        simd::rope(head, cos, sin);
+                    }
+                }
+            });
+            attention(
+                &qkv,
+                &spans,
+                (self.heads, self.kv_heads),
+                ScoreBias::None,
+                &mut ctx,
+            );
+            l.out.matmul(&ctx, t, &mut proj);
+            add_into(&mut x, &proj);
+
+            rms_into(&x, &l.ffn_norm, self.eps, &mut normed);
+            l.gate_up.matmul(&normed, t, &mut wide);
+            let wide = &wide;
+            par_rows(&mut gated, inter, &|b, r0| {
+                let up = &wide[r0 * 2 * inter..r0 * 2 * inter + b.len() * 2];
+                simd::gated_act(up, l.gate_up.bias(), b, Activation::Silu)
+            });
+            l.down.matmul(&gated, t, &mut proj);
+            add_into(&mut x, &proj);
+        }
+        let mut last = Vec::with_capacity(rows.len() * h);
+        for &(start, len) in &spans {
+            let r = start + len - 1;
+            last.extend_from_slice(&x[r * h..(r + 1) * h]);
+        }
+        let mut out = vec![0f32; last.len()];
+        simd::rms_norm(&last, &self.final_norm, self.eps, &mut out);
+        out
+    }
+}
+
+/// `out = RMS(x)·weight` row by row.
+fn rms_into(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let w = weight.len();
+    par_rows(out, w, &|b, r0| {
+        simd::rms_norm(&x[r0 * w..r0 * w + b.len()], weight, eps, b)
+    });
+}
+
+/// `x += y`.
+fn add_into(x: &mut [f32], y: &[f32]) {
+    let w = 1024.min(x.len().max(1));
+    par_rows(x, w, &|b, r0| {
+        simd::add_assign(b, &y[r0 * w..r0 * w + b.len()])
+    });
+}
