@@ -6,17 +6,19 @@
 # sides' first embedding values agree (the same model ran). Not run in CI.
 #
 # Rows: JinaBERT texts of TOKENS tokens (default 128), CLIP texts of 77 tokens (its limit), CLIP
-# images of 224² pixels. The checkpoints are written on first use under .cache/full/ (about
-# 280 MB for JinaBERT, 600 MB for CLIP). PyTorch runs in the virtualenv from tools/st-venv.sh.
+# images of 224² pixels, GTE-Qwen2 texts of 32 tokens. The checkpoints are written on first use
+# under .cache/full/ (about 280 MB for JinaBERT, 600 MB for CLIP, 7 GB for GTE-Qwen2, which
+# also needs about 13 GB of memory on the PyTorch side). PyTorch runs in the virtualenv from
+# tools/st-venv.sh.
 #
 # Usage: tools/compare-encoders.sh [REPS] [TOKENS] [FAMILY...]
-#   FAMILY  jina-bert, clip-text, clip-vision (default: all three)
+#   FAMILY  jina-bert, clip-text, clip-vision, gte-qwen2 (default: all four)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 reps="${1:-3}"
 tokens="${2:-128}"
 families=("${@:3}")
-[ ${#families[@]} -eq 0 ] && families=(jina-bert clip-text clip-vision)
+[ ${#families[@]} -eq 0 ] && families=(jina-bert clip-text clip-vision gte-qwen2)
 cd "$root"
 
 cargo build --quiet --release -p model-measure --bin encoder-speed
@@ -31,11 +33,13 @@ for family in "${families[@]}"; do
     jina-bert) dir="$root/.cache/full/jina" len="$tokens" ;;
     clip-text) dir="$root/.cache/full/clip" len=77 ;;
     clip-vision) dir="$root/.cache/full/clip" len=0 ;;
-    *) echo "unknown family $family (jina-bert, clip-text, clip-vision)" >&2; exit 2 ;;
+    gte-qwen2) dir="$root/.cache/full/gte-qwen2" len=32 ;;
+    *) echo "unknown family $family (jina-bert, clip-text, clip-vision, gte-qwen2)" >&2; exit 2 ;;
   esac
   "$rust" --family "$family" --dir "$dir" --write --tokens 2 --batch 1 --n 1 >/dev/null
   for batch in 1 32; do
     n=$((batch == 1 ? 16 : 64))
+    [ "$family" = gte-qwen2 ] && n=$((batch == 1 ? 8 : 32))
     args=(--family "$family" --dir "$dir" --tokens "$len" --batch "$batch" --n "$n")
     for ((r = 0; r < reps; r++)); do
       sides=(ours torch)

@@ -3,7 +3,9 @@ checkpoint (full size, random weights), on the same token ids and in the same ba
 Rust side (crates/model-measure/src/bin/encoder-speed.rs), f32 on 2 threads.
 
 CLIP runs as transformers' CLIPModel (its towers and projections) built from the checkpoint's
-config.json and safetensors.
+config.json and safetensors; GTE-Qwen2 as transformers' Qwen2Model with every token seeing its
+whole row (an all-zero additive 4-D mask, as GTE-Qwen2 is bidirectional) and the last token
+pooled.
 
 JinaBERT (jina-embeddings-v2) is not part of transformers: its Hub checkpoints run remote code,
 which this project never executes. It is written out below as plain torch modules, the way
@@ -101,9 +103,36 @@ class JinaBert(torch.nn.Module):
         return x.mean(dim=1)
 
 
+def gte_qwen2(directory: str):
+    """transformers' Qwen2Model on the checkpoint, bidirectional; a function from ids to the
+    final-normed hidden state of each row's last token."""
+    import glob
+
+    from transformers import Qwen2Config, Qwen2Model
+
+    config = Qwen2Config.from_pretrained(directory)
+    config._attn_implementation = "sdpa"
+    model = Qwen2Model(config).eval()
+    weights = {}
+    for shard in sorted(glob.glob(os.path.join(directory, "*.safetensors"))):
+        weights.update({k.removeprefix("model."): v for k, v in load_file(shard).items() if k != "lm_head.weight"})
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    del weights
+    for layer in model.layers:
+        layer.self_attn.is_causal = False
+
+    def forward(ids):
+        b, t = ids.shape
+        visible = torch.zeros(b, 1, t, t)
+        return model(input_ids=ids, attention_mask=visible).last_hidden_state[:, -1]
+
+    return forward
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--family", choices=["jina-bert", "clip-text", "clip-vision"], required=True)
+    p.add_argument("--family", choices=["jina-bert", "clip-text", "clip-vision", "gte-qwen2"], required=True)
     p.add_argument("--dir", required=True)
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--batch", type=int, default=1)
@@ -114,6 +143,8 @@ def main() -> None:
         config = json.load(f)
     if a.family == "jina-bert":
         model = JinaBert(config, load_file(os.path.join(a.dir, "model.safetensors"))).eval()
+    elif a.family == "gte-qwen2":
+        model = gte_qwen2(a.dir)
     else:
         model = clip(a.dir, a.family)
     if a.family == "clip-vision":

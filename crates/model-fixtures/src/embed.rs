@@ -228,43 +228,79 @@ pub(crate) fn modules_json(dir: &Path, last_path: &str, last: &str) {
     );
 }
 
-fn qwen2_config(dir: &Path) {
+fn qwen2_config(dir: &Path, g: &Qwen2Geometry) {
     write_json(
         &dir.join("config.json"),
         json!({
-            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": VOCAB, "hidden_size": H,
-            "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-            "num_key_value_heads": KV_HEADS, "max_position_embeddings": 4096, "sliding_window": 4096,
-            "max_window_layers": LAYERS, "use_sliding_window": false, "tie_word_embeddings": false,
+            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": g.vocab, "hidden_size": g.hidden,
+            "intermediate_size": g.intermediate, "num_hidden_layers": g.layers, "num_attention_heads": g.heads,
+            "num_key_value_heads": g.kv_heads, "max_position_embeddings": 4096, "sliding_window": 4096,
+            "max_window_layers": g.layers, "use_sliding_window": false, "tie_word_embeddings": false,
             "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu", "torch_dtype": "float32"
         }),
     );
 }
 
+/// Sizes of a Qwen2 (or Mistral) decoder stack.
+pub struct Qwen2Geometry {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    /// Weights are uniform in ± this.
+    pub weight_spread: f32,
+}
+
+impl Qwen2Geometry {
+    /// The tiny test geometry.
+    pub const TINY: Qwen2Geometry = Qwen2Geometry {
+        vocab: VOCAB,
+        hidden: H,
+        heads: HEADS,
+        kv_heads: KV_HEADS,
+        intermediate: INTER,
+        layers: LAYERS,
+        weight_spread: 0.2,
+    };
+    /// gte-Qwen2-1.5B-instruct's geometry (its config.json).
+    pub const GTE_1_5B: Qwen2Geometry = Qwen2Geometry {
+        vocab: 151_646,
+        hidden: 1536,
+        heads: 12,
+        kv_heads: 2,
+        intermediate: 8960,
+        layers: 28,
+        // Standard deviation 0.02, the checkpoint's initializer_range.
+        weight_spread: 0.035,
+    };
+}
+
 /// A Qwen2 / Mistral decoder stack under `prefix` (Qwen2 has biases on q, k and v; Mistral
 /// none).
-fn decoder_weights(w: &mut Weights, prefix: &str, qkv_bias: bool) {
-    let hd = H / HEADS;
-    w.rand(format!("{prefix}embed_tokens.weight"), &[VOCAB, H]);
-    for n in 0..LAYERS {
+fn decoder_weights(w: &mut Weights, prefix: &str, qkv_bias: bool, g: &Qwen2Geometry) {
+    let (h, hd) = (g.hidden, g.hidden / g.heads);
+    w.rand(format!("{prefix}embed_tokens.weight"), &[g.vocab, h]);
+    for n in 0..g.layers {
         let p = format!("{prefix}layers.{n}");
-        w.linear(&format!("{p}.self_attn.q_proj"), H, HEADS * hd, qkv_bias);
-        w.linear(&format!("{p}.self_attn.k_proj"), H, KV_HEADS * hd, qkv_bias);
-        w.linear(&format!("{p}.self_attn.v_proj"), H, KV_HEADS * hd, qkv_bias);
-        w.linear(&format!("{p}.self_attn.o_proj"), HEADS * hd, H, false);
-        w.linear(&format!("{p}.mlp.gate_proj"), H, INTER, false);
-        w.linear(&format!("{p}.mlp.up_proj"), H, INTER, false);
-        w.linear(&format!("{p}.mlp.down_proj"), INTER, H, false);
-        w.rms(&format!("{p}.input_layernorm"), H);
-        w.rms(&format!("{p}.post_attention_layernorm"), H);
+        w.linear(&format!("{p}.self_attn.q_proj"), h, g.heads * hd, qkv_bias);
+        w.linear(&format!("{p}.self_attn.k_proj"), h, g.kv_heads * hd, qkv_bias);
+        w.linear(&format!("{p}.self_attn.v_proj"), h, g.kv_heads * hd, qkv_bias);
+        w.linear(&format!("{p}.self_attn.o_proj"), g.heads * hd, h, false);
+        w.linear(&format!("{p}.mlp.gate_proj"), h, g.intermediate, false);
+        w.linear(&format!("{p}.mlp.up_proj"), h, g.intermediate, false);
+        w.linear(&format!("{p}.mlp.down_proj"), g.intermediate, h, false);
+        w.rms(&format!("{p}.input_layernorm"), h);
+        w.rms(&format!("{p}.post_attention_layernorm"), h);
     }
-    w.rms(&format!("{prefix}norm"), H);
+    w.rms(&format!("{prefix}norm"), h);
 }
 
 /// Stella: encoder saved without the `model.` prefix, Dense head in the folder modules.json
 /// names (24 outputs here, 1024 in the real `2_Dense_1024`).
 fn stella(dir: &Path) {
-    qwen2_config(dir);
+    qwen2_config(dir, &Qwen2Geometry::TINY);
     write_json(
         &dir.join("sentence_bert_config.json"),
         json!({ "max_seq_length": 32 }),
@@ -280,7 +316,7 @@ fn stella(dir: &Path) {
         None,
     );
     let mut w = Weights::new(DType::F32, 2);
-    decoder_weights(&mut w, "", true);
+    decoder_weights(&mut w, "", true, &Qwen2Geometry::TINY);
     w.save(&dir.join("model.safetensors"));
     let mut head = Weights::new(DType::F32, 3);
     head.linear("linear", H, 24, true);
@@ -290,15 +326,21 @@ fn stella(dir: &Path) {
 /// GTE-Qwen2: `model.`-prefixed encoder plus an `lm_head` the embedder never loads, in two
 /// shards; the tokenizer appends `<|endoftext|>`, the token last-token pooling reads.
 fn gte(dir: &Path) {
-    qwen2_config(dir);
+    write_gte_qwen2(dir, &Qwen2Geometry::TINY);
+}
+
+/// GTE-Qwen2: a Qwen2 body under `model.` (and an `lm_head` it never reads), F32 in two
+/// shards.
+pub fn write_gte_qwen2(dir: &Path, g: &Qwen2Geometry) {
+    qwen2_config(dir, g);
     tokenizer(
         dir,
         &["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"],
         Some("$A <|endoftext|>"),
     );
-    let mut w = Weights::new(DType::F32, 4);
-    decoder_weights(&mut w, "model.", true);
-    w.rand("lm_head.weight", &[VOCAB, H]);
+    let mut w = Weights::new(DType::F32, 4).with_spread(g.weight_spread);
+    decoder_weights(&mut w, "model.", true, g);
+    w.rand("lm_head.weight", &[g.vocab, g.hidden]);
     w.save_sharded(dir, 2);
 }
 
@@ -403,7 +445,7 @@ fn nvembed(dir: &Path) {
     );
     tokenizer(dir, &["<unk>", "<s>", "</s>"], Some("<s> $A"));
     let mut w = Weights::new(DType::F16, 6);
-    decoder_weights(&mut w, "embedding_model.", false);
+    decoder_weights(&mut w, "embedding_model.", false, &Qwen2Geometry::TINY);
     let inner = cross_heads * H;
     let l = "latent_attention_model";
     w.rand(format!("{l}.latents"), &[latents, H]);

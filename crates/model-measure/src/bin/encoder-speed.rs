@@ -8,8 +8,8 @@
 //! ```
 //!
 //! - `--write` writes the full-size random checkpoint into `--dir` first when it has none
-//!   (jina-embeddings-v2-base-en's or clip-vit-base-patch32's geometry, at the checkpoint's
-//!   initializer scale).
+//!   (jina-embeddings-v2-base-en's, clip-vit-base-patch32's or gte-Qwen2-1.5B-instruct's
+//!   geometry, at the checkpoint's initializer scale).
 //! - Text rows: row `r`, position `p` is `(r·31 + p·7) % 30000 + 5`, first 2 and last 3. Images
 //!   (`clip-vision`): image `r`'s pixel `i` (of 3·224·224) is `((r·7 + i·37) % 101) / 50 − 1`.
 //!   `tools/encoder-torch.py` builds the same.
@@ -25,10 +25,12 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, ValueEnum};
-use model_fixtures::embed::{ClipGeometry, JinaGeometry, write_clip, write_jina};
+use model_fixtures::embed::{
+    ClipGeometry, JinaGeometry, Qwen2Geometry, write_clip, write_gte_qwen2, write_jina,
+};
 use model_networks::embed::bert::Backend;
 use model_networks::embed::text::{Encoded, pad_right};
-use model_networks::embed::{clip, jina};
+use model_networks::embed::{clip, gte_qwen2, jina};
 use model_runtime::{BackendError, ModelDir};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -39,12 +41,15 @@ enum Which {
     ClipText,
     /// CLIP ViT-B/32's vision tower and projection (224² images).
     ClipVision,
+    /// GTE-Qwen2-1.5B (last-token pooling).
+    GteQwen2,
 }
 
 /// A loaded network of either family.
 enum Network {
     Jina(jina::Model),
     Clip(clip::Model),
+    Gte(gte_qwen2::Model),
 }
 
 impl Network {
@@ -65,6 +70,13 @@ impl Network {
             Which::ClipText | Which::ClipVision => {
                 Network::Clip(clip::Model::load_with(dir, DType::F32, &Device::Cpu, backend)?.0)
             }
+            Which::GteQwen2 => Network::Gte(gte_qwen2::Model::load_with(
+                dir,
+                tokens,
+                DType::F32,
+                &Device::Cpu,
+                backend,
+            )?),
         })
     }
 
@@ -76,6 +88,11 @@ impl Network {
                 let texts = texts();
                 let refs: Vec<&Encoded> = texts.iter().collect();
                 m.forward_unpadded(&refs, &Device::Cpu)
+            }
+            Network::Gte(m) => {
+                let texts = texts();
+                let refs: Vec<&Encoded> = texts.iter().collect();
+                pad_right(&refs, 0, &Device::Cpu).and_then(|b| m.forward(&b))
             }
             Network::Clip(m) if tokens > 0 => {
                 let texts = texts();
@@ -160,6 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match a.family {
             Which::JinaBert => write_jina(&a.dir, &JinaGeometry::BASE),
             Which::ClipText | Which::ClipVision => write_clip(&a.dir, &ClipGeometry::VIT_B_32),
+            Which::GteQwen2 => write_gte_qwen2(&a.dir, &Qwen2Geometry::GTE_1_5B),
         }
     }
     // Images have no tokens.
