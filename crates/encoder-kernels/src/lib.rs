@@ -1,10 +1,16 @@
-//! CPU kernels for the encoder embedders, f32 throughout.
+//! CPU kernels for the encoder embedders, f32 throughout: BERT and JinaBERT ([`bert`]), CLIP's
+//! text and vision towers ([`clip`]) and the Qwen2 body of GTE-Qwen2 ([`qwen2`]).
 //!
-//! candle's generic CPU path spends most of a BERT forward pass outside the matmuls (see
+//! candle's generic CPU path spends most of an encoder's forward pass outside the matmuls (see
 //! `crates/model-networks/docs/encoder-speed.md`); this crate owns that pass instead:
-//! weights transposed and fused once at load ([`Linear`]), matmuls on [`gemm`] (the kernel
-//! candle uses), bias/activation/residual/layer-norm fused into single passes vectorised for
-//! the CPU at hand ([`simd`]), and attention over unpadded rows ([`bert::Encoder`]).
+//! - weights packed once at load into column panels that a matmul reads in order, multiplied
+//!   by AVX-512 register tiles ([`panel`], [`Linear`]; gemm per panel on other CPUs);
+//! - bias, activation, gating, residual, layer/RMS norm and RoPE fused into single passes
+//!   vectorised for the CPU at hand ([`simd`]);
+//! - attention per (row, head) over unpadded rows, with ALiBi, causal or no score bias and
+//!   grouped key/value heads ([`attention`]);
+//! - a forward pass runs on rayon's threads with one kept awake for its whole length, so its
+//!   hundred short parallel steps never wait for a thread to wake.
 //!
 //! It has no candle dependency, and the workspace compiles it with optimisations in dev builds
 //! too (`[profile.dev.package.encoder-kernels]`), so tests of the crates above stay fast.

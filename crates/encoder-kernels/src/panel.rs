@@ -22,6 +22,10 @@ pub const TILE_ROWS: usize = 8;
 /// Inputs per slice of a panel that the tiles of a block of rows share (24 KB, half of L1).
 const DEPTH: usize = 128;
 
+/// Inputs per span over which a block of rows is multiplied by every panel (a multiple of
+/// [`DEPTH`]).
+const SPAN: usize = 512;
+
 /// One cache line of floats; a `Vec` of them is 64-byte aligned, so every panel row of
 /// [`WIDTH`] values is exactly three lines.
 #[derive(Debug, Clone, Copy, Default)]
@@ -144,18 +148,41 @@ impl Panels {
         out: *mut f32,
     ) {
         let k = self.inputs;
-        let ldc = self.outputs;
-        // About 384 KB of activations per block (a fifth of a 2 MB L2), whole tiles.
-        let block = ((96 * 1024) / k).max(1).next_multiple_of(TILE_ROWS);
-        for r0 in (0..rows).step_by(block) {
-            let r1 = (r0 + block).min(rows);
-            for p in panels.clone() {
+        // The inputs in spans of at most SPAN, and the rows in blocks whose activations over
+        // one span (about 384 KB, a fifth of a 2 MB L2) stay in L2 while every panel passes
+        // over them: the weight is read once per block of rows, and a block is as tall for a
+        // 8960-wide input as for a 384-wide one.
+        for s0 in (0..k).step_by(SPAN) {
+            let s1 = (s0 + SPAN).min(k);
+            let block = ((96 * 1024) / (s1 - s0)).max(1).next_multiple_of(TILE_ROWS);
+            for r0 in (0..rows).step_by(block) {
+                let r1 = (r0 + block).min(rows);
+                // SAFETY: the caller's contract on `out`; AVX-512F as for this function.
+                unsafe { self.block_avx512(x, (r0, r1), (s0, s1), panels.clone(), out) };
+            }
+        }
+    }
+
+    /// Rows `r0..r1` × inputs `s0..s1` of the AVX-512 path, panel by panel.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block_avx512(
+        &self,
+        x: &[f32],
+        (r0, r1): (usize, usize),
+        (s0, s1): (usize, usize),
+        panels: std::ops::Range<usize>,
+        out: *mut f32,
+    ) {
+        let (k, ldc) = (self.inputs, self.outputs);
+        {
+            for p in panels {
                 let cols = (self.outputs - p * WIDTH).min(WIDTH);
                 let panel = self.panel(p).as_ptr();
                 // A slice of DEPTH inputs of the panel (24 KB) stays in L1 while every tile
                 // of the block passes over it; the tiles add up the slices in `out`.
-                for k0 in (0..k).step_by(DEPTH) {
-                    let depth = (k - k0).min(DEPTH);
+                for k0 in (s0..s1).step_by(DEPTH) {
+                    let depth = (s1 - k0).min(DEPTH);
                     for t in (r0..r1).step_by(TILE_ROWS) {
                         // SAFETY: rows t..t+n and inputs k0..k0+depth of `x` are in range, as
                         // are the slice's panel rows; `out` at (t, p·WIDTH) addresses `n`

@@ -285,8 +285,18 @@ fn decoder_weights(w: &mut Weights, prefix: &str, qkv_bias: bool, g: &Qwen2Geome
     for n in 0..g.layers {
         let p = format!("{prefix}layers.{n}");
         w.linear(&format!("{p}.self_attn.q_proj"), h, g.heads * hd, qkv_bias);
-        w.linear(&format!("{p}.self_attn.k_proj"), h, g.kv_heads * hd, qkv_bias);
-        w.linear(&format!("{p}.self_attn.v_proj"), h, g.kv_heads * hd, qkv_bias);
+        w.linear(
+            &format!("{p}.self_attn.k_proj"),
+            h,
+            g.kv_heads * hd,
+            qkv_bias,
+        );
+        w.linear(
+            &format!("{p}.self_attn.v_proj"),
+            h,
+            g.kv_heads * hd,
+            qkv_bias,
+        );
         w.linear(&format!("{p}.self_attn.o_proj"), g.heads * hd, h, false);
         w.linear(&format!("{p}.mlp.gate_proj"), h, g.intermediate, false);
         w.linear(&format!("{p}.mlp.up_proj"), h, g.intermediate, false);
