@@ -163,7 +163,7 @@ mod tests {
     fn row_and_panel_bands_give_the_exact_product() {
         // Big enough to be split: in row bands (many rows) and panel bands (few rows); 400 and
         // 437 outputs end in a partial panel (16 and 5 columns); 384 inputs are three slices
-        // of a panel, 1100 three spans (the last partial); 5, 800 / 3 rows end in partial
+        // of a panel, 2100 five spans (the last partial); 5, 800 / 3 rows end in partial
         // register tiles.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
@@ -174,8 +174,8 @@ mod tests {
             (800, 400, 384),
             (5, 437, 384),
             (800, 437, 384),
-            (5, 100, 1100),
-            (800, 100, 1100),
+            (5, 100, 2100),
+            (800, 100, 2100),
         ] {
             let w: Vec<f32> = (0..outputs * inputs)
                 .map(|i| ((i * 7) % 11) as f32 - 5.0)

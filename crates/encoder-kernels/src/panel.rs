@@ -23,8 +23,13 @@ pub const TILE_ROWS: usize = 8;
 const DEPTH: usize = 128;
 
 /// Inputs per span over which a block of rows is multiplied by every panel (a multiple of
-/// [`DEPTH`]).
+/// [`DEPTH`]), for layers more than [`WIDE`] inputs wide; narrower ones are one span. Spans
+/// made Qwen2's 8960-wide down projection at 1024 rows 18 % faster, and CLIP's 768-wide
+/// layers at 1600 rows 7 % slower.
 const SPAN: usize = 512;
+
+/// Input width above which a layer is multiplied in spans.
+const WIDE: usize = 2048;
 
 /// One cache line of floats; a `Vec` of them is 64-byte aligned, so every panel row of
 /// [`WIDTH`] values is exactly three lines.
@@ -148,12 +153,13 @@ impl Panels {
         out: *mut f32,
     ) {
         let k = self.inputs;
-        // The inputs in spans of at most SPAN, and the rows in blocks whose activations over
-        // one span (about 384 KB, a fifth of a 2 MB L2) stay in L2 while every panel passes
-        // over them: the weight is read once per block of rows, and a block is as tall for a
-        // 8960-wide input as for a 384-wide one.
-        for s0 in (0..k).step_by(SPAN) {
-            let s1 = (s0 + SPAN).min(k);
+        // Wide inputs in spans of SPAN, and the rows in blocks whose activations over one
+        // span (about 384 KB, a fifth of a 2 MB L2) stay in L2 while every panel passes over
+        // them: the weight is read once per block of rows, and a block is not 8 rows tall for
+        // an 8960-wide input.
+        let span = if k > WIDE { SPAN } else { k };
+        for s0 in (0..k).step_by(span) {
+            let s1 = (s0 + span).min(k);
             let block = ((96 * 1024) / (s1 - s0)).max(1).next_multiple_of(TILE_ROWS);
             for r0 in (0..rows).step_by(block) {
                 let r1 = (r0 + block).min(rows);
