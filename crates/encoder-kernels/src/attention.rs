@@ -1,9 +1,54 @@
-//! Scaled dot-product attention over unpadded rows, shared by the encoders.
+//! Scaled dot-product attention over unpadded rows, shared by the encoders, and the rows
+//! themselves: laid end to end, and read back one token per row.
 
 use rayon::prelude::*;
 
 use crate::linear::SendPtr;
 use crate::simd;
+
+/// The embeddings of `rows`' tokens from `table` (`[vocab, hidden]`), rows end to end, and
+/// each row's `(start, len)` in tokens.
+///
+/// # Panics
+/// If a row is empty or longer than `max` tokens, or an id is outside the table.
+pub fn embed_rows(
+    table: &[f32],
+    hidden: usize,
+    rows: &[&[u32]],
+    max: usize,
+) -> (Vec<f32>, Vec<(usize, usize)>) {
+    let vocab = table.len() / hidden;
+    let total: usize = rows.iter().map(|r| r.len()).sum();
+    let mut x = Vec::with_capacity(total * hidden);
+    let mut spans = Vec::with_capacity(rows.len());
+    for row in rows {
+        assert!(
+            !row.is_empty() && row.len() <= max,
+            "a row of {} tokens; the encoder takes 1 to {max}",
+            row.len()
+        );
+        spans.push((x.len() / hidden, row.len()));
+        for &id in row.iter() {
+            let id = id as usize;
+            assert!(
+                id < vocab,
+                "token id {id} is outside the vocabulary of {vocab}"
+            );
+            x.extend_from_slice(&table[id * hidden..(id + 1) * hidden]);
+        }
+    }
+    (x, spans)
+}
+
+/// The hidden state (`[T, hidden]`) of each row's last token, `[rows, hidden]`.
+pub fn last_tokens(x: &[f32], hidden: usize, spans: &[(usize, usize)]) -> Vec<f32> {
+    let mut last = Vec::with_capacity(spans.len() * hidden);
+    for &(start, len) in spans {
+        let r = start + len - 1;
+        last.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
+    }
+    last
+}
 
 /// What is added to the scores before the softmax.
 #[derive(Debug, Clone, Copy)]

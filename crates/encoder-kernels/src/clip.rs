@@ -12,7 +12,7 @@
 //! flattened patches), puts the class embedding first, adds positions and normalises before
 //! the layers (`pre_layrnorm`), and after them normalises the class row (`post_layernorm`).
 
-use crate::attention::{ScoreBias, attention};
+use crate::attention::{ScoreBias, attention, embed_rows, last_tokens};
 use crate::bert::{LayerNorm, par_rows, with_helper};
 use crate::linear::Linear;
 use crate::simd::{self, Activation};
@@ -146,35 +146,16 @@ impl TextTower {
     pub fn forward_last(&self, rows: &[&[u32]]) -> Vec<f32> {
         with_helper(|| {
             let h = self.layers.hidden;
-            let vocab = self.tokens.len() / h;
-            let mut x = Vec::new();
-            let mut spans = Vec::with_capacity(rows.len());
-            for row in rows {
-                assert!(
-                    !row.is_empty() && row.len() <= self.max_positions(),
-                    "a row of {} tokens; the text tower takes 1 to {}",
-                    row.len(),
-                    self.max_positions()
-                );
-                spans.push((x.len() / h, row.len()));
-                for (p, &id) in row.iter().enumerate() {
-                    let id = id as usize;
-                    assert!(
-                        id < vocab,
-                        "token id {id} is outside the vocabulary of {vocab}"
-                    );
-                    x.extend_from_slice(&self.tokens[id * h..(id + 1) * h]);
-                    let start = x.len() - h;
-                    simd::add_assign(&mut x[start..], &self.positions[p * h..(p + 1) * h]);
+            let (mut x, spans) = embed_rows(&self.tokens, h, rows, self.max_positions());
+            for &(start, len) in &spans {
+                for p in 0..len {
+                    let at = (start + p) * h;
+                    simd::add_assign(&mut x[at..at + h], &self.positions[p * h..(p + 1) * h]);
                 }
             }
             self.layers.forward(&mut x, &spans, ScoreBias::Causal);
             let n = &self.final_norm;
-            let mut last = Vec::with_capacity(rows.len() * h);
-            for &(start, len) in &spans {
-                let r = start + len - 1;
-                last.extend_from_slice(&x[r * h..(r + 1) * h]);
-            }
+            let mut last = last_tokens(&x, h, &spans);
             simd::add_layer_norm(&mut last, None, None, &n.gamma, &n.beta, n.eps);
             last
         })

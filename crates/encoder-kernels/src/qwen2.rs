@@ -10,7 +10,7 @@
 //!
 //! and a final RMS norm. The caller pools (GTE-Qwen2 takes each row's last token).
 
-use crate::attention::{ScoreBias, attention};
+use crate::attention::{ScoreBias, attention, embed_rows, last_tokens};
 use crate::bert::{par_rows, with_helper};
 use crate::linear::Linear;
 use crate::simd::{self, Activation};
@@ -95,26 +95,7 @@ impl Encoder {
     fn forward_here(&self, rows: &[&[u32]]) -> Vec<f32> {
         let h = self.hidden;
         let d = h / self.heads;
-        let vocab = self.tokens.len() / h;
-        let mut x = Vec::new();
-        let mut spans = Vec::with_capacity(rows.len());
-        for row in rows {
-            assert!(
-                !row.is_empty() && row.len() <= self.max_positions(),
-                "a row of {} tokens; the encoder takes 1 to {}",
-                row.len(),
-                self.max_positions()
-            );
-            spans.push((x.len() / h, row.len()));
-            for &id in row.iter() {
-                let id = id as usize;
-                assert!(
-                    id < vocab,
-                    "token id {id} is outside the vocabulary of {vocab}"
-                );
-                x.extend_from_slice(&self.tokens[id * h..(id + 1) * h]);
-            }
-        }
+        let (mut x, spans) = embed_rows(&self.tokens, h, rows, self.max_positions());
         let t = x.len() / h;
         let width = (self.heads + 2 * self.kv_heads) * d;
         let inter = self.layers.first().map_or(0, |l| l.gate_up.outputs() / 2);
@@ -166,11 +147,7 @@ impl Encoder {
             l.down.matmul(&gated, t, &mut proj);
             add_into(&mut x, &proj);
         }
-        let mut last = Vec::with_capacity(rows.len() * h);
-        for &(start, len) in &spans {
-            let r = start + len - 1;
-            last.extend_from_slice(&x[r * h..(r + 1) * h]);
-        }
+        let last = last_tokens(&x, h, &spans);
         let mut out = vec![0f32; last.len()];
         simd::rms_norm(&last, &self.final_norm, self.eps, &mut out);
         out

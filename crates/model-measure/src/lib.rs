@@ -41,3 +41,16 @@ pub fn random_blocks(buf: &mut [u8], dtype: model_spec::DType, state: &mut u64) 
         other => panic!("no random blocks for {other}"),
     }
 }
+
+/// Peak resident set of this process in MiB, from `/proc/self/status` (`VmHWM`; 0 where
+/// unknown).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}

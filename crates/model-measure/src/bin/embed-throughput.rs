@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
+use model_measure::peak_rss_mb;
 use model_networks::embed::text::{TextEncoder, TextRules};
 use model_pool::{DeviceId, MemoryGovernor};
 use model_serving::{ModelPool, Overflow, ServedModel, TextMode};
@@ -54,18 +55,6 @@ fn text(i: usize, words: usize) -> String {
         .map(|j| VOCAB[(i * 7 + j * 3 + (i / 10) * j) % VOCAB.len()])
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Peak resident set of this process in MiB, from `/proc/self/status` (0 where unknown).
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

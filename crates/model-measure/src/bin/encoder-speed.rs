@@ -28,6 +28,7 @@ use clap::{Parser, ValueEnum};
 use model_fixtures::embed::{
     ClipGeometry, JinaGeometry, Qwen2Geometry, write_clip, write_gte_qwen2, write_jina,
 };
+use model_measure::peak_rss_mb;
 use model_networks::embed::bert::Backend;
 use model_networks::embed::text::{Encoded, pad_right};
 use model_networks::embed::{clip, gte_qwen2, jina};
@@ -138,18 +139,6 @@ struct Args {
     /// Compare the kernels with candle's network on the same weights instead of timing.
     #[arg(long)]
     check: bool,
-}
-
-/// Peak resident set of this process in MiB (`VmHWM`; 0 where unknown).
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// Row `r` of `tokens` ids (see the module docs).
