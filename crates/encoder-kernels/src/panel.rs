@@ -181,39 +181,37 @@ impl Panels {
         out: *mut f32,
     ) {
         let (k, ldc) = (self.inputs, self.outputs);
-        {
-            for p in panels {
-                let cols = (self.outputs - p * WIDTH).min(WIDTH);
-                let panel = self.panel(p).as_ptr();
-                // A slice of DEPTH inputs of the panel (24 KB) stays in L1 while every tile
-                // of the block passes over it; the tiles add up the slices in `out`.
-                for k0 in (s0..s1).step_by(DEPTH) {
-                    let depth = (s1 - k0).min(DEPTH);
-                    for t in (r0..r1).step_by(TILE_ROWS) {
-                        // SAFETY: rows t..t+n and inputs k0..k0+depth of `x` are in range, as
-                        // are the slice's panel rows; `out` at (t, p·WIDTH) addresses `n`
-                        // rows of stride `outputs`, `cols` wide (the caller's contract).
-                        unsafe {
-                            let tile = x86::Tile {
-                                depth,
-                                a: x.as_ptr().add(t * k + k0),
-                                lda: k,
-                                w: panel.add(k0 * WIDTH),
-                                c: out.add(t * ldc + p * WIDTH),
-                                ldc,
-                                cols,
-                                add: k0 > 0,
-                            };
-                            match (r1 - t).min(TILE_ROWS) {
-                                8 => tile.run::<8>(),
-                                7 => tile.run::<7>(),
-                                6 => tile.run::<6>(),
-                                5 => tile.run::<5>(),
-                                4 => tile.run::<4>(),
-                                3 => tile.run::<3>(),
-                                2 => tile.run::<2>(),
-                                _ => tile.run::<1>(),
-                            }
+        for p in panels {
+            let cols = (self.outputs - p * WIDTH).min(WIDTH);
+            let panel = self.panel(p).as_ptr();
+            // A slice of DEPTH inputs of the panel (24 KB) stays in L1 while every tile
+            // of the block passes over it; the tiles add up the slices in `out`.
+            for k0 in (s0..s1).step_by(DEPTH) {
+                let depth = (s1 - k0).min(DEPTH);
+                for t in (r0..r1).step_by(TILE_ROWS) {
+                    // SAFETY: rows t..t+n and inputs k0..k0+depth of `x` are in range, as
+                    // are the slice's panel rows; `out` at (t, p·WIDTH) addresses `n`
+                    // rows of stride `outputs`, `cols` wide (the caller's contract).
+                    unsafe {
+                        let tile = x86::Tile {
+                            depth,
+                            a: x.as_ptr().add(t * k + k0),
+                            lda: k,
+                            w: panel.add(k0 * WIDTH),
+                            c: out.add(t * ldc + p * WIDTH),
+                            ldc,
+                            cols,
+                            add: k0 > 0,
+                        };
+                        match (r1 - t).min(TILE_ROWS) {
+                            8 => tile.run::<8>(),
+                            7 => tile.run::<7>(),
+                            6 => tile.run::<6>(),
+                            5 => tile.run::<5>(),
+                            4 => tile.run::<4>(),
+                            3 => tile.run::<3>(),
+                            2 => tile.run::<2>(),
+                            _ => tile.run::<1>(),
                         }
                     }
                 }

@@ -143,9 +143,10 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The faster backend that can run `dtype` on `device`.
-    pub fn best(dtype: DType, device: &Device) -> Backend {
-        if device.is_cpu() && dtype == DType::F32 {
+    /// The faster backend that can run `dtype` on `device`, for a network whose layers the
+    /// kernels have (`kernels_can`: say, its activation is one of theirs).
+    pub fn best(kernels_can: bool, dtype: DType, device: &Device) -> Backend {
+        if kernels_can && device.is_cpu() && dtype == DType::F32 {
             Backend::Kernels
         } else {
             Backend::Candle
@@ -176,7 +177,7 @@ pub struct Model {
 impl Model {
     /// Loads `model.safetensors` (encoder at the root or under `bert.`) for the best backend.
     pub fn load(dir: &ModelDir, dtype: DType, device: &Device) -> Result<Self, BackendError> {
-        Self::load_with(dir, dtype, device, Backend::best(dtype, device))
+        Self::load_with(dir, dtype, device, Backend::best(true, dtype, device))
     }
 
     /// Loads the checkpoint for `backend`.
@@ -223,13 +224,9 @@ impl Model {
                 mean_pool(&hidden, &batch.pool_mask)
             }
             Network::Kernels(encoder) => {
-                let ids = batch.ids.to_vec2::<u32>()?;
+                let ids = batch.unpadded_ids()?;
                 let pool = batch.pool_mask.to_vec2::<f32>()?;
-                let rows: Vec<&[u32]> = ids
-                    .iter()
-                    .zip(&batch.lens)
-                    .map(|(row, &len)| &row[..len])
-                    .collect();
+                let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
                 let hidden = encoder.forward(&rows);
                 let h = encoder.hidden;
                 let mut pooled = Vec::with_capacity(rows.len() * h);

@@ -229,7 +229,7 @@ impl Model {
         dtype: DType,
         device: &Device,
     ) -> Result<(Self, ClipPreprocess), BackendError> {
-        Self::load_with(dir, dtype, device, Backend::best(dtype, device))
+        Self::load_with(dir, dtype, device, Backend::best(true, dtype, device))
     }
 
     /// Loads the checkpoint for `backend`.
@@ -293,12 +293,8 @@ impl Model {
                 last_token(&hidden, &batch.lens)?.apply(&m.text_projection)
             }
             Network::Kernels(m) => {
-                let ids = batch.ids.to_vec2::<u32>()?;
-                let rows: Vec<&[u32]> = ids
-                    .iter()
-                    .zip(&batch.lens)
-                    .map(|(row, &len)| &row[..len])
-                    .collect();
+                let ids = batch.unpadded_ids()?;
+                let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
                 let last = m.text.forward_last(&rows);
                 self.project(&m.text_projection, &last, rows.len())
             }

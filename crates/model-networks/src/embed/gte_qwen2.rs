@@ -92,10 +92,8 @@ impl Model {
         dtype: DType,
         device: &Device,
     ) -> Result<Self, BackendError> {
-        let backend = match Config::read(dir)?.qwen2.hidden_act {
-            candle_nn::Activation::Silu => Backend::best(dtype, device),
-            _ => Backend::Candle,
-        };
+        let kernels_can = Config::read(dir)?.qwen2.hidden_act == candle_nn::Activation::Silu;
+        let backend = Backend::best(kernels_can, dtype, device);
         Self::load_with(dir, limit, dtype, device, backend)
     }
 
@@ -152,12 +150,8 @@ impl Model {
         let encoder = match &self.network {
             Network::Candle(encoder) => encoder,
             Network::Kernels(encoder) => {
-                let ids = batch.ids.to_vec2::<u32>()?;
-                let rows: Vec<&[u32]> = ids
-                    .iter()
-                    .zip(&batch.lens)
-                    .map(|(row, &len)| &row[..len])
-                    .collect();
+                let ids = batch.unpadded_ids()?;
+                let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
                 let last = encoder.forward_last(&rows);
                 return Tensor::from_vec(last, (rows.len(), self.dim), &self.device);
             }

@@ -93,10 +93,8 @@ impl Model {
         dtype: DType,
         device: &Device,
     ) -> Result<Self, BackendError> {
-        let backend = match kernel_activation(Config::read(dir)?.hidden_act) {
-            Some(_) => Backend::best(dtype, device),
-            None => Backend::Candle,
-        };
+        let kernels_can = kernel_activation(Config::read(dir)?.hidden_act).is_some();
+        let backend = Backend::best(kernels_can, dtype, device);
         Self::load_with(dir, limit, dtype, device, backend)
     }
 

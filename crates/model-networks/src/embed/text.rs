@@ -230,6 +230,17 @@ pub struct Padded {
     pub pool_mask: Tensor,
 }
 
+impl Padded {
+    /// Each row's real tokens, without the padding (for networks that run unpadded rows).
+    pub fn unpadded_ids(&self) -> candle_core::Result<Vec<Vec<u32>>> {
+        let mut ids = self.ids.to_vec2::<u32>()?;
+        for (row, &len) in ids.iter_mut().zip(&self.lens) {
+            row.truncate(len);
+        }
+        Ok(ids)
+    }
+}
+
 /// Pads `batch` on the right with `pad_id`.
 pub fn pad_right(batch: &[&Encoded], pad_id: u32, device: &Device) -> candle_core::Result<Padded> {
     let max_len = batch.iter().map(|e| e.len()).max().unwrap_or(0);
