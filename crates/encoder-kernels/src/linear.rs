@@ -36,23 +36,6 @@ impl Linear {
         }
     }
 
-    /// Several layers reading the same input as one (say query, key and value): their outputs
-    /// side by side, in the order given.
-    pub fn concat(parts: &[Linear]) -> Self {
-        let inputs = parts[0].inputs;
-        assert!(parts.iter().all(|p| p.inputs == inputs));
-        let outputs: usize = parts.iter().map(|p| p.outputs).sum();
-        // Back to `[out, in]` once, at load; the packed form has no cheap way to append.
-        let mut weight = Vec::with_capacity(outputs * inputs);
-        for p in parts {
-            for o in 0..p.outputs {
-                weight.extend((0..inputs).map(|i| p.w.get(o, i)));
-            }
-        }
-        let bias: Vec<f32> = parts.iter().flat_map(|p| p.bias.iter().copied()).collect();
-        Linear::new(&weight, Some(&bias), outputs, inputs)
-    }
-
     /// Input width.
     pub fn inputs(&self) -> usize {
         self.inputs
@@ -144,18 +127,6 @@ mod tests {
                     + b[o];
                 assert!((y[r * outputs + o] - want).abs() < 1e-5);
             }
-        }
-        let both = Linear::concat(&[lin.clone(), lin.clone()]);
-        let mut z = vec![0f32; rows * outputs * 2];
-        both.matmul(&x, rows, &mut z);
-        crate::simd::bias_act(&mut z, both.bias(), None);
-        for r in 0..rows {
-            assert_eq!(
-                &z[r * 6..r * 6 + 3],
-                &y[r * 3..r * 3 + 3],
-                "first half of row {r}"
-            );
-            assert_eq!(&z[r * 6 + 3..r * 6 + 6], &y[r * 3..r * 3 + 3]);
         }
     }
 

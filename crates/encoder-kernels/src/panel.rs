@@ -70,11 +70,6 @@ impl Panels {
         }
     }
 
-    /// `W[o][i]`.
-    pub fn get(&self, o: usize, i: usize) -> f32 {
-        self.panel(o / WIDTH)[i * WIDTH + o % WIDTH]
-    }
-
     /// Number of panels.
     pub fn count(&self) -> usize {
         self.outputs.div_ceil(WIDTH)

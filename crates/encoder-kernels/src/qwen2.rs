@@ -1,5 +1,7 @@
-//! A Qwen2 body as a bidirectional encoder (GTE-Qwen2), over unpadded rows, on the same linear
-//! layers and attention as [`crate::bert`]. Per layer:
+//! A Qwen2 or Mistral body as a bidirectional encoder (GTE-Qwen2 and Stella are Qwen2,
+//! NV-Embed is Mistral), over unpadded rows, on the same linear layers and attention as
+//! [`crate::bert`]. The two bodies differ only in the query/key/value biases (Qwen2 has them,
+//! Mistral's are zero here). Per layer:
 //!
 //! ```text
 //! qkv = RMS₁(x)·[Wq Wk Wv]ᵀ + b            grouped-query: fewer key/value heads
@@ -8,7 +10,9 @@
 //! x  += (SiLU(g) ⊙ u)·Wdᵀ,  [g | u] = RMS₂(x)·[Wg Wu]ᵀ
 //! ```
 //!
-//! and a final RMS norm. The caller pools (GTE-Qwen2 takes each row's last token).
+//! and a final RMS norm. The caller pools: [`Encoder::forward_last`] gives each row's last
+//! token (GTE-Qwen2), [`Encoder::forward_tokens`] every token (mean or latent-attention
+//! pooling).
 
 use crate::attention::{ScoreBias, attention, embed_rows, last_tokens};
 use crate::bert::{par_rows, with_helper};
@@ -19,7 +23,8 @@ use crate::simd::{self, Activation};
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub attn_norm: Vec<f32>,
-    /// Query, key and value side by side: `heads·d + 2·kv_heads·d` outputs.
+    /// Query, key and value side by side: `heads·d + 2·kv_heads·d` outputs (zero biases for
+    /// Mistral).
     pub qkv: Linear,
     /// Output projection (no bias).
     pub out: Linear,
@@ -36,6 +41,8 @@ pub struct Encoder {
     pub hidden: usize,
     pub heads: usize,
     pub kv_heads: usize,
+    /// Width of one head (`hidden / heads` in Qwen2; Mistral's config may set it apart).
+    pub head_dim: usize,
     pub eps: f32,
     /// `[vocab, hidden]`.
     pub tokens: Vec<f32>,
@@ -63,8 +70,7 @@ impl Encoder {
 
     /// Most tokens per row (the RoPE tables' length).
     pub fn max_positions(&self) -> usize {
-        let half = self.hidden / self.heads / 2;
-        self.cos.len() / half.max(1)
+        self.cos.len() / (self.head_dim / 2).max(1)
     }
 
     /// Bytes of weights held.
@@ -89,12 +95,33 @@ impl Encoder {
     /// If a row is empty or longer than [`max_positions`](Self::max_positions), or an id is
     /// outside the vocabulary.
     pub fn forward_last(&self, rows: &[&[u32]]) -> Vec<f32> {
-        with_helper(|| self.forward_here(rows))
+        with_helper(|| {
+            let (x, spans) = self.body(rows);
+            let last = last_tokens(&x, self.hidden, &spans);
+            let mut out = vec![0f32; last.len()];
+            simd::rms_norm(&last, &self.final_norm, self.eps, &mut out);
+            out
+        })
     }
 
-    fn forward_here(&self, rows: &[&[u32]]) -> Vec<f32> {
+    /// The final-normed hidden state of every token, rows end to end (`[T, hidden]`), and
+    /// each row's `(start, len)` in tokens.
+    ///
+    /// # Panics
+    /// As [`forward_last`](Self::forward_last).
+    pub fn forward_tokens(&self, rows: &[&[u32]]) -> (Vec<f32>, Vec<(usize, usize)>) {
+        with_helper(|| {
+            let (x, spans) = self.body(rows);
+            let mut out = vec![0f32; x.len()];
+            rms_into(&x, &self.final_norm, self.eps, &mut out);
+            (out, spans)
+        })
+    }
+
+    /// The hidden states after the last layer, before the final norm.
+    fn body(&self, rows: &[&[u32]]) -> (Vec<f32>, Vec<(usize, usize)>) {
         let h = self.hidden;
-        let d = h / self.heads;
+        let d = self.head_dim;
         let (mut x, spans) = embed_rows(&self.tokens, h, rows, self.max_positions());
         let t = x.len() / h;
         let width = (self.heads + 2 * self.kv_heads) * d;
@@ -104,7 +131,7 @@ impl Encoder {
         let (mut normed, mut qkv, mut ctx, mut proj, mut wide, mut gated) = (
             vec![0f32; t * h],
             vec![0f32; t * width],
-            vec![0f32; t * h],
+            vec![0f32; t * self.heads * d],
             vec![0f32; t * h],
             vec![0f32; t * 2 * inter],
             vec![0f32; t * inter],
@@ -147,10 +174,7 @@ impl Encoder {
             l.down.matmul(&gated, t, &mut proj);
             add_into(&mut x, &proj);
         }
-        let last = last_tokens(&x, h, &spans);
-        let mut out = vec![0f32; last.len()];
-        simd::rms_norm(&last, &self.final_norm, self.eps, &mut out);
-        out
+        (x, spans)
     }
 }
 

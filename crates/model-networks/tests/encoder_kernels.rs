@@ -1,17 +1,18 @@
-//! The encoder CPU kernels against candle-transformers' `bert` and `jina_bert` on the same
-//! weights: tiny random-weight checkpoints of both, and the real all-MiniLM-L6-v2 against the reference embeddings
-//! kept in the repository (the checkpoint comes from `tools/fetch-minilm.sh`; without it that
-//! test fails and says so). Rows of different
-//! lengths share a padded batch, so padding handling is compared too. (A process of its own:
-//! the loads here would disturb the load-memory measurement in `minilm_reference.rs`.)
+//! The encoder CPU kernels against candle on the same weights: tiny random-weight checkpoints
+//! of every family (BERT, JinaBERT, CLIP, GTE-Qwen2, Stella, NV-Embed), and the real
+//! all-MiniLM-L6-v2 against the reference embeddings kept in the repository (the checkpoint
+//! comes from `tools/fetch-minilm.sh`; without it that test fails and says so). Rows of
+//! different lengths share a padded batch, so padding handling is compared too. (A process of
+//! its own: the loads here would disturb the load-memory measurement in
+//! `minilm_reference.rs`.)
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use model_fixtures::cosine;
 use model_fixtures::minilm::{checkpoint, reference};
 use model_networks::embed::bert::{Backend, Model};
-use model_networks::embed::text::{Encoded, Overflow, TextMode, pad_right};
+use model_networks::embed::text::{Encoded, Overflow, Padded, TextMode, pad_right};
 use model_networks::embed::{BatchLimits, EncoderParams};
-use model_networks::embed::{clip, gte_qwen2, jina};
+use model_networks::embed::{clip, gte_qwen2, jina, nvembed, stella};
 use model_networks::{EmbeddingModel, Family};
 use model_runtime::ModelDir;
 
@@ -142,6 +143,28 @@ fn kernels_match_candle_on_a_tiny_clip() {
     assert!(cosine(&a[0], &a[1]) < 0.999, "two images, two embeddings");
 }
 
+/// Runs padded batches of `rows` (and each row alone) through both backends' `forward` and
+/// compares them (the Qwen2 and Mistral families share this check).
+fn check_padded(
+    kernels: impl Fn(&Padded) -> Tensor,
+    candle: impl Fn(&Padded) -> Tensor,
+    what: &str,
+) {
+    let run = |f: &dyn Fn(&Padded) -> Tensor, rows: &[Encoded]| {
+        let refs: Vec<&Encoded> = rows.iter().collect();
+        let batch = pad_right(&refs, 0, &Device::Cpu).unwrap();
+        f(&batch).to_vec2::<f32>().unwrap()
+    };
+    let rows = rows();
+    let (a, b) = (run(&kernels, &rows), run(&candle, &rows));
+    assert_close(&a, &b, 1e-4, what);
+    for (r, row) in rows.iter().enumerate() {
+        let alone = run(&kernels, std::slice::from_ref(row));
+        assert!(cosine(&alone[0], &a[r]) > 0.999999, "{what}: row {r} alone");
+    }
+    assert!(cosine(&a[0], &b[1]) < 0.999);
+}
+
 #[test]
 fn kernels_match_candle_on_a_tiny_gte_qwen2() {
     // Grouped-query attention (4 heads over 2 key/value heads), RoPE, RMS norms, SwiGLU; every
@@ -151,19 +174,44 @@ fn kernels_match_candle_on_a_tiny_gte_qwen2() {
     assert_eq!(kernels.backend(), Backend::Kernels);
     let candle =
         gte_qwen2::Model::load_with(&dir, 64, DType::F32, &Device::Cpu, Backend::Candle).unwrap();
-    let forward = |m: &gte_qwen2::Model, rows: &[Encoded]| {
-        let refs: Vec<&Encoded> = rows.iter().collect();
-        let batch = pad_right(&refs, 0, &Device::Cpu).unwrap();
-        m.forward(&batch).unwrap().to_vec2::<f32>().unwrap()
-    };
-    let rows = rows();
-    let (a, b) = (forward(&kernels, &rows), forward(&candle, &rows));
-    assert_close(&a, &b, 1e-4, "gte-qwen2");
-    for (r, row) in rows.iter().enumerate() {
-        let alone = forward(&kernels, std::slice::from_ref(row));
-        assert!(cosine(&alone[0], &a[r]) > 0.999999, "row {r} alone");
-    }
-    assert!(cosine(&a[0], &b[1]) < 0.999);
+    check_padded(
+        |b| kernels.forward(b).unwrap(),
+        |b| candle.forward(b).unwrap(),
+        "gte-qwen2",
+    );
+}
+
+#[test]
+fn kernels_match_candle_on_a_tiny_stella() {
+    // The same Qwen2 body, mean-pooled over each row's real tokens, then the Dense head.
+    let dir = ModelDir::local(model_fixtures::embed::tiny(Family::Stella)).unwrap();
+    let kernels = stella::Model::load(&dir, 64, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(kernels.backend(), Backend::Kernels);
+    let candle =
+        stella::Model::load_with(&dir, 64, DType::F32, &Device::Cpu, Backend::Candle).unwrap();
+    check_padded(
+        |b| kernels.forward(b).unwrap(),
+        |b| candle.forward(b).unwrap(),
+        "stella",
+    );
+}
+
+#[test]
+fn kernels_match_candle_on_a_tiny_nv_embed() {
+    // A Mistral body (no query/key/value biases), then latent-attention pooling. The
+    // checkpoint is f16; loaded as f32 it runs on the kernels, as f16 on candle.
+    let dir = ModelDir::local(model_fixtures::embed::tiny(Family::NvEmbed)).unwrap();
+    let kernels = nvembed::Model::load(&dir, 64, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(kernels.backend(), Backend::Kernels);
+    let candle =
+        nvembed::Model::load_with(&dir, 64, DType::F32, &Device::Cpu, Backend::Candle).unwrap();
+    check_padded(
+        |b| kernels.forward(b).unwrap(),
+        |b| candle.forward(b).unwrap(),
+        "nv-embed",
+    );
+    let f16 = nvembed::Model::load(&dir, 64, DType::F16, &Device::Cpu).unwrap();
+    assert_eq!(f16.backend(), Backend::Candle, "f16 is candle's");
 }
 
 #[test]

@@ -12,12 +12,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::qwen2;
 use serde::Deserialize;
 
-use candle_nn::VarBuilder;
-
 use super::bert::Backend;
 use super::qwen2::Qwen2Config;
 use super::text::TextRules;
-use super::{Batch, Net, Parts, kernel_weights, last_token, with_model_prefix};
+use super::{Batch, Net, Parts, last_token, with_model_prefix};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
 
@@ -92,7 +90,8 @@ impl Model {
         dtype: DType,
         device: &Device,
     ) -> Result<Self, BackendError> {
-        let kernels_can = Config::read(dir)?.qwen2.hidden_act == candle_nn::Activation::Silu;
+        let body = Config::read(dir)?.qwen2.body();
+        let kernels_can = body.is_ok_and(|b| b.kernels_refuse().is_none());
         let backend = Backend::best(kernels_can, dtype, device);
         Self::load_with(dir, limit, dtype, device, backend)
     }
@@ -113,20 +112,13 @@ impl Model {
         let network = match backend {
             Backend::Kernels => {
                 let q = &config.qwen2;
-                if q.hidden_act != candle_nn::Activation::Silu {
-                    return Err(BackendError::config(
-                        dir.root().join("config.json"),
-                        format!(
-                            "hidden_act {:?}: the Qwen2 CPU kernels run SiLU only; load with the candle backend",
-                            q.hidden_act
-                        ),
-                    ));
-                }
-                kernel_weights::check_f32_cpu(dir, &vb)?;
-                let encoder =
-                    kernel_encoder(&vb.pp("model"), q, limit.min(q.max_position_embeddings))
-                        .map_err(|e| kernel_weights::weights_error(dir, e))?;
-                Network::Kernels(Box::new(encoder))
+                let positions = limit.min(q.max_position_embeddings);
+                Network::Kernels(Box::new(super::qwen2::kernel_body(
+                    dir,
+                    q.body(),
+                    &vb.pp("model"),
+                    positions,
+                )?))
             }
             Backend::Candle => Network::Candle(qwen2::Model::new(&config.to_candle(limit), vb)?),
         };
@@ -167,58 +159,4 @@ impl Model {
         let dim = self.dim;
         Parts::new(Net::GteQwen2(self), usize::MAX, dim, TextRules::default())
     }
-}
-
-/// The weights of `vb` (rooted at the body) laid out for [`encoder_kernels::qwen2`], with RoPE
-/// tables for `positions` positions.
-fn kernel_encoder(
-    vb: &VarBuilder<'static>,
-    q: &Qwen2Config,
-    positions: usize,
-) -> candle_core::Result<encoder_kernels::qwen2::Encoder> {
-    let (h, heads, kv) = (q.hidden_size, q.num_attention_heads, q.num_key_value_heads);
-    if heads == 0 || kv == 0 || !h.is_multiple_of(heads) || !heads.is_multiple_of(kv) {
-        candle_core::bail!(
-            "hidden_size {h}, num_attention_heads {heads} and num_key_value_heads {kv} do not divide"
-        );
-    }
-    let d = h / heads;
-    let inter = q.intermediate_size;
-    let linear = |vb: VarBuilder<'static>, outputs, inputs, bias| {
-        kernel_weights::linear(&vb, outputs, inputs, bias)
-    };
-    let layers = (0..q.num_hidden_layers)
-        .map(|i| {
-            let l = vb.pp(format!("layers.{i}"));
-            let a = l.pp("self_attn");
-            let m = l.pp("mlp");
-            Ok(encoder_kernels::qwen2::Layer {
-                attn_norm: kernel_weights::read(&l.pp("input_layernorm"), &[h], "weight")?,
-                qkv: encoder_kernels::Linear::concat(&[
-                    linear(a.pp("q_proj"), heads * d, h, true)?,
-                    linear(a.pp("k_proj"), kv * d, h, true)?,
-                    linear(a.pp("v_proj"), kv * d, h, true)?,
-                ]),
-                out: linear(a.pp("o_proj"), h, heads * d, false)?,
-                ffn_norm: kernel_weights::read(&l.pp("post_attention_layernorm"), &[h], "weight")?,
-                gate_up: encoder_kernels::Linear::concat(&[
-                    linear(m.pp("gate_proj"), inter, h, false)?,
-                    linear(m.pp("up_proj"), inter, h, false)?,
-                ]),
-                down: linear(m.pp("down_proj"), h, inter, false)?,
-            })
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let (cos, sin) = encoder_kernels::qwen2::Encoder::rope_tables(positions, d, q.rope_theta);
-    Ok(encoder_kernels::qwen2::Encoder {
-        hidden: h,
-        heads,
-        kv_heads: kv,
-        eps: q.rms_norm_eps as f32,
-        tokens: kernel_weights::read(vb, &[q.vocab_size, h], "embed_tokens.weight")?,
-        layers,
-        final_norm: kernel_weights::read(&vb.pp("norm"), &[h], "weight")?,
-        cos,
-        sin,
-    })
 }

@@ -1,5 +1,5 @@
 //! Reading a checkpoint's tensors into the f32 layouts of [`encoder_kernels`], for the families
-//! that run on those kernels on the CPU (BERT, JinaBERT, CLIP). Each tensor is read, laid out
+//! that run on those kernels on the CPU (BERT, JinaBERT, CLIP, the Qwen2 and Mistral bodies). Each tensor is read, laid out
 //! and dropped in turn, so a load holds the weights once plus one tensor.
 
 use candle_core::DType;
@@ -29,6 +29,30 @@ pub(crate) fn linear(
     Ok(Linear::new(&w, b.as_deref(), outputs, inputs))
 }
 
+/// Several linear layers reading the same `inputs` as one, their outputs side by side in the
+/// order given (query, key, value; gate, up): each part is `(vb, outputs)`, with its `bias`
+/// when `bias`. The weights are stacked as read and packed once.
+pub(crate) fn stacked(
+    parts: &[(&VarBuilder<'static>, usize)],
+    inputs: usize,
+    bias: bool,
+) -> candle_core::Result<Linear> {
+    let (mut weight, mut biases) = (Vec::new(), Vec::new());
+    for &(vb, outputs) in parts {
+        weight.extend(read(vb, &[outputs, inputs], "weight")?);
+        if bias {
+            biases.extend(read(vb, &[outputs], "bias")?);
+        }
+    }
+    let outputs = parts.iter().map(|p| p.1).sum();
+    Ok(Linear::new(
+        &weight,
+        bias.then_some(&biases[..]),
+        outputs,
+        inputs,
+    ))
+}
+
 /// Query, key and value (`[width, width]` each, with biases) as one layer.
 pub(crate) fn qkv(
     q: &VarBuilder<'static>,
@@ -36,11 +60,7 @@ pub(crate) fn qkv(
     v: &VarBuilder<'static>,
     width: usize,
 ) -> candle_core::Result<Linear> {
-    Ok(Linear::concat(&[
-        linear(q, width, width, true)?,
-        linear(k, width, width, true)?,
-        linear(v, width, width, true)?,
-    ]))
+    stacked(&[(q, width), (k, width), (v, width)], width, true)
 }
 
 /// The layer norm `vb` over `width` values.

@@ -480,6 +480,24 @@ pub(crate) fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<T
     summed.broadcast_div(&counts)
 }
 
+/// Token states laid end to end (`tokens`: `[T, hidden]`, each row's `(start, len)` in
+/// `spans`) as a right-padded `[rows, width, hidden]` tensor, zeros in the padding.
+pub(crate) fn padded_tokens(
+    tokens: &[f32],
+    spans: &[(usize, usize)],
+    width: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let total: usize = spans.iter().map(|s| s.1).sum();
+    let hidden = tokens.len() / total.max(1);
+    let mut padded = vec![0f32; spans.len() * width * hidden];
+    for (r, &(start, len)) in spans.iter().enumerate() {
+        padded[r * width * hidden..(r * width + len) * hidden]
+            .copy_from_slice(&tokens[start * hidden..(start + len) * hidden]);
+    }
+    Tensor::from_vec(padded, (spans.len(), width, hidden), device)
+}
+
 /// Row `lens[i] - 1` of each `hidden[i]`: the last real token.
 pub(crate) fn last_token(hidden: &Tensor, lens: &[usize]) -> candle_core::Result<Tensor> {
     use candle_core::IndexOp;

@@ -7,12 +7,20 @@
 //! heads) and its mask helper panics for f16/bf16, the dtype NV-Embed ships in; this module
 //! reads every size from the checkpoint's `config.json` and runs in any float dtype. Tensor
 //! names are the checkpoint's (`embedding_model.*`, `latent_attention_model.*`).
+//!
+//! Two networks run the decoder, as for BERT ([`Backend`]): [`Backend::Kernels`]
+//! ([`encoder_kernels::qwen2`], rows end to end without padding; f32 on the CPU only) and
+//! [`Backend::Candle`] (this module's layers, any dtype and device). The pooling block is
+//! candle's in both. Its keys and values come from the latents alone, so they are computed
+//! once at load rather than for every input, and the `to_kv` weight is not kept.
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Activation, LayerNorm, Linear, RmsNorm, VarBuilder, linear_no_bias};
 use candle_transformers::utils::repeat_kv;
 use serde::Deserialize;
 
+use super::bert::Backend;
+use super::qwen2::Body;
 use super::text::TextRules;
 use super::{Batch, Net, Parts, defaults, mean_pool};
 use model_runtime::safetensors::var_builder;
@@ -119,6 +127,24 @@ impl Config {
         self.text_config
             .head_dim
             .unwrap_or(self.text_config.hidden_size / self.text_config.num_attention_heads)
+    }
+
+    /// The decoder's sizes for the kernels (Mistral: no query/key/value biases).
+    fn body(&self) -> Body {
+        let t = &self.text_config;
+        Body {
+            vocab: t.vocab_size,
+            hidden: t.hidden_size,
+            heads: t.num_attention_heads,
+            kv_heads: self.kv_heads(),
+            head_dim: self.head_dim(),
+            intermediate: t.intermediate_size,
+            layers: t.num_hidden_layers,
+            rope_theta: t.rope_theta,
+            eps: t.rms_norm_eps,
+            act: t.hidden_act,
+            qkv_bias: false,
+        }
     }
 
     /// The architecture values the memory estimator reads.
@@ -276,11 +302,11 @@ impl Layer {
 
 /// The latent-attention pooling block.
 struct LatentPooling {
-    latents: Tensor,
     norm: LayerNorm,
-    norm_context: LayerNorm,
     to_q: Linear,
-    to_kv: Linear,
+    /// Keys and values of the latents, `[1, heads, latents, dim_head]` each, in f32.
+    keys: Tensor,
+    values: Tensor,
     to_out: Linear,
     heads: usize,
     dim_head: usize,
@@ -297,12 +323,23 @@ impl LatentPooling {
         let ln = candle_nn::LayerNormConfig::default();
         let attn = vb.pp("cross_attend_blocks.0");
         let ff = vb.pp("cross_attend_blocks.1");
+        // The context is the latents alone: its keys and values are the same for every
+        // input.
+        let latents = vb.get((l.num_latents_value, l.latent_dim), "latents")?;
+        let norm_context = candle_nn::layer_norm(l.hidden_dim, ln, attn.pp("norm_context"))?;
+        let to_kv = linear_no_bias(l.hidden_dim, 2 * inner, attn.pp("fn.to_kv"))?;
+        let kv = latents.apply(&norm_context)?.apply(&to_kv)?;
+        let heads = |t: Tensor| {
+            t.reshape((1, l.num_latents_value, l.num_cross_heads, l.cross_dim_head))?
+                .transpose(1, 2)?
+                .to_dtype(DType::F32)?
+                .contiguous()
+        };
         Ok(LatentPooling {
-            latents: vb.get((l.num_latents_value, l.latent_dim), "latents")?,
             norm: candle_nn::layer_norm(h, ln, attn.pp("norm"))?,
-            norm_context: candle_nn::layer_norm(l.hidden_dim, ln, attn.pp("norm_context"))?,
             to_q: linear_no_bias(h, inner, attn.pp("fn.to_q"))?,
-            to_kv: linear_no_bias(l.hidden_dim, 2 * inner, attn.pp("fn.to_kv"))?,
+            keys: heads(kv.narrow(1, 0, inner)?)?,
+            values: heads(kv.narrow(1, inner, inner)?)?,
             to_out: linear_no_bias(inner, h, attn.pp("fn.to_out"))?,
             heads: l.num_cross_heads,
             dim_head: l.cross_dim_head,
@@ -315,29 +352,19 @@ impl LatentPooling {
     /// Token states `[b, l, h]` → pooled `[b, h]` over `pool_mask`.
     fn forward(&self, hidden: &Tensor, pool_mask: &Tensor) -> candle_core::Result<Tensor> {
         let (b, l, _) = hidden.dims3()?;
-        let n = self.latents.dim(0)?;
-        let context = self
-            .latents
-            .unsqueeze(0)?
-            .broadcast_as((b, n, self.latents.dim(1)?))?
-            .contiguous()?;
-        let context = context.apply(&self.norm_context)?;
         let q = hidden.apply(&self.norm)?.apply(&self.to_q)?;
-        let kv = context.apply(&self.to_kv)?.chunk(2, D::Minus1)?;
-        let heads = |t: &Tensor, len: usize| {
-            t.reshape((b, len, self.heads, self.dim_head))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
         // Attention in f32, as NV-Embed's and candle's implementations do, whatever the dtype.
         let dtype = hidden.dtype();
-        let q = heads(&q, l)?.to_dtype(DType::F32)?;
-        let k = heads(&kv[0], n)?.to_dtype(DType::F32)?;
-        let v = heads(&kv[1], n)?.to_dtype(DType::F32)?;
+        let q = q
+            .reshape((b, l, self.heads, self.dim_head))?
+            .transpose(1, 2)?
+            .to_dtype(DType::F32)?
+            .contiguous()?;
         let scale = 1.0 / (self.dim_head as f64).sqrt();
-        let probs = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?)?;
+        let scores = q.broadcast_matmul(&self.keys.t()?)?;
+        let probs = candle_nn::ops::softmax_last_dim(&(scores * scale)?)?;
         let attended = probs
-            .matmul(&v)?
+            .broadcast_matmul(&self.values)?
             .to_dtype(dtype)?
             .transpose(1, 2)?
             .reshape((b, l, self.heads * self.dim_head))?;
@@ -351,54 +378,38 @@ impl LatentPooling {
     }
 }
 
-/// NV-Embed: bidirectional decoder + latent-attention pooling.
-pub struct Model {
+/// candle's decoder: embeddings, layers, final norm.
+struct Decoder {
     embed_tokens: candle_nn::Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
     rotary: Rotary,
-    pooling: LatentPooling,
     dtype: DType,
-    dim: usize,
-    eos: Option<u32>,
 }
 
-impl Model {
-    /// Loads every shard (`model.safetensors.index.json`) in `dtype`, with rotary tables for
-    /// `limit` positions.
-    pub fn load(
-        dir: &ModelDir,
-        limit: usize,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self, BackendError> {
-        let c = Config::read(dir)?;
+impl Decoder {
+    fn new(c: &Config, em: VarBuilder, positions: usize) -> candle_core::Result<Self> {
         let t = &c.text_config;
-        let vb = var_builder(&dir.safetensors("")?, dtype, device)?;
-        let em = vb.pp("embedding_model");
-        let embed_tokens =
-            candle_nn::embedding(t.vocab_size, t.hidden_size, em.pp("embed_tokens"))?;
         let layers = (0..t.num_hidden_layers)
-            .map(|i| Layer::new(&c, em.pp(format!("layers.{i}"))))
+            .map(|i| Layer::new(c, em.pp(format!("layers.{i}"))))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let norm = candle_nn::rms_norm(t.hidden_size, t.rms_norm_eps, em.pp("norm"))?;
-        let positions = limit.min(t.max_position_embeddings).max(1);
-        let rotary = Rotary::new(c.head_dim(), positions, t.rope_theta, dtype, device)?;
-        let pooling = LatentPooling::new(&c, vb.pp("latent_attention_model"))?;
-        Ok(Model {
-            embed_tokens,
+        Ok(Decoder {
+            embed_tokens: candle_nn::embedding(t.vocab_size, t.hidden_size, em.pp("embed_tokens"))?,
             layers,
-            norm,
-            rotary,
-            pooling,
-            dtype,
-            dim: t.hidden_size,
-            eos: c.add_eos.then_some(t.eos_token_id),
+            norm: candle_nn::rms_norm(t.hidden_size, t.rms_norm_eps, em.pp("norm"))?,
+            rotary: Rotary::new(
+                c.head_dim(),
+                positions,
+                t.rope_theta,
+                em.dtype(),
+                em.device(),
+            )?,
+            dtype: em.dtype(),
         })
     }
 
-    /// Pooled embeddings `[batch, hidden]`.
-    pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+    /// Final-normed token states `[b, l, hidden]` of a padded batch.
+    fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let (b, l) = batch.ids.dims2()?;
         let device = batch.ids.device();
         // Bidirectional: every token sees every real token of its row, never padding.
@@ -411,7 +422,88 @@ impl Model {
         for layer in &self.layers {
             xs = layer.forward(&xs, &mask, &self.rotary)?;
         }
-        let hidden = xs.apply(&self.norm)?;
+        xs.apply(&self.norm)
+    }
+}
+
+enum Network {
+    Kernels(Box<encoder_kernels::qwen2::Encoder>),
+    Candle(Decoder),
+}
+
+/// NV-Embed: bidirectional decoder + latent-attention pooling.
+pub struct Model {
+    network: Network,
+    pooling: LatentPooling,
+    dtype: DType,
+    dim: usize,
+    eos: Option<u32>,
+}
+
+impl Model {
+    /// Loads the decoder for the best backend, for inputs of up to `limit` tokens.
+    pub fn load(
+        dir: &ModelDir,
+        limit: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, BackendError> {
+        let kernels_can = Config::read(dir)?.body().kernels_refuse().is_none();
+        Self::load_with(
+            dir,
+            limit,
+            dtype,
+            device,
+            Backend::best(kernels_can, dtype, device),
+        )
+    }
+
+    /// Loads every shard (`model.safetensors.index.json`) in `dtype` for `backend`, with
+    /// rotary tables for `limit` positions.
+    pub fn load_with(
+        dir: &ModelDir,
+        limit: usize,
+        dtype: DType,
+        device: &Device,
+        backend: Backend,
+    ) -> Result<Self, BackendError> {
+        let c = Config::read(dir)?;
+        let t = &c.text_config;
+        let vb = var_builder(&dir.safetensors("")?, dtype, device)?;
+        let em = vb.pp("embedding_model");
+        let positions = limit.min(t.max_position_embeddings).max(1);
+        let network = match backend {
+            Backend::Kernels => Network::Kernels(Box::new(super::qwen2::kernel_body(
+                dir,
+                Ok(c.body()),
+                &em,
+                positions,
+            )?)),
+            Backend::Candle => Network::Candle(Decoder::new(&c, em, positions)?),
+        };
+        Ok(Model {
+            network,
+            pooling: LatentPooling::new(&c, vb.pp("latent_attention_model"))?,
+            dtype,
+            dim: t.hidden_size,
+            eos: c.add_eos.then_some(t.eos_token_id),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self.network {
+            Network::Kernels(_) => Backend::Kernels,
+            Network::Candle(_) => Backend::Candle,
+        }
+    }
+
+    /// Pooled embeddings `[batch, hidden]`.
+    pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
+        let hidden = match &self.network {
+            Network::Kernels(decoder) => super::qwen2::kernel_states(decoder, batch)?,
+            Network::Candle(decoder) => decoder.forward(batch)?,
+        };
         self.pooling
             .forward(&hidden, &batch.pool_mask.to_dtype(self.dtype)?)
     }

@@ -1,9 +1,11 @@
 //! The Qwen2 `config.json` fields both Qwen2 encoders read, [`super::stella`] and
-//! [`super::gte_qwen2`]: the sizes, RoPE, norm and activation of the network.
+//! [`super::gte_qwen2`]: the sizes, RoPE, norm and activation of the network; and the weights
+//! of a Qwen2 or Mistral body (NV-Embed's is Mistral) read into [`encoder_kernels::qwen2`].
 
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::defaults;
+use super::{Batch, defaults, kernel_weights, padded_tokens};
 use model_runtime::{BackendError, ModelDir};
 
 /// A Qwen2 `config.json` (the fields both encoders read; GTE-Qwen2 adds its sliding-window
@@ -61,4 +63,150 @@ impl Qwen2Config {
             ("vocab_size", self.vocab_size as u64),
         ]
     }
+
+    /// The body's sizes for the kernels (Qwen2 has query/key/value biases), or why the
+    /// kernels cannot run it.
+    pub(crate) fn body(&self) -> Result<Body, String> {
+        let (h, heads) = (self.hidden_size, self.num_attention_heads);
+        if heads == 0 || !h.is_multiple_of(heads) {
+            return Err(format!(
+                "hidden_size {h} is not a multiple of num_attention_heads {heads}"
+            ));
+        }
+        Ok(Body {
+            vocab: self.vocab_size,
+            hidden: h,
+            heads,
+            kv_heads: self.num_key_value_heads,
+            head_dim: h / heads,
+            intermediate: self.intermediate_size,
+            layers: self.num_hidden_layers,
+            rope_theta: self.rope_theta,
+            eps: self.rms_norm_eps,
+            act: self.hidden_act,
+            qkv_bias: true,
+        })
+    }
+}
+
+/// The sizes of a Qwen2 or Mistral body.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Body {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub rope_theta: f64,
+    pub eps: f64,
+    pub act: candle_nn::Activation,
+    /// Whether q, k and v carry biases (Qwen2 yes, Mistral no).
+    pub qkv_bias: bool,
+}
+
+impl Body {
+    /// Why the kernels cannot run this body, if they cannot.
+    pub(crate) fn kernels_refuse(&self) -> Option<String> {
+        let (heads, kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        if self.act != candle_nn::Activation::Silu {
+            Some(format!(
+                "hidden_act {:?}: the Qwen2/Mistral CPU kernels run SiLU only",
+                self.act
+            ))
+        } else if heads == 0 || kv == 0 || !heads.is_multiple_of(kv) {
+            Some(format!(
+                "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}"
+            ))
+        } else if d == 0 || !d.is_multiple_of(2) {
+            Some(format!("head_dim {d} is not a positive even number (RoPE)"))
+        } else {
+            None
+        }
+    }
+
+    /// The weights of `vb` (rooted at the body: `embed_tokens`, `layers.N`, `norm`) laid out
+    /// for [`encoder_kernels::qwen2`], with RoPE tables for `positions` positions. Call only
+    /// when [`kernels_refuse`](Self::kernels_refuse) is `None`.
+    pub(crate) fn kernel_encoder(
+        &self,
+        vb: &VarBuilder<'static>,
+        positions: usize,
+    ) -> candle_core::Result<encoder_kernels::qwen2::Encoder> {
+        let (h, d, inter) = (self.hidden, self.head_dim, self.intermediate);
+        let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
+        let layers = (0..self.layers)
+            .map(|i| {
+                let l = vb.pp(format!("layers.{i}"));
+                let (a, m) = (l.pp("self_attn"), l.pp("mlp"));
+                let (q, k, v) = (a.pp("q_proj"), a.pp("k_proj"), a.pp("v_proj"));
+                let (gate, up) = (m.pp("gate_proj"), m.pp("up_proj"));
+                Ok(encoder_kernels::qwen2::Layer {
+                    attn_norm: kernel_weights::read(&l.pp("input_layernorm"), &[h], "weight")?,
+                    qkv: kernel_weights::stacked(
+                        &[(&q, q_width), (&k, kv_width), (&v, kv_width)],
+                        h,
+                        self.qkv_bias,
+                    )?,
+                    out: kernel_weights::linear(&a.pp("o_proj"), h, q_width, false)?,
+                    ffn_norm: kernel_weights::read(
+                        &l.pp("post_attention_layernorm"),
+                        &[h],
+                        "weight",
+                    )?,
+                    gate_up: kernel_weights::stacked(&[(&gate, inter), (&up, inter)], h, false)?,
+                    down: kernel_weights::linear(&m.pp("down_proj"), h, inter, false)?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let (cos, sin) =
+            encoder_kernels::qwen2::Encoder::rope_tables(positions, d, self.rope_theta);
+        Ok(encoder_kernels::qwen2::Encoder {
+            hidden: h,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: d,
+            eps: self.eps as f32,
+            tokens: kernel_weights::read(vb, &[self.vocab, h], "embed_tokens.weight")?,
+            layers,
+            final_norm: kernel_weights::read(&vb.pp("norm"), &[h], "weight")?,
+            cos,
+            sin,
+        })
+    }
+}
+
+/// The kernels' encoder for the body `vb` of the checkpoint in `dir` (f32 on the CPU only),
+/// with RoPE tables for `positions` positions; `body` is the config's sizes or why they do
+/// not make a body. Errors name the file and what to do.
+pub(crate) fn kernel_body(
+    dir: &ModelDir,
+    body: Result<Body, String>,
+    vb: &VarBuilder<'static>,
+    positions: usize,
+) -> Result<encoder_kernels::qwen2::Encoder, BackendError> {
+    let body = body
+        .and_then(|b| b.kernels_refuse().map_or(Ok(b), Err))
+        .map_err(|why| {
+            BackendError::config(
+                dir.root().join("config.json"),
+                format!("{why}; load with the candle backend"),
+            )
+        })?;
+    kernel_weights::check_f32_cpu(dir, vb)?;
+    body.kernel_encoder(vb, positions)
+        .map_err(|e| kernel_weights::weights_error(dir, e))
+}
+
+/// The final-normed token states of `batch` from the kernels, padded back to the batch's
+/// `[rows, width, hidden]` (zeros in the padding) for the pooling that follows.
+pub(crate) fn kernel_states(
+    encoder: &encoder_kernels::qwen2::Encoder,
+    batch: &Batch,
+) -> candle_core::Result<candle_core::Tensor> {
+    let ids = batch.unpadded_ids()?;
+    let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let (tokens, spans) = encoder.forward_tokens(&rows);
+    padded_tokens(&tokens, &spans, batch.ids.dim(1)?, batch.ids.device())
 }

@@ -1,13 +1,21 @@
 //! Stella v5 1.5B: a bidirectional Qwen2 encoder, masked mean pooling and the
-//! Sentence-Transformers Dense head (`2_Dense_1024`: 1536 → 1024). The encoder is
-//! candle-transformers' `stella_en_v5` (its 1.5B variant), configured from the checkpoint's own
-//! Qwen2 `config.json` rather than from the constants candle ships.
+//! Sentence-Transformers Dense head (`2_Dense_1024`: 1536 → 1024).
+//!
+//! Two networks read the same weights, as for BERT ([`Backend`]):
+//! - [`Backend::Kernels`] (f32 on the CPU, the default there): [`encoder_kernels::qwen2`], the
+//!   rows of a batch end to end without padding.
+//! - [`Backend::Candle`]: candle-transformers' `stella_en_v5` (its 1.5B variant), configured
+//!   from the checkpoint's own Qwen2 `config.json` rather than from the constants candle
+//!   ships, for other dtypes and for GPUs.
+//!
+//! The Dense head runs in candle, in f32, on the pooled vectors.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Linear;
 use candle_transformers::models::stella_en_v5::{self, EmbedHead, ModelVariant};
 use serde::Deserialize;
 
+use super::bert::Backend;
 use super::text::TextRules;
 use super::{Batch, Net, Parts, defaults, mean_pool, with_model_prefix};
 use model_runtime::safetensors::var_builder;
@@ -50,22 +58,46 @@ pub fn read_dense(dir: &ModelDir) -> Result<(String, DenseConfig), BackendError>
     }
 }
 
+enum Network {
+    Kernels(Box<encoder_kernels::qwen2::Encoder>),
+    Candle(stella_en_v5::Model),
+}
+
 /// Stella: encoder, mean pooling, Dense head.
 pub struct Model {
-    encoder: stella_en_v5::Model,
+    network: Network,
     head: Linear,
     dim: usize,
 }
 
 impl Model {
-    /// Loads the encoder from `model.safetensors` and the head from its Dense folder. RoPE
-    /// tables are built for `limit` positions only (inputs are cut there), not the config's
-    /// 131072, which would take 64 MiB for nothing.
+    /// Loads the encoder for the best backend, for inputs of up to `limit` tokens.
     pub fn load(
         dir: &ModelDir,
         limit: usize,
         dtype: DType,
         device: &Device,
+    ) -> Result<Self, BackendError> {
+        let body = Config::read(dir)?.body();
+        let kernels_can = body.is_ok_and(|b| b.kernels_refuse().is_none());
+        Self::load_with(
+            dir,
+            limit,
+            dtype,
+            device,
+            Backend::best(kernels_can, dtype, device),
+        )
+    }
+
+    /// Loads the encoder from `model.safetensors` for `backend`, and the head from its Dense
+    /// folder. RoPE tables are built for `limit` positions only (inputs are cut there), not
+    /// the config's 131072, which would take 64 MiB for nothing.
+    pub fn load_with(
+        dir: &ModelDir,
+        limit: usize,
+        dtype: DType,
+        device: &Device,
+        backend: Backend,
     ) -> Result<Self, BackendError> {
         let config = Config::read(dir)?;
         let (dense_path, dense) = read_dense(dir)?;
@@ -78,29 +110,40 @@ impl Model {
                 ),
             ));
         }
-        let candle_config = stella_en_v5::Config {
-            variant: ModelVariant::Large,
-            vocab_size: config.vocab_size,
-            hidden_size: config.hidden_size,
-            intermediate_size: config.intermediate_size,
-            num_hidden_layers: config.num_hidden_layers,
-            num_attention_heads: config.num_attention_heads,
-            max_position_embeddings: limit.min(config.max_position_embeddings),
-            rope_theta: config.rope_theta,
-            embed_head: EmbedHead {
-                in_features: dense.in_features,
-                out_features: dense.out_features,
-            },
-            norm_eps: config.rms_norm_eps,
-            activation_fn: config.hidden_act,
-            num_key_value_heads: config.num_key_value_heads,
-            ..Default::default()
-        };
         let vb = with_model_prefix(
             var_builder(&dir.safetensors("")?, dtype, device)?,
             "embed_tokens.weight",
         );
-        let encoder = stella_en_v5::Model::new(&candle_config, vb)?;
+        let positions = limit.min(config.max_position_embeddings);
+        let network = match backend {
+            Backend::Kernels => Network::Kernels(Box::new(super::qwen2::kernel_body(
+                dir,
+                config.body(),
+                &vb,
+                positions,
+            )?)),
+            Backend::Candle => {
+                let candle_config = stella_en_v5::Config {
+                    variant: ModelVariant::Large,
+                    vocab_size: config.vocab_size,
+                    hidden_size: config.hidden_size,
+                    intermediate_size: config.intermediate_size,
+                    num_hidden_layers: config.num_hidden_layers,
+                    num_attention_heads: config.num_attention_heads,
+                    max_position_embeddings: positions,
+                    rope_theta: config.rope_theta,
+                    embed_head: EmbedHead {
+                        in_features: dense.in_features,
+                        out_features: dense.out_features,
+                    },
+                    norm_eps: config.rms_norm_eps,
+                    activation_fn: config.hidden_act,
+                    num_key_value_heads: config.num_key_value_heads,
+                    ..Default::default()
+                };
+                Network::Candle(stella_en_v5::Model::new(&candle_config, vb)?)
+            }
+        };
         // The head runs in f32 on the pooled vector, as candle's stella does.
         let head_vb = var_builder(&dir.safetensors(&dense_path)?, DType::F32, device)?;
         let head = if dense.bias {
@@ -109,18 +152,31 @@ impl Model {
             candle_nn::linear_no_bias(dense.in_features, dense.out_features, head_vb.pp("linear"))?
         };
         Ok(Model {
-            encoder,
+            network,
             head,
             dim: dense.out_features,
         })
     }
 
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self.network {
+            Network::Kernels(_) => Backend::Kernels,
+            Network::Candle(_) => Backend::Candle,
+        }
+    }
+
     /// Dense projection of the mean-pooled hidden states, `[batch, out_features]`.
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
-        // `forward` takes `&mut self` but keeps no state between calls (no KV cache); a clone
-        // shares the weights and lets concurrent batches run without a lock.
-        let mut encoder = self.encoder.clone();
-        let hidden = encoder.forward(&batch.ids, &batch.mask)?;
+        let hidden = match &self.network {
+            Network::Kernels(encoder) => super::qwen2::kernel_states(encoder, batch)?,
+            Network::Candle(encoder) => {
+                // `forward` takes `&mut self` but keeps no state between calls (no KV cache);
+                // a clone shares the weights and lets concurrent batches run without a lock.
+                let mut encoder = encoder.clone();
+                encoder.forward(&batch.ids, &batch.mask)?
+            }
+        };
         mean_pool(&hidden, &batch.pool_mask)?.apply(&self.head)
     }
 
