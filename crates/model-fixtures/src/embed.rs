@@ -310,27 +310,34 @@ fn decoder_weights(w: &mut Weights, prefix: &str, qkv_bias: bool, g: &Qwen2Geome
 /// Stella: encoder saved without the `model.` prefix, Dense head in the folder modules.json
 /// names (24 outputs here, 1024 in the real `2_Dense_1024`).
 fn stella(dir: &Path) {
-    qwen2_config(dir, &Qwen2Geometry::TINY);
+    write_stella(dir, &Qwen2Geometry::TINY, 24);
+}
+
+/// Stella: a Qwen2 body without the `model.` prefix, F32, and a Dense head of `dense`
+/// outputs in `2_Dense_{dense}`, the folder modules.json names.
+pub fn write_stella(dir: &Path, g: &Qwen2Geometry, dense: usize) {
+    qwen2_config(dir, g);
     write_json(
         &dir.join("sentence_bert_config.json"),
         json!({ "max_seq_length": 32 }),
     );
-    modules_json(dir, "2_Dense_24", "Dense");
+    let head = format!("2_Dense_{dense}");
+    modules_json(dir, &head, "Dense");
     write_json(
-        &dir.join("2_Dense_24/config.json"),
-        json!({ "in_features": H, "out_features": 24, "bias": true, "activation_function": "torch.nn.modules.linear.Identity" }),
+        &dir.join(&head).join("config.json"),
+        json!({ "in_features": g.hidden, "out_features": dense, "bias": true, "activation_function": "torch.nn.modules.linear.Identity" }),
     );
     tokenizer(
         dir,
         &["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"],
         None,
     );
-    let mut w = Weights::new(DType::F32, 2);
-    decoder_weights(&mut w, "", true, &Qwen2Geometry::TINY);
+    let mut w = Weights::new(DType::F32, 2).with_spread(g.weight_spread);
+    decoder_weights(&mut w, "", true, g);
     w.save(&dir.join("model.safetensors"));
-    let mut head = Weights::new(DType::F32, 3);
-    head.linear("linear", H, 24, true);
-    head.save(&dir.join("2_Dense_24/model.safetensors"));
+    let mut weights = Weights::new(DType::F32, 3).with_spread(g.weight_spread);
+    weights.linear("linear", g.hidden, dense, true);
+    weights.save(&dir.join(&head).join("model.safetensors"));
 }
 
 /// GTE-Qwen2: `model.`-prefixed encoder plus an `lm_head` the embedder never loads, in two
@@ -434,19 +441,58 @@ pub fn write_jina(dir: &Path, g: &JinaGeometry) {
 
 /// NV-Embed: Mistral decoder + latent attention, F16, in two shards.
 fn nvembed(dir: &Path) {
-    let (latents, cross_heads) = (8, 2);
+    write_nvembed(dir, &NvEmbedGeometry::TINY);
+}
+
+/// Sizes of an NV-Embed checkpoint: its Mistral body and latent-attention pooling.
+pub struct NvEmbedGeometry {
+    pub body: Qwen2Geometry,
+    /// Learned latents the tokens attend to.
+    pub latents: usize,
+    /// Cross-attention heads, each as wide as the body.
+    pub cross_heads: usize,
+}
+
+impl NvEmbedGeometry {
+    /// The tiny test geometry.
+    pub const TINY: NvEmbedGeometry = NvEmbedGeometry {
+        body: Qwen2Geometry::TINY,
+        latents: 8,
+        cross_heads: 2,
+    };
+    /// NV-Embed-v2's geometry (its config.json: Mistral-7B's body, 512 latents, 8 heads).
+    pub const V2: NvEmbedGeometry = NvEmbedGeometry {
+        body: Qwen2Geometry {
+            vocab: 32_000,
+            hidden: 4096,
+            heads: 32,
+            kv_heads: 8,
+            intermediate: 14_336,
+            layers: 32,
+            // Standard deviation 0.02, Mistral's initializer_range.
+            weight_spread: 0.035,
+        },
+        latents: 512,
+        cross_heads: 8,
+    };
+}
+
+/// NV-Embed: a Mistral body under `embedding_model.` and the pooling block under
+/// `latent_attention_model.`, F16 in two shards, as the real checkpoint ships.
+pub fn write_nvembed(dir: &Path, g: &NvEmbedGeometry) {
+    let (h, b) = (g.body.hidden, &g.body);
     write_json(
         &dir.join("config.json"),
         json!({
             "architectures": ["NVEmbedModel"], "model_type": "nvembed", "add_eos": true, "add_pad_token": true,
             "is_mask_instruction": true, "padding_side": "right",
             "latent_attention_config": {
-                "model_type": "latent_attention", "num_latents_value": latents, "num_cross_heads": cross_heads,
-                "latent_dim": H, "cross_dim_head": H, "hidden_dim": H, "output_normalize": true
+                "model_type": "latent_attention", "num_latents_value": g.latents, "num_cross_heads": g.cross_heads,
+                "latent_dim": h, "cross_dim_head": h, "hidden_dim": h, "output_normalize": true
             },
             "text_config": {
-                "model_type": "bidir_mistral", "vocab_size": VOCAB, "hidden_size": H, "intermediate_size": INTER,
-                "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+                "model_type": "bidir_mistral", "vocab_size": b.vocab, "hidden_size": h, "intermediate_size": b.intermediate,
+                "num_hidden_layers": b.layers, "num_attention_heads": b.heads, "num_key_value_heads": b.kv_heads,
                 "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
                 "sliding_window": 4096, "bos_token_id": 1, "eos_token_id": 2
             },
@@ -454,44 +500,19 @@ fn nvembed(dir: &Path) {
         }),
     );
     tokenizer(dir, &["<unk>", "<s>", "</s>"], Some("<s> $A"));
-    let mut w = Weights::new(DType::F16, 6);
-    decoder_weights(&mut w, "embedding_model.", false, &Qwen2Geometry::TINY);
-    let inner = cross_heads * H;
-    let l = "latent_attention_model";
-    w.rand(format!("{l}.latents"), &[latents, H]);
-    w.layer_norm(&format!("{l}.cross_attend_blocks.0.norm"), H);
-    w.layer_norm(&format!("{l}.cross_attend_blocks.0.norm_context"), H);
-    w.linear(
-        &format!("{l}.cross_attend_blocks.0.fn.to_q"),
-        H,
-        inner,
-        false,
-    );
-    w.linear(
-        &format!("{l}.cross_attend_blocks.0.fn.to_kv"),
-        H,
-        2 * inner,
-        false,
-    );
-    w.linear(
-        &format!("{l}.cross_attend_blocks.0.fn.to_out"),
-        inner,
-        H,
-        false,
-    );
-    w.layer_norm(&format!("{l}.cross_attend_blocks.1.norm"), H);
-    w.linear(
-        &format!("{l}.cross_attend_blocks.1.fn.net.0"),
-        H,
-        2 * 4 * H,
-        true,
-    );
-    w.linear(
-        &format!("{l}.cross_attend_blocks.1.fn.net.2"),
-        4 * H,
-        H,
-        true,
-    );
+    let mut w = Weights::new(DType::F16, 6).with_spread(b.weight_spread);
+    decoder_weights(&mut w, "embedding_model.", false, b);
+    let inner = g.cross_heads * h;
+    let l = "latent_attention_model.cross_attend_blocks";
+    w.rand("latent_attention_model.latents", &[g.latents, h]);
+    w.layer_norm(&format!("{l}.0.norm"), h);
+    w.layer_norm(&format!("{l}.0.norm_context"), h);
+    w.linear(&format!("{l}.0.fn.to_q"), h, inner, false);
+    w.linear(&format!("{l}.0.fn.to_kv"), h, 2 * inner, false);
+    w.linear(&format!("{l}.0.fn.to_out"), inner, h, false);
+    w.layer_norm(&format!("{l}.1.norm"), h);
+    w.linear(&format!("{l}.1.fn.net.0"), h, 2 * 4 * h, true);
+    w.linear(&format!("{l}.1.fn.net.2"), 4 * h, h, true);
     w.save_sharded(dir, 2);
 }
 

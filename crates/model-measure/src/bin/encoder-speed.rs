@@ -8,14 +8,17 @@
 //! ```
 //!
 //! - `--write` writes the full-size random checkpoint into `--dir` first when it has none
-//!   (jina-embeddings-v2-base-en's, clip-vit-base-patch32's or gte-Qwen2-1.5B-instruct's
-//!   geometry, at the checkpoint's initializer scale).
+//!   (jina-embeddings-v2-base-en's, clip-vit-base-patch32's, gte-Qwen2-1.5B-instruct's,
+//!   stella_en_1.5B_v5's or NV-Embed-v2's geometry, at the checkpoint's initializer scale).
+//!   `--layers N` writes only the first N layers of the body, every one full width: NV-Embed's
+//!   32 layers are 28 GB in f32, more than a 24 GB machine holds.
 //! - Text rows: row `r`, position `p` is `(r·31 + p·7) % 30000 + 5`, first 2 and last 3. Images
 //!   (`clip-vision`): image `r`'s pixel `i` (of 3·224·224) is `((r·7 + i·37) % 101) / 50 − 1`.
 //!   `tools/encoder-torch.py` builds the same.
 //! - One untimed warm-up pass, then `n` rows (texts or images) `batch` at a time.
-//! - `--check` also loads candle-transformers' network on the same weights and prints how far
-//!   the kernels' embeddings are from it (max |Δ|, lowest cosine), instead of timing.
+//! - `--check` also loads candle's network on the same weights and prints how far the
+//!   kernels' embeddings are from it (max |Δ|, lowest cosine), instead of timing.
+//! - `--backend candle` times candle's network instead of the kernels.
 //!
 //! Prints one JSON line: `{"rows_per_s":…, "tokens":…, "batch":…, "peak_rss_mb":…, "first":[…]}`,
 //! `first` being the first 8 values of row 0's embedding (the PyTorch side prints its own).
@@ -26,12 +29,13 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, ValueEnum};
 use model_fixtures::embed::{
-    ClipGeometry, JinaGeometry, Qwen2Geometry, write_clip, write_gte_qwen2, write_jina,
+    ClipGeometry, JinaGeometry, NvEmbedGeometry, Qwen2Geometry, write_clip, write_gte_qwen2,
+    write_jina, write_nvembed, write_stella,
 };
 use model_measure::peak_rss_mb;
 use model_networks::embed::bert::Backend;
 use model_networks::embed::text::{Encoded, pad_right};
-use model_networks::embed::{clip, gte_qwen2, jina};
+use model_networks::embed::{clip, gte_qwen2, jina, nvembed, stella};
 use model_runtime::{BackendError, ModelDir};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,13 +48,28 @@ enum Which {
     ClipVision,
     /// GTE-Qwen2-1.5B (last-token pooling).
     GteQwen2,
+    /// Stella v5 1.5B (mean pooling, Dense head to 1024).
+    Stella,
+    /// NV-Embed-v2 (Mistral body, latent-attention pooling; f16 on disk, run in f32).
+    NvEmbed,
 }
 
-/// A loaded network of either family.
+/// Which network runs.
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// The workspace's encoder kernels.
+    Kernels,
+    /// candle's network.
+    Candle,
+}
+
+/// A loaded network of any family.
 enum Network {
     Jina(jina::Model),
     Clip(clip::Model),
     Gte(gte_qwen2::Model),
+    Stella(stella::Model),
+    NvEmbed(nvembed::Model),
 }
 
 impl Network {
@@ -78,6 +97,20 @@ impl Network {
                 &Device::Cpu,
                 backend,
             )?),
+            Which::Stella => Network::Stella(stella::Model::load_with(
+                dir,
+                tokens,
+                DType::F32,
+                &Device::Cpu,
+                backend,
+            )?),
+            Which::NvEmbed => Network::NvEmbed(nvembed::Model::load_with(
+                dir,
+                tokens,
+                DType::F32,
+                &Device::Cpu,
+                backend,
+            )?),
         })
     }
 
@@ -90,10 +123,15 @@ impl Network {
                 let refs: Vec<&Encoded> = texts.iter().collect();
                 m.forward_unpadded(&refs, &Device::Cpu)
             }
-            Network::Gte(m) => {
+            Network::Gte(_) | Network::Stella(_) | Network::NvEmbed(_) => {
                 let texts = texts();
                 let refs: Vec<&Encoded> = texts.iter().collect();
-                pad_right(&refs, 0, &Device::Cpu).and_then(|b| m.forward(&b))
+                pad_right(&refs, 0, &Device::Cpu).and_then(|b| match self {
+                    Network::Gte(m) => m.forward(&b),
+                    Network::Stella(m) => m.forward(&b),
+                    Network::NvEmbed(m) => m.forward(&b),
+                    _ => unreachable!("matched above"),
+                })
             }
             Network::Clip(m) if tokens > 0 => {
                 let texts = texts();
@@ -139,6 +177,12 @@ struct Args {
     /// Compare the kernels with candle's network on the same weights instead of timing.
     #[arg(long)]
     check: bool,
+    /// The network timed.
+    #[arg(long, value_enum, default_value = "kernels")]
+    backend: BackendArg,
+    /// With `--write`: write only this many layers of the body (Stella, GTE-Qwen2, NV-Embed).
+    #[arg(long)]
+    layers: Option<usize>,
 }
 
 /// Row `r` of `tokens` ids (see the module docs).
@@ -157,6 +201,11 @@ fn row(r: usize, tokens: usize) -> Encoded {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     assert!(a.batch > 0 && a.n > 0, "empty run");
+    // Stella v5 1.5B's body has gte-Qwen2-1.5B's sizes.
+    let layers = |g: Qwen2Geometry| Qwen2Geometry {
+        layers: a.layers.unwrap_or(g.layers),
+        ..g
+    };
     if a.write && !a.dir.join("config.json").exists() {
         std::fs::create_dir_all(&a.dir)?;
         eprintln!(
@@ -166,7 +215,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match a.family {
             Which::JinaBert => write_jina(&a.dir, &JinaGeometry::BASE),
             Which::ClipText | Which::ClipVision => write_clip(&a.dir, &ClipGeometry::VIT_B_32),
-            Which::GteQwen2 => write_gte_qwen2(&a.dir, &Qwen2Geometry::GTE_1_5B),
+            Which::GteQwen2 => write_gte_qwen2(&a.dir, &layers(Qwen2Geometry::GTE_1_5B)),
+            Which::Stella => write_stella(&a.dir, &layers(Qwen2Geometry::GTE_1_5B), 1024),
+            Which::NvEmbed => write_nvembed(
+                &a.dir,
+                &NvEmbedGeometry {
+                    body: layers(NvEmbedGeometry::V2.body),
+                    ..NvEmbedGeometry::V2
+                },
+            ),
         }
     }
     // Images have no tokens.
@@ -180,7 +237,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rows need 2 tokens or more"
     );
     let dir = ModelDir::local(&a.dir)?;
-    let model = Network::load(a.family, &dir, tokens, Backend::Kernels)?;
+    let backend = match a.backend {
+        BackendArg::Kernels => Backend::Kernels,
+        BackendArg::Candle => Backend::Candle,
+    };
+    let model = Network::load(a.family, &dir, tokens, backend)?;
     let first_batch = 0..a.batch.min(a.n);
     if a.check {
         let candle = Network::load(a.family, &dir, tokens, Backend::Candle)?;
