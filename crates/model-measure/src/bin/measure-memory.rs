@@ -4,7 +4,9 @@
 //! * the real all-MiniLM-L6-v2 (`tools/fetch-minilm.sh`, or `--minilm DIR`);
 //! * the six families as tiny random-weight checkpoints (the test suite's);
 //! * Jina v2 base and CLIP ViT-B/32 at full size with random weights, written from their real
-//!   configurations (about 0.9 GB of scratch space; `--skip-full` leaves them out).
+//!   configurations (about 0.9 GB of scratch space; `--skip-full` leaves them out);
+//! * any other checkpoint named with `--checkpoint FAMILY=DIR` (repeatable), say the full-size
+//!   random Stella or GTE-Qwen2 that `encoder-speed --write` leaves under `.cache/full/`.
 //!
 //! Each child loads the model through the backends' loader, serves one request of the run
 //! profile (batch × seq_len tokens; one image and one text for CLIP) and reports the resident
@@ -90,6 +92,27 @@ fn main() {
             "clip-vit-base-patch32 (full, random)".into(),
             Family::Clip,
             clip,
+            None,
+        ));
+    }
+
+    for (i, arg) in args.iter().enumerate() {
+        if arg != "--checkpoint" {
+            continue;
+        }
+        let named = args.get(i + 1).and_then(|v| v.split_once('='));
+        let Some((family, dir)) = named else {
+            eprintln!("--checkpoint takes FAMILY=DIR, e.g. stella=.cache/full/stella");
+            std::process::exit(2);
+        };
+        let family: Family = family.parse().unwrap_or_else(|e| {
+            eprintln!("--checkpoint {family}: {e}");
+            std::process::exit(2);
+        });
+        jobs.push((
+            format!("{family} ({dir})"),
+            family,
+            PathBuf::from(dir),
             None,
         ));
     }

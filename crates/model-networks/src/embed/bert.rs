@@ -162,14 +162,25 @@ fn activation(act: HiddenAct) -> Activation {
     }
 }
 
-enum Network {
-    Kernels(Encoder),
-    Candle(BertModel),
+/// The network of a model on one [`Backend`]: the kernels' `K` or candle's `C`.
+pub(crate) enum Network<K, C> {
+    Kernels(K),
+    Candle(C),
+}
+
+impl<K, C> Network<K, C> {
+    /// The backend this network runs on.
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Network::Kernels(_) => Backend::Kernels,
+            Network::Candle(_) => Backend::Candle,
+        }
+    }
 }
 
 /// A BERT encoder with masked mean pooling.
 pub struct Model {
-    network: Network,
+    network: Network<Encoder, BertModel>,
     config: Config,
     device: Device,
 }
@@ -209,10 +220,7 @@ impl Model {
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        match self.network {
-            Network::Kernels(_) => Backend::Kernels,
-            Network::Candle(_) => Backend::Candle,
-        }
+        self.network.backend()
     }
 
     /// Mean-pooled hidden states, `[batch, hidden]`.

@@ -18,7 +18,7 @@ use encoder_kernels::Activation;
 use encoder_kernels::clip::{Layer, Layers, TextTower, VisionTower};
 use serde::Deserialize;
 
-use super::bert::Backend;
+use super::bert::{Backend, Network};
 use super::text::TextRules;
 use super::{Batch, Net, Parts, kernel_weights, last_token};
 use crate::image::ClipPreprocess;
@@ -209,14 +209,9 @@ struct KernelTowers {
     visual_projection: encoder_kernels::Linear,
 }
 
-enum Network {
-    Kernels(Box<KernelTowers>),
-    Candle(Box<CandleTowers>),
-}
-
 /// Both towers and both projections.
 pub struct Model {
-    network: Network,
+    network: Network<Box<KernelTowers>, Box<CandleTowers>>,
     config: Config,
     device: Device,
 }
@@ -278,10 +273,7 @@ impl Model {
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        match self.network {
-            Network::Kernels(_) => Backend::Kernels,
-            Network::Candle(_) => Backend::Candle,
-        }
+        self.network.backend()
     }
 
     /// Projected text features at each row's last token (CLIP's end-of-text), `[batch, proj]`.

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::qwen2;
 use serde::Deserialize;
 
-use super::bert::Backend;
+use super::bert::{Backend, Network};
 use super::qwen2::Qwen2Config;
 use super::text::TextRules;
 use super::{Batch, Net, Parts, last_token, with_model_prefix};
@@ -69,14 +69,9 @@ impl Config {
     }
 }
 
-enum Network {
-    Kernels(Box<encoder_kernels::qwen2::Encoder>),
-    Candle(qwen2::Model),
-}
-
 /// GTE-Qwen2: encoder and last-token pooling.
 pub struct Model {
-    network: Network,
+    network: Network<Box<encoder_kernels::qwen2::Encoder>, qwen2::Model>,
     dim: usize,
     device: Device,
 }
@@ -131,10 +126,7 @@ impl Model {
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        match self.network {
-            Network::Kernels(_) => Backend::Kernels,
-            Network::Candle(_) => Backend::Candle,
-        }
+        self.network.backend()
     }
 
     /// The hidden state of each row's last real token, `[batch, hidden]`.

@@ -18,7 +18,7 @@ use encoder_kernels::Activation;
 use encoder_kernels::bert::{Encoder, mean_rows};
 use serde::Deserialize;
 
-use super::bert::{Backend, Sizes, Variant, load_kernels};
+use super::bert::{Backend, Network, Sizes, Variant, load_kernels};
 use super::text::{Encoded, TextRules};
 use super::{Net, Parts, rooted};
 use model_runtime::safetensors::var_builder;
@@ -67,11 +67,6 @@ impl Config {
     }
 }
 
-enum Network {
-    Kernels(Encoder),
-    Candle(BertModel),
-}
-
 /// The kernels' activation for a JinaBERT `hidden_act`: exact GELU only, the one candle's
 /// `jina_bert` applies whatever the configuration says.
 fn kernel_activation(act: candle_nn::Activation) -> Option<Activation> {
@@ -80,7 +75,7 @@ fn kernel_activation(act: candle_nn::Activation) -> Option<Activation> {
 
 /// JinaBERT with mean pooling over unpadded rows.
 pub struct Model {
-    network: Network,
+    network: Network<Encoder, BertModel>,
     dim: usize,
 }
 
@@ -155,10 +150,7 @@ impl Model {
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        match self.network {
-            Network::Kernels(_) => Backend::Kernels,
-            Network::Candle(_) => Backend::Candle,
-        }
+        self.network.backend()
     }
 
     /// Mean-pooled embeddings of `batch`, in its order.

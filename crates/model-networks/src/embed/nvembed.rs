@@ -19,7 +19,7 @@ use candle_nn::{Activation, LayerNorm, Linear, RmsNorm, VarBuilder, linear_no_bi
 use candle_transformers::utils::repeat_kv;
 use serde::Deserialize;
 
-use super::bert::Backend;
+use super::bert::{Backend, Network};
 use super::qwen2::Body;
 use super::text::TextRules;
 use super::{Batch, Net, Parts, defaults, mean_pool};
@@ -426,14 +426,9 @@ impl Decoder {
     }
 }
 
-enum Network {
-    Kernels(Box<encoder_kernels::qwen2::Encoder>),
-    Candle(Decoder),
-}
-
 /// NV-Embed: bidirectional decoder + latent-attention pooling.
 pub struct Model {
-    network: Network,
+    network: Network<Box<encoder_kernels::qwen2::Encoder>, Decoder>,
     pooling: LatentPooling,
     dtype: DType,
     dim: usize,
@@ -492,10 +487,7 @@ impl Model {
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        match self.network {
-            Network::Kernels(_) => Backend::Kernels,
-            Network::Candle(_) => Backend::Candle,
-        }
+        self.network.backend()
     }
 
     /// Pooled embeddings `[batch, hidden]`.

@@ -136,6 +136,10 @@ impl Body {
     ) -> candle_core::Result<encoder_kernels::qwen2::Encoder> {
         let (h, d, inter) = (self.hidden, self.head_dim, self.intermediate);
         let (q_width, kv_width) = (self.heads * d, self.kv_heads * d);
+        // The token table first: reading a tensor holds it twice for a moment, and this one is
+        // the largest (0.9 GB in Qwen2-1.5B); read last, that moment came on top of every
+        // layer and took the load past the model's declared memory.
+        let tokens = kernel_weights::read(vb, &[self.vocab, h], "embed_tokens.weight")?;
         let layers = (0..self.layers)
             .map(|i| {
                 let l = vb.pp(format!("layers.{i}"));
@@ -168,7 +172,7 @@ impl Body {
             kv_heads: self.kv_heads,
             head_dim: d,
             eps: self.eps as f32,
-            tokens: kernel_weights::read(vb, &[self.vocab, h], "embed_tokens.weight")?,
+            tokens,
             layers,
             final_norm: kernel_weights::read(&vb.pp("norm"), &[h], "weight")?,
             cos,

@@ -15,7 +15,7 @@ use candle_nn::Linear;
 use candle_transformers::models::stella_en_v5::{self, EmbedHead, ModelVariant};
 use serde::Deserialize;
 
-use super::bert::Backend;
+use super::bert::{Backend, Network};
 use super::text::TextRules;
 use super::{Batch, Net, Parts, defaults, mean_pool, with_model_prefix};
 use model_runtime::safetensors::var_builder;
@@ -58,14 +58,9 @@ pub fn read_dense(dir: &ModelDir) -> Result<(String, DenseConfig), BackendError>
     }
 }
 
-enum Network {
-    Kernels(Box<encoder_kernels::qwen2::Encoder>),
-    Candle(stella_en_v5::Model),
-}
-
 /// Stella: encoder, mean pooling, Dense head.
 pub struct Model {
-    network: Network,
+    network: Network<Box<encoder_kernels::qwen2::Encoder>, stella_en_v5::Model>,
     head: Linear,
     dim: usize,
 }
@@ -160,10 +155,7 @@ impl Model {
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        match self.network {
-            Network::Kernels(_) => Backend::Kernels,
-            Network::Candle(_) => Backend::Candle,
-        }
+        self.network.backend()
     }
 
     /// Dense projection of the mean-pooled hidden states, `[batch, out_features]`.
