@@ -79,38 +79,23 @@ impl Network {
         tokens: usize,
         backend: Backend,
     ) -> Result<Self, BackendError> {
+        let (f32, cpu) = (DType::F32, &Device::Cpu);
         Ok(match family {
-            Which::JinaBert => Network::Jina(jina::Model::load_with(
-                dir,
-                tokens,
-                DType::F32,
-                &Device::Cpu,
-                backend,
-            )?),
-            Which::ClipText | Which::ClipVision => {
-                Network::Clip(clip::Model::load_with(dir, DType::F32, &Device::Cpu, backend)?.0)
+            Which::JinaBert => {
+                Network::Jina(jina::Model::load_with(dir, tokens, f32, cpu, backend)?)
             }
-            Which::GteQwen2 => Network::Gte(gte_qwen2::Model::load_with(
-                dir,
-                tokens,
-                DType::F32,
-                &Device::Cpu,
-                backend,
-            )?),
-            Which::Stella => Network::Stella(stella::Model::load_with(
-                dir,
-                tokens,
-                DType::F32,
-                &Device::Cpu,
-                backend,
-            )?),
-            Which::NvEmbed => Network::NvEmbed(nvembed::Model::load_with(
-                dir,
-                tokens,
-                DType::F32,
-                &Device::Cpu,
-                backend,
-            )?),
+            Which::ClipText | Which::ClipVision => {
+                Network::Clip(clip::Model::load_with(dir, f32, cpu, backend)?.0)
+            }
+            Which::GteQwen2 => {
+                Network::Gte(gte_qwen2::Model::load_with(dir, tokens, f32, cpu, backend)?)
+            }
+            Which::Stella => {
+                Network::Stella(stella::Model::load_with(dir, tokens, f32, cpu, backend)?)
+            }
+            Which::NvEmbed => {
+                Network::NvEmbed(nvembed::Model::load_with(dir, tokens, f32, cpu, backend)?)
+            }
         })
     }
 
