@@ -1,5 +1,6 @@
 //! CPU kernels for the encoder embedders, f32 throughout: BERT and JinaBERT ([`bert`]), CLIP's
-//! text and vision towers ([`clip`]) and the Qwen2 body of GTE-Qwen2 ([`qwen2`]).
+//! text and vision towers ([`clip`]) and the Qwen2 and Mistral bodies of GTE-Qwen2, Stella and
+//! NV-Embed ([`qwen2`]).
 //!
 //! candle's generic CPU path spends most of an encoder's forward pass outside the matmuls (see
 //! `crates/model-networks/docs/encoder-speed.md`); this crate owns that pass instead:
