@@ -99,10 +99,10 @@ pub fn write_tiny(dir: &Path, family: Family) {
     let dir = dir.to_path_buf();
     match family {
         Family::Bert => bert(&dir),
-        Family::Stella => stella(&dir),
-        Family::GteQwen2 => gte(&dir),
+        Family::Stella => write_stella(&dir, &Qwen2Geometry::TINY, 24),
+        Family::GteQwen2 => write_gte_qwen2(&dir, &Qwen2Geometry::TINY),
         Family::JinaBert => write_jina(&dir, &JinaGeometry::TINY),
-        Family::NvEmbed => nvembed(&dir),
+        Family::NvEmbed => write_nvembed(&dir, &NvEmbedGeometry::TINY),
         Family::Clip => write_clip(&dir, &ClipGeometry::TINY),
     }
 }
@@ -307,12 +307,6 @@ fn decoder_weights(w: &mut Weights, prefix: &str, qkv_bias: bool, g: &Qwen2Geome
     w.rms(&format!("{prefix}norm"), h);
 }
 
-/// Stella: encoder saved without the `model.` prefix, Dense head in the folder modules.json
-/// names (24 outputs here, 1024 in the real `2_Dense_1024`).
-fn stella(dir: &Path) {
-    write_stella(dir, &Qwen2Geometry::TINY, 24);
-}
-
 /// Stella: a Qwen2 body without the `model.` prefix, F32, and a Dense head of `dense`
 /// outputs in `2_Dense_{dense}`, the folder modules.json names.
 pub fn write_stella(dir: &Path, g: &Qwen2Geometry, dense: usize) {
@@ -338,12 +332,6 @@ pub fn write_stella(dir: &Path, g: &Qwen2Geometry, dense: usize) {
     let mut weights = Weights::new(DType::F32, 3).with_spread(g.weight_spread);
     weights.linear("linear", g.hidden, dense, true);
     weights.save(&dir.join(&head).join("model.safetensors"));
-}
-
-/// GTE-Qwen2: `model.`-prefixed encoder plus an `lm_head` the embedder never loads, in two
-/// shards; the tokenizer appends `<|endoftext|>`, the token last-token pooling reads.
-fn gte(dir: &Path) {
-    write_gte_qwen2(dir, &Qwen2Geometry::TINY);
 }
 
 /// GTE-Qwen2: a Qwen2 body under `model.` (and an `lm_head` it never reads), F32 in two
@@ -437,11 +425,6 @@ pub fn write_jina(dir: &Path, g: &JinaGeometry) {
     }
     w.linear("pooler.dense", h, h, true);
     w.save(&dir.join("model.safetensors"));
-}
-
-/// NV-Embed: Mistral decoder + latent attention, F16, in two shards.
-fn nvembed(dir: &Path) {
-    write_nvembed(dir, &NvEmbedGeometry::TINY);
 }
 
 /// Sizes of an NV-Embed checkpoint: its Mistral body and latent-attention pooling.

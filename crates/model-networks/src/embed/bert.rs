@@ -18,7 +18,7 @@ use encoder_kernels::bert::{Embeddings, Encoder, Layer, Positions};
 use serde::Deserialize;
 
 use super::text::TextRules;
-use super::{Batch, Net, Parts, defaults, kernel_weights, mean_pool, rooted};
+use super::{Batch, Net, Parts, defaults, kernel_weights, mean_pool, mean_pool_rows, rooted};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
 
@@ -233,30 +233,9 @@ impl Model {
             }
             Network::Kernels(encoder) => {
                 let ids = batch.unpadded_ids()?;
-                let pool = batch.pool_mask.to_vec2::<f32>()?;
                 let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
                 let hidden = encoder.forward(&rows);
-                let h = encoder.hidden;
-                let mut pooled = Vec::with_capacity(rows.len() * h);
-                let mut start = 0;
-                for (mask, &len) in pool.iter().zip(&batch.lens) {
-                    // The pooled tokens are one run: from the first to the last marked one.
-                    let from = mask[..len].iter().position(|&m| m > 0.0).unwrap_or(0);
-                    let to = mask[..len]
-                        .iter()
-                        .rposition(|&m| m > 0.0)
-                        .map_or(from, |i| i + 1);
-                    debug_assert!(mask[from..to].iter().all(|&m| m > 0.0));
-                    encoder_kernels::bert::mean_rows(
-                        &hidden,
-                        h,
-                        start + from,
-                        start + to,
-                        &mut pooled,
-                    );
-                    start += len;
-                }
-                Tensor::from_vec(pooled, (rows.len(), h), &self.device)
+                mean_pool_rows(&hidden, encoder.hidden, batch, &self.device)
             }
         }
     }

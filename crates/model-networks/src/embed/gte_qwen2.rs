@@ -85,8 +85,7 @@ impl Model {
         dtype: DType,
         device: &Device,
     ) -> Result<Self, BackendError> {
-        let body = Config::read(dir)?.qwen2.body();
-        let kernels_can = body.is_ok_and(|b| b.kernels_refuse().is_none());
+        let kernels_can = Config::read(dir)?.qwen2.kernels_can();
         let backend = Backend::best(kernels_can, dtype, device);
         Self::load_with(dir, limit, dtype, device, backend)
     }

@@ -480,6 +480,31 @@ pub(crate) fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<T
     summed.broadcast_div(&counts)
 }
 
+/// [`mean_pool`] of token states laid end to end without padding (`hidden`: `[T, width]`, the
+/// rows of `batch` in order), `[rows, width]`.
+pub(crate) fn mean_pool_rows(
+    hidden: &[f32],
+    width: usize,
+    batch: &Batch,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let pool = batch.pool_mask.to_vec2::<f32>()?;
+    let mut pooled = Vec::with_capacity(batch.lens.len() * width);
+    let mut start = 0;
+    for (mask, &len) in pool.iter().zip(&batch.lens) {
+        // The pooled tokens are one run: from the first to the last marked one.
+        let from = mask[..len].iter().position(|&m| m > 0.0).unwrap_or(0);
+        let to = mask[..len]
+            .iter()
+            .rposition(|&m| m > 0.0)
+            .map_or(from, |i| i + 1);
+        debug_assert!(mask[from..to].iter().all(|&m| m > 0.0));
+        encoder_kernels::bert::mean_rows(hidden, width, start + from, start + to, &mut pooled);
+        start += len;
+    }
+    Tensor::from_vec(pooled, (batch.lens.len(), width), device)
+}
+
 /// Token states laid end to end (`tokens`: `[T, hidden]`, each row's `(start, len)` in
 /// `spans`) as a right-padded `[rows, width, hidden]` tensor, zeros in the padding.
 pub(crate) fn padded_tokens(

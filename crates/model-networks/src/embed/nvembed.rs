@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::bert::{Backend, Network};
 use super::qwen2::Body;
 use super::text::TextRules;
-use super::{Batch, Net, Parts, defaults, mean_pool};
+use super::{Batch, Net, Parts, defaults, mean_pool, padded_tokens};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
 
@@ -493,7 +493,10 @@ impl Model {
     /// Pooled embeddings `[batch, hidden]`.
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let hidden = match &self.network {
-            Network::Kernels(decoder) => super::qwen2::kernel_states(decoder, batch)?,
+            Network::Kernels(decoder) => {
+                let (tokens, spans) = super::qwen2::kernel_tokens(decoder, batch)?;
+                padded_tokens(&tokens, &spans, batch.ids.dim(1)?, batch.ids.device())?
+            }
             Network::Candle(decoder) => decoder.forward(batch)?,
         };
         self.pooling

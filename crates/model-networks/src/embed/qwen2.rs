@@ -5,7 +5,7 @@
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::{Batch, defaults, kernel_weights, padded_tokens};
+use super::{Batch, defaults, kernel_weights};
 use model_runtime::{BackendError, ModelDir};
 
 /// A Qwen2 `config.json` (the fields both encoders read; GTE-Qwen2 adds its sliding-window
@@ -62,6 +62,11 @@ impl Qwen2Config {
             ("intermediate_size", self.intermediate_size as u64),
             ("vocab_size", self.vocab_size as u64),
         ]
+    }
+
+    /// Whether the kernels can run this body.
+    pub(crate) fn kernels_can(&self) -> bool {
+        self.body().is_ok_and(|b| b.kernels_refuse().is_none())
     }
 
     /// The body's sizes for the kernels (Qwen2 has query/key/value biases), or why the
@@ -203,56 +208,16 @@ pub(crate) fn kernel_body(
         .map_err(|e| kernel_weights::weights_error(dir, e))
 }
 
-/// The final-normed token states of `batch` from the kernels, padded back to the batch's
-/// `[rows, width, hidden]` (zeros in the padding) for the pooling that follows.
-pub(crate) fn kernel_states(
+/// Token states rows end to end (`[T, hidden]`) and each row's `(start, len)` in tokens.
+pub(crate) type TokenStates = (Vec<f32>, Vec<(usize, usize)>);
+
+/// The final-normed state of every real token of `batch` from the kernels, rows end to end
+/// (`[T, hidden]`), and each row's `(start, len)` in tokens.
+pub(crate) fn kernel_tokens(
     encoder: &encoder_kernels::qwen2::Encoder,
     batch: &Batch,
-) -> candle_core::Result<candle_core::Tensor> {
+) -> candle_core::Result<TokenStates> {
     let ids = batch.unpadded_ids()?;
     let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let (tokens, spans) = encoder.forward_tokens(&rows);
-    padded_tokens(&tokens, &spans, batch.ids.dim(1)?, batch.ids.device())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernels_refuse_bodies_they_cannot_run_and_say_why() {
-        let qwen2: Qwen2Config = serde_json::from_value(serde_json::json!({
-            "vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64
-        }))
-        .unwrap();
-        let body = qwen2.body().unwrap();
-        assert_eq!((body.head_dim, body.qkv_bias), (8, true));
-        assert_eq!(body.kernels_refuse(), None);
-        let why = |b: Body| b.kernels_refuse().unwrap_or_default();
-        let gelu = Body {
-            act: candle_nn::Activation::GeluPytorchTanh,
-            ..body.clone()
-        };
-        assert!(why(gelu).contains("SiLU"));
-        assert!(
-            why(Body {
-                kv_heads: 3,
-                ..body.clone()
-            })
-            .contains("num_key_value_heads 3")
-        );
-        assert!(
-            why(Body {
-                head_dim: 7,
-                ..body.clone()
-            })
-            .contains("head_dim 7")
-        );
-        let uneven = Qwen2Config {
-            num_attention_heads: 5,
-            ..qwen2
-        };
-        assert!(uneven.body().unwrap_err().contains("num_attention_heads 5"));
-    }
+    Ok(encoder.forward_tokens(&rows))
 }

@@ -3,7 +3,7 @@
 //!
 //! Two networks read the same weights, as for BERT ([`Backend`]):
 //! - [`Backend::Kernels`] (f32 on the CPU, the default there): [`encoder_kernels::qwen2`], the
-//!   rows of a batch end to end without padding.
+//!   rows of a batch end to end without padding, mean-pooled as they are.
 //! - [`Backend::Candle`]: candle-transformers' `stella_en_v5` (its 1.5B variant), configured
 //!   from the checkpoint's own Qwen2 `config.json` rather than from the constants candle
 //!   ships, for other dtypes and for GPUs.
@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::bert::{Backend, Network};
 use super::text::TextRules;
-use super::{Batch, Net, Parts, defaults, mean_pool, with_model_prefix};
+use super::{Batch, Net, Parts, defaults, mean_pool, mean_pool_rows, with_model_prefix};
 use model_runtime::safetensors::var_builder;
 use model_runtime::{BackendError, ModelDir};
 
@@ -73,8 +73,7 @@ impl Model {
         dtype: DType,
         device: &Device,
     ) -> Result<Self, BackendError> {
-        let body = Config::read(dir)?.body();
-        let kernels_can = body.is_ok_and(|b| b.kernels_refuse().is_none());
+        let kernels_can = Config::read(dir)?.kernels_can();
         Self::load_with(
             dir,
             limit,
@@ -160,16 +159,19 @@ impl Model {
 
     /// Dense projection of the mean-pooled hidden states, `[batch, out_features]`.
     pub fn forward(&self, batch: &Batch) -> candle_core::Result<Tensor> {
-        let hidden = match &self.network {
-            Network::Kernels(encoder) => super::qwen2::kernel_states(encoder, batch)?,
+        let pooled = match &self.network {
+            Network::Kernels(encoder) => {
+                let (tokens, _) = super::qwen2::kernel_tokens(encoder, batch)?;
+                mean_pool_rows(&tokens, encoder.hidden, batch, batch.ids.device())?
+            }
             Network::Candle(encoder) => {
                 // `forward` takes `&mut self` but keeps no state between calls (no KV cache);
                 // a clone shares the weights and lets concurrent batches run without a lock.
                 let mut encoder = encoder.clone();
-                encoder.forward(&batch.ids, &batch.mask)?
+                mean_pool(&encoder.forward(&batch.ids, &batch.mask)?, &batch.pool_mask)?
             }
         };
-        mean_pool(&hidden, &batch.pool_mask)?.apply(&self.head)
+        pooled.apply(&self.head)
     }
 
     pub(crate) fn into_parts(self) -> Parts {
