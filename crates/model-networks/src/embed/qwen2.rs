@@ -221,3 +221,45 @@ pub(crate) fn kernel_tokens(
     let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
     Ok(encoder.forward_tokens(&rows))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_refuse_bodies_they_cannot_run_and_say_why() {
+        let qwen2: Qwen2Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64
+        }))
+        .unwrap();
+        let body = qwen2.body().unwrap();
+        assert_eq!((body.head_dim, body.qkv_bias), (8, true));
+        assert_eq!(body.kernels_refuse(), None);
+        let why = |b: Body| b.kernels_refuse().unwrap_or_default();
+        let gelu = Body {
+            act: candle_nn::Activation::GeluPytorchTanh,
+            ..body.clone()
+        };
+        assert!(why(gelu).contains("SiLU"));
+        assert!(
+            why(Body {
+                kv_heads: 3,
+                ..body.clone()
+            })
+            .contains("num_key_value_heads 3")
+        );
+        assert!(
+            why(Body {
+                head_dim: 7,
+                ..body.clone()
+            })
+            .contains("head_dim 7")
+        );
+        let uneven = Qwen2Config {
+            num_attention_heads: 5,
+            ..qwen2
+        };
+        assert!(uneven.body().unwrap_err().contains("num_attention_heads 5"));
+    }
+}
