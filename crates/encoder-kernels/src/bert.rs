@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use crate::attention::{ScoreBias, attention};
+use crate::buffer::zeros;
 use crate::linear::Linear;
 use crate::simd::{self, Activation};
 
@@ -164,11 +165,11 @@ impl Encoder {
         let inter_width = self.layers.first().map_or(0, |l| l.up.outputs());
         let gated = self.layers.first().is_some_and(|l| l.gated);
         let mut s = Scratch {
-            qkv: vec![0.0; total * 3 * h],
-            ctx: vec![0.0; total * h],
-            proj: vec![0.0; total * h],
-            inter: vec![0.0; total * inter_width],
-            gated: vec![0.0; if gated { total * inter_width / 2 } else { 0 }],
+            qkv: zeros(total * 3 * h),
+            ctx: zeros(total * h),
+            proj: zeros(total * h),
+            inter: zeros(total * inter_width),
+            gated: zeros(if gated { total * inter_width / 2 } else { 0 }),
         };
         let mut starts = Vec::with_capacity(rows.len());
         let mut at = 0;

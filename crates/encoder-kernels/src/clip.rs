@@ -14,6 +14,7 @@
 
 use crate::attention::{ScoreBias, attention, embed_rows, last_tokens};
 use crate::bert::{LayerNorm, par_rows, with_helper};
+use crate::buffer::zeros;
 use crate::linear::Linear;
 use crate::simd::{self, Activation};
 
@@ -45,11 +46,11 @@ impl Layers {
         let t = x.len() / h;
         let inter = self.layers.first().map_or(0, |l| l.fc1.outputs());
         let (mut normed, mut qkv, mut ctx, mut proj, mut wide) = (
-            vec![0f32; t * h],
-            vec![0f32; t * 3 * h],
-            vec![0f32; t * h],
-            vec![0f32; t * h],
-            vec![0f32; t * inter],
+            zeros(t * h),
+            zeros(t * 3 * h),
+            zeros(t * h),
+            zeros(t * h),
+            zeros(t * inter),
         );
         for l in &self.layers {
             norm_into(x, &l.norm1, &mut normed);

@@ -18,6 +18,7 @@
 
 pub mod attention;
 pub mod bert;
+pub mod buffer;
 pub mod clip;
 pub mod linear;
 pub mod panel;

@@ -61,7 +61,7 @@ impl Panels {
             "weight is not [{outputs}, {inputs}]"
         );
         let count = outputs.div_ceil(WIDTH);
-        let mut lines = vec![Line::default(); count * inputs * WIDTH / 16];
+        let mut lines = crate::buffer::filled(count * inputs * WIDTH / 16, Line::default());
         let flat = lines_as_mut_floats(&mut lines);
         for o in 0..outputs {
             let (p, j) = (o / WIDTH, o % WIDTH);
@@ -188,7 +188,24 @@ impl Panels {
             // of the block passes over it; the tiles add up the slices in `out`.
             for k0 in (s0..s1).step_by(DEPTH) {
                 let depth = (s1 - k0).min(DEPTH);
-                for t in (r0..r1).step_by(TILE_ROWS) {
+                // The weight read after this slice: the rest of this panel, or the next
+                // panel's part of the span (past the last panel: a hint that is dropped).
+                let next = if k0 + depth < s1 {
+                    panel.wrapping_add((k0 + depth) * WIDTH)
+                } else {
+                    lines_as_floats(&self.lines)
+                        .as_ptr()
+                        .wrapping_add(((p + 1) * k + s0) * WIDTH)
+                };
+                for (j, t) in (r0..r1).step_by(TILE_ROWS).enumerate() {
+                    // The first tile streams the slice into L1. While the next ones work from
+                    // L1, the 2nd, 3rd and 4th bring the next slice (three lines per input)
+                    // into L2, one line per input each, so that the first tile of the next
+                    // slice does not wait on memory. This made the weights that do not stay in
+                    // L3 (GTE-Qwen2's 110 MB gate/up projection) 10–14 % faster on one thread.
+                    let prefetch = (1..=3)
+                        .contains(&j)
+                        .then(|| next.wrapping_add((j - 1) * depth * 16));
                     // SAFETY: rows t..t+n and inputs k0..k0+depth of `x` are in range, as
                     // are the slice's panel rows; `out` at (t, p·WIDTH) addresses `n`
                     // rows of stride `outputs`, `cols` wide (the caller's contract).
@@ -202,16 +219,11 @@ impl Panels {
                             ldc,
                             cols,
                             add: k0 > 0,
+                            next: prefetch.unwrap_or(std::ptr::null()),
                         };
-                        match (r1 - t).min(TILE_ROWS) {
-                            8 => tile.run::<8>(),
-                            7 => tile.run::<7>(),
-                            6 => tile.run::<6>(),
-                            5 => tile.run::<5>(),
-                            4 => tile.run::<4>(),
-                            3 => tile.run::<3>(),
-                            2 => tile.run::<2>(),
-                            _ => tile.run::<1>(),
+                        match prefetch {
+                            Some(_) => tile.run_rows::<true>(r1 - t),
+                            None => tile.run_rows::<false>(r1 - t),
                         }
                     }
                 }
@@ -257,6 +269,9 @@ mod x86 {
         pub ldc: usize,
         pub cols: usize,
         pub add: bool,
+        /// With `FAR`: lines to bring into L2, one per input (the next slice of weight), in
+        /// place of the lines of this slice ahead.
+        pub next: *const f32,
     }
 
     impl Tile {
@@ -265,9 +280,31 @@ mod x86 {
         ///
         /// # Safety
         /// AVX-512F; the pointers address what [`Tile`] describes.
+        /// [`run`](Self::run) for `rows` rows (at most [`super::TILE_ROWS`]).
+        ///
+        /// # Safety
+        /// As for `run`.
         #[inline]
         #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn run<const M: usize>(&self) {
+        pub(super) unsafe fn run_rows<const FAR: bool>(&self, rows: usize) {
+            // SAFETY: the caller's contract.
+            unsafe {
+                match rows.min(super::TILE_ROWS) {
+                    8 => self.run::<8, FAR>(),
+                    7 => self.run::<7, FAR>(),
+                    6 => self.run::<6, FAR>(),
+                    5 => self.run::<5, FAR>(),
+                    4 => self.run::<4, FAR>(),
+                    3 => self.run::<3, FAR>(),
+                    2 => self.run::<2, FAR>(),
+                    _ => self.run::<1, FAR>(),
+                }
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn run<const M: usize, const FAR: bool>(&self) {
             let masks: [__mmask16; 3] = std::array::from_fn(|j| {
                 let from = j * 16;
                 match self.cols.saturating_sub(from) {
@@ -292,11 +329,16 @@ mod x86 {
                 // past the end are hints and never fault.
                 unsafe {
                     let wi = self.w.add(i * WIDTH);
-                    // The L1 prefetcher alone leaves this loop waiting on the panel's lines.
-                    let ahead = wi.wrapping_add(AHEAD * WIDTH).cast::<i8>();
-                    _mm_prefetch::<_MM_HINT_T0>(ahead);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
+                    if FAR {
+                        let line = self.next.wrapping_add(i * 16).cast::<i8>();
+                        _mm_prefetch::<_MM_HINT_T1>(line);
+                    } else {
+                        // The L1 prefetcher alone leaves this loop waiting on the panel's lines.
+                        let ahead = wi.wrapping_add(AHEAD * WIDTH).cast::<i8>();
+                        _mm_prefetch::<_MM_HINT_T0>(ahead);
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
+                    }
                     let w0 = _mm512_load_ps(wi);
                     let w1 = _mm512_load_ps(wi.add(16));
                     let w2 = _mm512_load_ps(wi.add(32));

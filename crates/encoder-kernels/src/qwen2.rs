@@ -16,6 +16,7 @@
 
 use crate::attention::{ScoreBias, attention, embed_rows, last_tokens};
 use crate::bert::{par_rows, with_helper};
+use crate::buffer::zeros;
 use crate::linear::Linear;
 use crate::simd::{self, Activation};
 
@@ -129,12 +130,12 @@ impl Encoder {
         // The position of each token in its row, for RoPE.
         let positions: Vec<usize> = spans.iter().flat_map(|&(_, len)| 0..len).collect();
         let (mut normed, mut qkv, mut ctx, mut proj, mut wide, mut gated) = (
-            vec![0f32; t * h],
-            vec![0f32; t * width],
-            vec![0f32; t * self.heads * d],
-            vec![0f32; t * h],
-            vec![0f32; t * 2 * inter],
-            vec![0f32; t * inter],
+            zeros(t * h),
+            zeros(t * width),
+            zeros(t * self.heads * d),
+            zeros(t * h),
+            zeros(t * 2 * inter),
+            zeros(t * inter),
         );
         let half = d / 2;
         for l in &self.layers {

@@ -1,14 +1,79 @@
-//! GFLOP/s of the matmul shapes of a MiniLM-sized encoder, and the time of a whole forward pass
-//! with random weights, for profiling the kernels without a checkpoint.
+//! GFLOP/s of the matmul shapes of a MiniLM-sized encoder (or of shapes given with
+//! `--matmul`), and the time of a whole forward pass with random weights, for profiling the
+//! kernels without a checkpoint.
 //!
 //! ```sh
-//! cargo run --release -p model-measure --bin kernel-speed -- [TOKENS_PER_ROW] [ROWS]
+//! cargo run --release -p model-measure --bin kernel-speed -- --tokens 165 --rows 32
+//! # GTE-Qwen2-1.5B's gate/up and down projections at 32 texts of 32 tokens, matmuls only:
+//! cargo run --release -p model-measure --bin kernel-speed -- --matmul 1024x1536x17920 \
+//!     --matmul 1024x8960x1536
 //! ```
 
 use std::time::Instant;
 
+use clap::Parser;
+
 use encoder_kernels::bert::{Embeddings, Encoder, Layer, LayerNorm, Positions};
 use encoder_kernels::{Activation, Linear};
+
+#[derive(Parser)]
+#[command(about = "GFLOP/s of the encoder kernels' matmuls and a MiniLM-sized forward pass")]
+struct Args {
+    /// Tokens per text row of the forward pass and of the MiniLM-sized matmuls.
+    #[arg(long, default_value_t = 165)]
+    tokens: usize,
+    /// Text rows per forward pass.
+    #[arg(long, default_value_t = 32)]
+    rows: usize,
+    /// Time `ROWSxINPUTSxOUTPUTS` matmuls instead (repeatable); skips the forward pass.
+    #[arg(long, value_parser = parse_shape)]
+    matmul: Vec<(usize, usize, usize)>,
+    /// Timed repetitions of each matmul; the best and the median are printed.
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
+    let parts: Vec<&str> = s.split('x').collect();
+    let dims: Vec<usize> = parts
+        .iter()
+        .filter_map(|p| p.parse().ok().filter(|&n| n > 0))
+        .collect();
+    match dims[..] {
+        [rows, inputs, outputs] if parts.len() == 3 => Ok((rows, inputs, outputs)),
+        _ => Err(format!(
+            "`{s}` is not ROWSxINPUTSxOUTPUTS with three positive whole numbers, e.g. 1024x1536x17920"
+        )),
+    }
+}
+
+/// Times `reps` runs of `x[rows, inputs] · W[inputs, outputs]` and prints the best and the
+/// median.
+fn time_matmul(name: &str, (rows, inputs, outputs): (usize, usize, usize), reps: usize) {
+    let lin = linear(outputs, inputs, 7);
+    let mut x = encoder_kernels::buffer::zeros(rows * inputs);
+    x.copy_from_slice(&random(rows * inputs, 3));
+    let mut y = encoder_kernels::buffer::zeros(rows * outputs);
+    lin.matmul(&x, rows, &mut y);
+    let mut times: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            lin.matmul(&x, rows, &mut y);
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let (best, median) = (times[0], times[times.len() / 2]);
+    let flop = 2.0 * (rows * inputs * outputs) as f64;
+    println!(
+        "{name:>9} [{rows} x {inputs}] x [{inputs} x {outputs}]: best {:.2} ms ({:.1} GFLOP/s), \
+         median {:.2} ms ({:.1} GFLOP/s)",
+        best * 1e3,
+        flop / best / 1e9,
+        median * 1e3,
+        flop / median / 1e9
+    );
+}
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed
@@ -56,12 +121,23 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().unwrap())
-        .collect();
-    let len = args.first().copied().unwrap_or(165);
-    let rows = args.get(1).copied().unwrap_or(32);
+    let args = Args::parse();
+    if !args.matmul.is_empty() {
+        for &shape in &args.matmul {
+            time_matmul("matmul", shape, args.reps);
+        }
+        return;
+    }
+    let (len, rows) = (args.tokens, args.rows);
+    if len == 0 || rows == 0 {
+        use clap::CommandFactory;
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ValueValidation,
+                "--tokens and --rows must be at least 1",
+            )
+            .exit();
+    }
     let (h, inter, heads, layers) = (384, 1536, 12, 6);
     let t = len * rows;
     for (name, o, i) in [
@@ -70,21 +146,7 @@ fn main() {
         ("up", inter, h),
         ("down", h, inter),
     ] {
-        let lin = linear(o, i, 7);
-        let x = random(t * i, 3);
-        let mut y = vec![0f32; t * o];
-        lin.matmul(&x, t, &mut y);
-        let reps = 10;
-        let start = Instant::now();
-        for _ in 0..reps {
-            lin.matmul(&x, t, &mut y);
-        }
-        let s = start.elapsed().as_secs_f64() / reps as f64;
-        println!(
-            "{name:>9} [{t} x {i}] x [{i} x {o}]: {:.2} ms, {:.1} GFLOP/s",
-            s * 1e3,
-            2.0 * (t * i * o) as f64 / s / 1e9
-        );
+        time_matmul(name, (t, i, o), args.reps);
     }
     let enc = Encoder {
         hidden: h,
