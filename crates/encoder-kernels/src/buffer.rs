@@ -14,31 +14,34 @@ const HUGE_PAGE: usize = 2 << 20;
 /// A vector of `len` copies of `value`, asked to be backed by huge pages when large.
 pub fn filled<T: Clone>(len: usize, value: T) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
-    advise_huge(v.spare_capacity_mut());
+    let spare: &mut [MaybeUninit<T>] = v.spare_capacity_mut();
+    advise_huge(spare.as_mut_ptr() as usize, std::mem::size_of_val(spare));
     v.resize(len, value);
     v
 }
 
-/// `len` zeros, asked to be backed by huge pages when large.
+/// `len` zeros, asked to be backed by huge pages when large. Allocated zeroed (a large one is
+/// fresh memory that no one has touched yet), so there is no pass that writes the zeros.
 pub fn zeros(len: usize) -> Vec<f32> {
-    filled(len, 0.0)
+    let v = vec![0f32; len];
+    advise_huge(v.as_ptr() as usize, std::mem::size_of_val(v.as_slice()));
+    v
 }
 
-/// Asks the kernel to back the whole 2 MB pages inside `memory` with huge pages when they are
-/// first touched. A hint: nothing changes where the kernel has them off, or off this system.
-fn advise_huge<T>(memory: &mut [MaybeUninit<T>]) {
-    let bytes = std::mem::size_of_val(memory);
+/// Asks the kernel to back the whole 2 MB pages inside the `bytes` at `start` with huge pages
+/// when they are first touched. A hint: nothing changes where the kernel has them off, or off
+/// this system, or for pages already touched.
+fn advise_huge(start: usize, bytes: usize) {
     if bytes < 2 * HUGE_PAGE {
         return;
     }
-    let start = memory.as_mut_ptr() as usize;
     let (from, to) = (
         start.next_multiple_of(HUGE_PAGE),
         (start + bytes) / HUGE_PAGE * HUGE_PAGE,
     );
     #[cfg(target_os = "linux")]
     if to > from {
-        // SAFETY: [from, to) lies inside `memory`, which this process owns; MADV_HUGEPAGE
+        // SAFETY: [from, to) lies inside memory this process owns; MADV_HUGEPAGE
         // changes how its pages are backed, never their contents.
         unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
     }
